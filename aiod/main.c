@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * aiod - the worker process of libaiod.  It runs blocking syscalls on
+ * behalf of one client, one request at a time.
+ *
+ * INVOCATION
+ *
+ *   aiod PARENT_PID
+ *
+ * started by libaiod (posix_spawn), never by hand, with:
+ *   fd 3  one end of a SOCK_SEQPACKET socketpair; the client has the other
+ *   fd 4  the arena, a sealed memfd the client created and sized
+ * and no other fds beyond 0-2, the default disposition for every signal,
+ * an empty signal mask, and a process group of its own, so that a ^C on
+ * the client's terminal does not reach it.  PARENT_PID is the client's
+ * pid: the worker asks the kernel for SIGKILL when its parent dies and
+ * exits at once if the parent is already gone, so no worker outlives its
+ * client.
+ *
+ * PROTOCOL (lib/aiod-proto.h)
+ *
+ * The worker maps the arena, checks its header's magic and version, and
+ * sends HELLO.  Then, for each doorbell datagram on fd 3 (an arena offset
+ * plus up to two fds as SCM_RIGHTS), it checks the message lies in the
+ * arena, switches to the message's credentials, runs the handler for its
+ * opcode from the table in ops.c, writes the result into the message,
+ * and replies with the same offset, passing a newly opened fd back as
+ * SCM_RIGHTS.  It closes the fds it received once the request is done;
+ * the client kept its own copies, except for CLOSE, whose fd the worker
+ * closes last.  EOF on fd 3 means the client is done: the worker exits.
+ *
+ * WHY THESE MECHANISMS
+ *
+ * Processes, not threads: a worker stuck in the kernel (a hung NFS
+ * server) cannot take the client down, can be killed on its own, and
+ * has its own fsuid, fsgid and groups (credentials are per thread in the
+ * kernel but glibc makes setgroups process-wide).  A socket per worker:
+ * the client picks the worker, so it always knows who holds what; the
+ * socket carries fds, which shared memory cannot; and the socket's EOF
+ * tells each side of the other's death.  Shared memory for everything
+ * else: arguments, results and data up to megabytes cross without being
+ * copied through the socket.
+ *
+ * CANCELLATION
+ *
+ * The client sets msg->cancel and sends AIOD_CANCEL_SIGNAL, whose handler
+ * is installed without SA_RESTART, so a blocking wait (flock, F_OFD_SETLKW,
+ * a FIFO open, NOP's sleep) ends with EINTR; the handler checks the flag
+ * and gives up.  A signal that arrives just before such a wait starts
+ * would be lost, so while a wait is in progress an interval timer also
+ * interrupts it every WAIT_POLL_MS to look at the flag again.
+ *
+ * TRUST
+ *
+ * The worker trusts its client: it runs what it is asked, with the
+ * credentials it is given, within what its own privileges allow.  It
+ * still checks every offset and length against the arena's bounds, so a
+ * client bug shows as -EINVAL rather than a wild write.  The client, for
+ * its part, keeps its allocator's bookkeeping outside the arena.
+ *
+ * DEBUGGING
+ *
+ * AIOD_TRACE=1 in the environment makes each worker print one line per
+ * request on stderr: pid, request id, op, fds, names and result.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+#define WAIT_POLL_MS 50
+
+static char *arena;
+static size_t arena_size;
+static bool trace;
+
+/* The credentials the worker has now, and its own from the start. */
+static struct {
+	uid_t uid;
+	gid_t gid;
+	int ngroups;
+	gid_t groups[AIOD_MAX_GROUPS];
+} cur, own;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+}
+
+bool aiod_cancelled(const struct op_ctx *c)
+{
+	return __atomic_load_n(&c->m->cancel, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void set_timer(long ms)
+{
+	struct itimerval it = {
+		.it_interval = { .tv_sec = 0, .tv_usec = ms * 1000 },
+		.it_value = { .tv_sec = 0, .tv_usec = ms * 1000 },
+	};
+
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+void aiod_wait_begin(void)
+{
+	set_timer(WAIT_POLL_MS);
+}
+
+void aiod_wait_end(void)
+{
+	set_timer(0);
+}
+
+static int setup_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };  /* no SA_RESTART */
+
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(AIOD_CANCEL_SIGNAL, &sa, NULL) < 0 ||
+	    sigaction(SIGALRM, &sa, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+static int map_arena(void)
+{
+	const struct aiod_arena_hdr *hdr;
+	struct stat st;
+
+	if (fstat(AIOD_WORKER_ARENA_FD, &st) < 0 ||
+	    st.st_size < (off_t)AIOD_ARENA_RESERVED)
+		return -EINVAL;
+	arena_size = (size_t)st.st_size;
+	arena = mmap(NULL, arena_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     AIOD_WORKER_ARENA_FD, 0);
+	if (arena == MAP_FAILED)
+		return -errno;
+	close(AIOD_WORKER_ARENA_FD);
+	hdr = (const struct aiod_arena_hdr *)arena;
+	if (hdr->magic != AIOD_PROTO_MAGIC || hdr->version != AIOD_PROTO_VERSION ||
+	    hdr->size != arena_size || hdr->msg_size != sizeof(struct aiod_msg))
+		return -EPROTO;
+	return 0;
+}
+
+static bool same_groups(const gid_t *a, int na, const uint32_t *b, int nb)
+{
+	if (na != nb)
+		return false;
+	for (int i = 0; i < na; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
+/*
+ * Become the request's fsuid, fsgid and groups, or our own again when it
+ * carries none.  Switches only what differs, since setgroups is not free.
+ * Returns 0 or -EPERM if the kernel refused.
+ */
+static int apply_cred(const struct aiod_msg *m)
+{
+	uid_t uid = own.uid;
+	gid_t gid = own.gid;
+	const uint32_t *groups = (const uint32_t *)own.groups;
+	int ngroups = own.ngroups;
+
+	_Static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
+	if (m->wflags & AIOD_WF_CRED) {
+		uid = m->uid;
+		gid = m->gid;
+		groups = (const uint32_t *)((const char *)m + m->groups_off);
+		ngroups = (int)m->ngroups;
+	}
+	if (!same_groups(cur.groups, cur.ngroups, groups, ngroups)) {
+		if (setgroups((size_t)ngroups, (const gid_t *)groups) < 0)
+			return -EPERM;
+		memcpy(cur.groups, groups, (size_t)ngroups * sizeof(gid_t));
+		cur.ngroups = ngroups;
+	}
+	if (gid != cur.gid) {
+		setfsgid(gid);
+		if ((gid_t)setfsgid((gid_t)-1) != gid)
+			return -EPERM;
+		cur.gid = gid;
+	}
+	if (uid != cur.uid) {
+		setfsuid(uid);
+		if ((uid_t)setfsuid((uid_t)-1) != uid)
+			return -EPERM;
+		cur.uid = uid;
+	}
+	return 0;
+}
+
+static bool in_arena(uint64_t off, uint64_t len)
+{
+	return off >= AIOD_ARENA_RESERVED && off <= arena_size &&
+	       len <= arena_size - off;
+}
+
+/* A name at off inside the message: NUL-terminated within it. */
+static int msg_name(const struct aiod_msg *m, uint32_t off, const char **name)
+{
+	const char *s = (const char *)m + off;
+
+	*name = NULL;
+	if (!off)
+		return 0;
+	if (off < sizeof(*m) || off >= m->size || !memchr(s, 0, m->size - off))
+		return -EINVAL;
+	*name = s;
+	return 0;
+}
+
+/* Fill c from m and the fds that came with its doorbell. */
+static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
+		      int nfds)
+{
+	c->m = m;
+	c->ret_fd = -1;
+	c->close_fd0 = 0;
+	if (m->op >= AIOD_OP__COUNT)
+		return -EINVAL;
+	for (int i = 0; i < AIOD_WIRE_MAXFD; i++) {
+		int32_t f = m->fd[i];
+
+		if (f == AIOD_WIRE_FD_CWD)
+			c->fd[i] = AT_FDCWD;
+		else if (f == AIOD_WIRE_FD_NONE)
+			c->fd[i] = -1;
+		else if (f >= 0 && f < nfds)
+			c->fd[i] = fds[f];
+		else
+			return -EINVAL;
+	}
+	for (int i = 0; i < 2; i++)
+		if (msg_name(m, m->name_off[i], &c->name[i]) < 0)
+			return -EINVAL;
+	if ((m->wflags & AIOD_WF_CRED) &&
+	    (m->ngroups > AIOD_MAX_GROUPS || m->groups_off < sizeof(*m) ||
+	     m->groups_off > m->size ||
+	     (uint64_t)m->ngroups * 4 > m->size - m->groups_off))
+		return -EINVAL;
+	c->data = NULL;
+	c->data_len = 0;
+	if (m->data_off) {
+		if (!in_arena(m->data_off, m->data_len))
+			return -EINVAL;
+		c->data = arena + m->data_off;
+		c->data_len = m->data_len;
+	}
+	return apply_cred(m);
+}
+
+static void trace_req(const struct op_ctx *c)
+{
+	const struct aiod_msg *m = c->m;
+
+	fprintf(stderr, "aiod[%d] #%llu %s fd=%d,%d name=%s,%s len=%llu -> %lld\n",
+		(int)getpid(), (unsigned long long)m->id, aiod_op_name(m->op),
+		c->fd[0], c->fd[1], c->name[0] ? c->name[0] : "-",
+		c->name[1] ? c->name[1] : "-", (unsigned long long)m->data_len,
+		(long long)m->result);
+}
+
+static int reply(uint64_t msg_off, int fd)
+{
+	struct aiod_done done = { .kind = AIOD_DONE_REPLY, .msg_off = msg_off };
+	struct iovec iov = { .iov_base = &done, .iov_len = sizeof(done) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	do
+		n = sendmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : 0;
+}
+
+/* Run one request.  Returns 0, or -errno if the socket failed. */
+static int serve(uint64_t msg_off, const int *fds, int nfds)
+{
+	struct aiod_msg *m;
+	struct op_ctx c = { .fd = { -1, -1 } };
+	int64_t res;
+	int err;
+
+	if (!in_arena(msg_off, sizeof(*m)) || msg_off % 8) {
+		/* Nowhere to write a result: a broken client. */
+		fprintf(stderr, "aiod[%d]: bad message offset %llu\n",
+			(int)getpid(), (unsigned long long)msg_off);
+		return -EPROTO;
+	}
+	m = (struct aiod_msg *)(arena + msg_off);
+	if (m->size < sizeof(*m) || !in_arena(msg_off, m->size))
+		res = -EINVAL;
+	else
+		res = unpack(&c, m, fds, nfds);
+	if (res == 0)
+		res = aiod_ops[m->op](&c);
+	m->result = res;
+	m->ret_fd = c.ret_fd >= 0;
+	if (trace)
+		trace_req(&c);
+	err = reply(msg_off, c.ret_fd);
+	if (c.ret_fd >= 0)
+		close(c.ret_fd);
+	for (int i = 0; i < nfds; i++)
+		if (!(c.close_fd0 && fds[i] == c.fd[0]))
+			close(fds[i]);
+	return err;
+}
+
+static int hello(void)
+{
+	struct aiod_done done = {
+		.kind = AIOD_DONE_HELLO,
+		.version = AIOD_PROTO_VERSION,
+	};
+
+	return send(AIOD_WORKER_SOCK_FD, &done, sizeof(done), MSG_NOSIGNAL) < 0
+		       ? -errno : 0;
+}
+
+int main(int argc, char **argv)
+{
+	long ppid;
+	char *end;
+	int err;
+
+	if (argc != 2 || (ppid = strtol(argv[1], &end, 10)) <= 0 || *end) {
+		fprintf(stderr, "aiod: a libaiod worker; not to be run by hand\n");
+		return AIOD_EXIT_USAGE;
+	}
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)ppid)
+		return AIOD_EXIT_USAGE;
+	trace = getenv("AIOD_TRACE") && strcmp(getenv("AIOD_TRACE"), "0");
+
+	err = map_arena();
+	if (err) {
+		fprintf(stderr, "aiod: arena: %s\n", strerror(-err));
+		return err == -EPROTO ? AIOD_EXIT_PROTO : AIOD_EXIT_USAGE;
+	}
+	own.uid = cur.uid = (uid_t)setfsuid((uid_t)-1);
+	own.gid = cur.gid = (gid_t)setfsgid((gid_t)-1);
+	own.ngroups = cur.ngroups = getgroups(AIOD_MAX_GROUPS, own.groups);
+	if (own.ngroups < 0)
+		return AIOD_EXIT_USAGE;
+	memcpy(cur.groups, own.groups, (size_t)own.ngroups * sizeof(gid_t));
+	if (setup_signals() < 0 || hello() < 0)
+		return AIOD_EXIT_IO;
+
+	for (;;) {
+		struct aiod_bell bell;
+		struct iovec iov = { .iov_base = &bell, .iov_len = sizeof(bell) };
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * AIOD_WIRE_MAXFD)];
+			struct cmsghdr align;
+		} cbuf;
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf),
+		};
+		int fds[AIOD_WIRE_MAXFD], nfds = 0;
+		ssize_t n;
+
+		n = recvmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			return AIOD_EXIT_OK;
+		if (n < 0)
+			return AIOD_EXIT_IO;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
+		     cm = CMSG_NXTHDR(&mh, cm)) {
+			if (cm->cmsg_level == SOL_SOCKET &&
+			    cm->cmsg_type == SCM_RIGHTS) {
+				nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+				memcpy(fds, CMSG_DATA(cm), sizeof(int) * (size_t)nfds);
+			}
+		}
+		if (n != sizeof(bell) || (mh.msg_flags & MSG_CTRUNC))
+			return AIOD_EXIT_IO;
+		if (serve(bell.msg_off, fds, nfds) < 0)
+			return AIOD_EXIT_IO;
+	}
+}

@@ -1,0 +1,575 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.c - one handler per aiod opcode, and the table that dispatches them.
+ *
+ * Each handler runs its syscall(s) with the fds, names and data the main
+ * loop unpacked, stores any result beyond the return value in the
+ * message, and returns >= 0 or -errno.  enum aiod_op in lib/aiod.h is
+ * the contract for each.
+ *
+ * A NULL name means "the object is fd itself", and fd may be an O_PATH
+ * fd.  Syscalls that refuse O_PATH fds (fchmod, ftruncate, f*xattr) are
+ * reached through the fd's /proc/self/fd magic link instead, which names
+ * the very object the fd refers to, even after it was renamed.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+struct proc_path {
+	char s[32];
+};
+
+static const char *proc_path(struct proc_path *p, int fd)
+{
+	snprintf(p->s, sizeof(p->s), "/proc/self/fd/%d", fd);
+	return p->s;
+}
+
+static bool is_opath(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl >= 0 && (fl & O_PATH);
+}
+
+/*
+ * A path naming fd/name that plain path syscalls can use: the name
+ * itself when it is resolvable on its own, else a /proc magic link to fd
+ * or to an O_PATH open of name (not following a final symlink when
+ * nofollow), which *tmp then holds and the caller closes.
+ */
+static int64_t target_path(const struct op_ctx *c, bool nofollow,
+			   struct proc_path *pp, const char **path, int *tmp)
+{
+	int fd = c->fd[0];
+
+	*tmp = -1;
+	*path = NULL;
+	if (!c->name[0]) {
+		*path = proc_path(pp, fd);
+		return 0;
+	}
+	if (c->name[0][0] == '/' || fd == AT_FDCWD) {
+		*path = c->name[0];
+		return 0;
+	}
+	*tmp = openat(fd, c->name[0], O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+	if (*tmp < 0)
+		return -errno;
+	*path = proc_path(pp, *tmp);
+	return 0;
+}
+
+static void close_tmp(int tmp)
+{
+	if (tmp >= 0)
+		close(tmp);
+}
+
+/* Fill the message's stx, fh and mount_id for fd/name (not following). */
+static int64_t fill_identity(struct op_ctx *c, int fd, const char *name)
+{
+	struct aiod_msg *m = c->m;
+	int flags = AT_SYMLINK_NOFOLLOW | (name ? 0 : AT_EMPTY_PATH);
+
+	if (statx(fd, name ? name : "", flags, STATX_BASIC_STATS | STATX_BTIME,
+		  &m->stx) < 0) {
+		memset(&m->stx, 0, sizeof(m->stx));
+		return -errno;
+	}
+	m->fh.handle_bytes = AIOD_FH_MAX;
+	if (name_to_handle_at(fd, name ? name : "", (struct file_handle *)&m->fh,
+			      &m->mount_id, name ? 0 : AT_EMPTY_PATH) < 0)
+		m->fh.handle_bytes = 0;
+	return 0;
+}
+
+/* After a successful create, identify the new object if asked to. */
+static int64_t created(struct op_ctx *c, int64_t res, int fd, const char *name)
+{
+	if (res >= 0 && (c->m->flags & AIOD_F_LOOKUP))
+		fill_identity(c, fd, name);
+	return res;
+}
+
+static int64_t op_nop(struct op_ctx *c)
+{
+	struct timespec end;
+	int64_t us = c->m->arg[0];
+	int err;
+
+	if (us <= 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += us / 1000000;
+	end.tv_nsec += (us % 1000000) * 1000;
+	if (end.tv_nsec >= 1000000000) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000;
+	}
+	aiod_wait_begin();
+	do
+		err = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &end, NULL);
+	while (err == EINTR && !aiod_cancelled(c));
+	aiod_wait_end();
+	return -err;
+}
+
+static int64_t op_lookup(struct op_ctx *c)
+{
+	return fill_identity(c, c->fd[0], c->name[0]);
+}
+
+static int64_t op_statx(struct op_ctx *c)
+{
+	int flags = (int)c->m->arg[0] | (c->name[0] ? 0 : AT_EMPTY_PATH);
+
+	if (statx(c->fd[0], c->name[0] ? c->name[0] : "", flags,
+		  (unsigned)c->m->arg[1], &c->m->stx) < 0)
+		return -errno;
+	return 0;
+}
+
+static int64_t open_common(struct op_ctx *c, int64_t fd)
+{
+	if (fd < 0)
+		return fd;
+	c->ret_fd = (int)fd;
+	if (c->m->flags & AIOD_F_LOOKUP)
+		fill_identity(c, (int)fd, NULL);
+	return 0;
+}
+
+static int64_t op_open(struct op_ctx *c)
+{
+	struct aiod_msg *m = c->m;
+	struct open_how how = {
+		.flags = (uint64_t)m->arg[0] | O_CLOEXEC,
+		.mode = (m->arg[0] & (O_CREAT | O_TMPFILE)) ? (uint64_t)m->arg[1] : 0,
+		.resolve = (uint64_t)m->arg[2],
+	};
+	struct proc_path pp;
+	int dirfd = c->fd[0];
+	const char *name = c->name[0];
+	int64_t fd;
+
+	if (!name) {
+		/* Reopen the object an (O_PATH) fd refers to. */
+		dirfd = AT_FDCWD;
+		name = proc_path(&pp, c->fd[0]);
+		how.resolve = 0;
+	}
+	aiod_wait_begin();      /* a FIFO open waits for its peer */
+	fd = AIOD_RETRY(c, syscall(SYS_openat2, dirfd, name, &how, sizeof(how)));
+	aiod_wait_end();
+	return open_common(c, fd);
+}
+
+static int64_t op_open_by_handle(struct op_ctx *c)
+{
+	const struct aiod_fh *fh = (const struct aiod_fh *)c->data;
+	const size_t head = offsetof(struct aiod_fh, f_handle);
+	int64_t fd;
+
+	if (!fh || c->data_len < head || fh->handle_bytes > AIOD_FH_MAX ||
+	    fh->handle_bytes > c->data_len - head)
+		return -EINVAL;
+	fd = AIOD_RETRY(c, open_by_handle_at(c->fd[0], (struct file_handle *)fh,
+					     (int)c->m->arg[0] | O_CLOEXEC));
+	return open_common(c, fd);
+}
+
+static int64_t op_close(struct op_ctx *c)
+{
+	int err = close(c->fd[0]) < 0 ? -errno : 0;
+
+	c->close_fd0 = 1;
+	/* After close, the fd is gone whatever close said (POSIX.1-2024). */
+	return err == -EINTR ? 0 : err;
+}
+
+static int64_t op_pread(struct op_ctx *c)
+{
+	int64_t off = c->m->arg[0];
+
+	if (off == -1)
+		return AIOD_RETRY(c, read(c->fd[0], c->data, c->data_len));
+	return AIOD_RETRY(c, pread(c->fd[0], c->data, c->data_len, off));
+}
+
+static int64_t op_pwrite(struct op_ctx *c)
+{
+	int64_t off = c->m->arg[0];
+
+	if (off == -1)
+		return AIOD_RETRY(c, write(c->fd[0], c->data, c->data_len));
+	return AIOD_RETRY(c, pwrite(c->fd[0], c->data, c->data_len, off));
+}
+
+static int64_t op_fsync(struct op_ctx *c)
+{
+	if (c->m->arg[0])
+		return AIOD_RETRY(c, fdatasync(c->fd[0]));
+	return AIOD_RETRY(c, fsync(c->fd[0]));
+}
+
+static int64_t op_truncate(struct op_ctx *c)
+{
+	struct proc_path pp;
+	const char *path;
+	int64_t res;
+	int tmp;
+
+	if (!c->name[0] && !is_opath(c->fd[0]))
+		return AIOD_RETRY(c, ftruncate(c->fd[0], c->m->arg[0]));
+	res = target_path(c, false, &pp, &path, &tmp);
+	if (res == 0)
+		res = AIOD_RETRY(c, truncate(path, c->m->arg[0]));
+	close_tmp(tmp);
+	return res;
+}
+
+static int64_t op_fallocate(struct op_ctx *c)
+{
+	const int64_t *a = c->m->arg;
+
+	return AIOD_RETRY(c, fallocate(c->fd[0], (int)a[0], a[1], a[2]));
+}
+
+static int64_t op_copy_file_range(struct op_ctx *c)
+{
+	const int64_t *a = c->m->arg;
+	loff_t in = a[0], out = a[1];
+
+	return AIOD_RETRY(c, copy_file_range(c->fd[0], in == -1 ? NULL : &in,
+					     c->fd[1], out == -1 ? NULL : &out,
+					     c->m->data_len, (unsigned)a[2]));
+}
+
+static int64_t op_lseek(struct op_ctx *c)
+{
+	off_t r = lseek(c->fd[0], c->m->arg[0], (int)c->m->arg[1]);
+
+	return r < 0 ? -errno : r;
+}
+
+/*
+ * Fill the buffer with as many entries as fit, from position arg[0].  The
+ * fd's position is shared by every worker (one open file description),
+ * so the client must not run two READDIRs on one fd at once.
+ */
+static int64_t op_readdir(struct op_ctx *c)
+{
+	size_t used = 0;
+
+	if (lseek(c->fd[0], c->m->arg[0], SEEK_SET) < 0)
+		return -errno;
+	while (c->data_len - used >= sizeof(struct dirent64)) {
+		long n = syscall(SYS_getdents64, c->fd[0], c->data + used,
+				 c->data_len - used);
+
+		if (n < 0) {
+			int err = errno;
+
+			if (err == EINTR && !aiod_cancelled(c))
+				continue;
+			/* Entries already read are worth more than the error. */
+			return used ? (int64_t)used : -err;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+	}
+	if (!used && c->data_len) {
+		/* Too small for even one more entry: say so, as getdents does. */
+		long n = syscall(SYS_getdents64, c->fd[0], c->data, c->data_len);
+
+		return n < 0 ? -errno : n;
+	}
+	return (int64_t)used;
+}
+
+static int64_t op_mkdir(struct op_ctx *c)
+{
+	int64_t res = mkdirat(c->fd[0], c->name[0], (mode_t)c->m->arg[0]) < 0
+			      ? -errno : 0;
+
+	return created(c, res, c->fd[0], c->name[0]);
+}
+
+static int64_t op_mknod(struct op_ctx *c)
+{
+	int64_t res = mknodat(c->fd[0], c->name[0], (mode_t)c->m->arg[0],
+			      (dev_t)c->m->arg[1]) < 0 ? -errno : 0;
+
+	return created(c, res, c->fd[0], c->name[0]);
+}
+
+static int64_t op_symlink(struct op_ctx *c)
+{
+	int64_t res;
+
+	if (!c->name[1])
+		return -EINVAL;
+	res = symlinkat(c->name[1], c->fd[0], c->name[0]) < 0 ? -errno : 0;
+	return created(c, res, c->fd[0], c->name[0]);
+}
+
+static int64_t op_readlink(struct op_ctx *c)
+{
+	ssize_t n = readlinkat(c->fd[0], c->name[0] ? c->name[0] : "", c->data,
+			       c->data_len);
+
+	return n < 0 ? -errno : n;
+}
+
+static int64_t op_link(struct op_ctx *c)
+{
+	int flags = (int)c->m->arg[0] | (c->name[0] ? 0 : AT_EMPTY_PATH);
+	int64_t res;
+
+	if (!c->name[1])
+		return -EINVAL;
+	res = linkat(c->fd[0], c->name[0] ? c->name[0] : "", c->fd[1],
+		     c->name[1], flags) < 0 ? -errno : 0;
+	return created(c, res, c->fd[1], c->name[1]);
+}
+
+static int64_t op_unlink(struct op_ctx *c)
+{
+	return unlinkat(c->fd[0], c->name[0], 0) < 0 ? -errno : 0;
+}
+
+static int64_t op_rmdir(struct op_ctx *c)
+{
+	return unlinkat(c->fd[0], c->name[0], AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+static int64_t op_rename(struct op_ctx *c)
+{
+	if (!c->name[0] || !c->name[1])
+		return -EINVAL;
+	return renameat2(c->fd[0], c->name[0], c->fd[1], c->name[1],
+			 (unsigned)c->m->arg[0]) < 0 ? -errno : 0;
+}
+
+static int64_t op_chmod(struct op_ctx *c)
+{
+	mode_t mode = (mode_t)c->m->arg[0];
+	struct proc_path pp;
+
+	if (c->name[0])
+		return fchmodat(c->fd[0], c->name[0], mode, (int)c->m->arg[1]) < 0
+			       ? -errno : 0;
+	if (!is_opath(c->fd[0]))
+		return fchmod(c->fd[0], mode) < 0 ? -errno : 0;
+	return chmod(proc_path(&pp, c->fd[0]), mode) < 0 ? -errno : 0;
+}
+
+static int64_t op_chown(struct op_ctx *c)
+{
+	const int64_t *a = c->m->arg;
+	int flags = (int)a[2] | (c->name[0] ? 0 : AT_EMPTY_PATH);
+
+	return fchownat(c->fd[0], c->name[0] ? c->name[0] : "", (uid_t)a[0],
+			(gid_t)a[1], flags) < 0 ? -errno : 0;
+}
+
+static int64_t op_utimens(struct op_ctx *c)
+{
+	const int64_t *a = c->m->arg;
+	const struct timespec ts[2] = {
+		{ .tv_sec = a[0], .tv_nsec = a[1] },
+		{ .tv_sec = a[2], .tv_nsec = a[3] },
+	};
+	int flags = (int)a[4] | (c->name[0] ? 0 : AT_EMPTY_PATH);
+
+	return utimensat(c->fd[0], c->name[0] ? c->name[0] : "", ts, flags) < 0
+		       ? -errno : 0;
+}
+
+static int64_t op_statfs(struct op_ctx *c)
+{
+	struct aiod_statfs *s = &c->m->sfs;
+	struct statvfs v;
+	int fd = c->fd[0], tmp = -1;
+
+	if (c->name[0]) {
+		tmp = openat(fd, c->name[0], O_PATH | O_CLOEXEC);
+		if (tmp < 0)
+			return -errno;
+		fd = tmp;
+	}
+	if (fstatvfs(fd, &v) < 0) {
+		int err = errno;
+
+		close_tmp(tmp);
+		return -err;
+	}
+	close_tmp(tmp);
+	*s = (struct aiod_statfs){
+		.bsize = v.f_bsize, .frsize = v.f_frsize, .blocks = v.f_blocks,
+		.bfree = v.f_bfree, .bavail = v.f_bavail, .files = v.f_files,
+		.ffree = v.f_ffree, .favail = v.f_favail, .fsid = v.f_fsid,
+		.flag = v.f_flag, .namemax = v.f_namemax,
+	};
+	return 0;
+}
+
+static int64_t op_access(struct op_ctx *c)
+{
+	int flags = (int)c->m->arg[1] | AT_EACCESS | (c->name[0] ? 0 : AT_EMPTY_PATH);
+
+	return faccessat(c->fd[0], c->name[0] ? c->name[0] : "",
+			 (int)c->m->arg[0], flags) < 0 ? -errno : 0;
+}
+
+/*
+ * The xattr calls have no *at() form in glibc: reach the object through
+ * a path, following no symlink but one named by fd itself.
+ */
+static int64_t xattr_call(struct op_ctx *c, int op)
+{
+	struct proc_path pp;
+	const char *path;
+	ssize_t r = -1;
+	int tmp, err;
+	int64_t res;
+
+	if (op != AIOD_OP_LISTXATTR && !c->name[1])
+		return -EINVAL;
+	res = target_path(c, true, &pp, &path, &tmp);
+	if (res < 0)
+		return res;
+	switch (op) {
+	case AIOD_OP_GETXATTR:
+		r = getxattr(path, c->name[1], c->data, c->data_len);
+		break;
+	case AIOD_OP_SETXATTR:
+		r = setxattr(path, c->name[1], c->data ? c->data : "",
+			     c->data_len, (int)c->m->arg[0]);
+		break;
+	case AIOD_OP_LISTXATTR:
+		r = listxattr(path, c->data, c->data_len);
+		break;
+	case AIOD_OP_REMOVEXATTR:
+		r = removexattr(path, c->name[1]);
+		break;
+	}
+	err = errno;
+	close_tmp(tmp);
+	return r < 0 ? -err : r;
+}
+
+static int64_t op_getxattr(struct op_ctx *c)
+{
+	return xattr_call(c, AIOD_OP_GETXATTR);
+}
+
+static int64_t op_setxattr(struct op_ctx *c)
+{
+	return xattr_call(c, AIOD_OP_SETXATTR);
+}
+
+static int64_t op_listxattr(struct op_ctx *c)
+{
+	return xattr_call(c, AIOD_OP_LISTXATTR);
+}
+
+static int64_t op_removexattr(struct op_ctx *c)
+{
+	return xattr_call(c, AIOD_OP_REMOVEXATTR);
+}
+
+static int64_t op_flock(struct op_ctx *c)
+{
+	int how = (int)c->m->arg[0];
+	int64_t res;
+
+	if (how & LOCK_NB)
+		return flock(c->fd[0], how) < 0 ? -errno : 0;
+	aiod_wait_begin();
+	res = AIOD_RETRY(c, flock(c->fd[0], how));
+	aiod_wait_end();
+	return res;
+}
+
+/* Only OFD locks: classic POSIX locks belong to the worker process. */
+static int64_t op_lock(struct op_ctx *c)
+{
+	struct aiod_lock *lk = &c->m->lk;
+	struct flock fl = {
+		.l_type = lk->type, .l_whence = lk->whence,
+		.l_start = lk->start, .l_len = lk->len,
+	};
+	int cmd = (int)c->m->arg[0];
+	int64_t res;
+
+	if (cmd != F_OFD_GETLK && cmd != F_OFD_SETLK && cmd != F_OFD_SETLKW)
+		return -EINVAL;
+	if (cmd == F_OFD_SETLKW)
+		aiod_wait_begin();
+	res = AIOD_RETRY(c, fcntl(c->fd[0], cmd, &fl));
+	if (cmd == F_OFD_SETLKW)
+		aiod_wait_end();
+	if (res >= 0 && cmd == F_OFD_GETLK) {
+		lk->type = fl.l_type;
+		lk->whence = fl.l_whence;
+		lk->start = fl.l_start;
+		lk->len = fl.l_len;
+		lk->pid = fl.l_pid;
+	}
+	return res < 0 ? res : 0;
+}
+
+op_fn *const aiod_ops[AIOD_OP__COUNT] = {
+	[AIOD_OP_NOP] = op_nop,
+	[AIOD_OP_LOOKUP] = op_lookup,
+	[AIOD_OP_STATX] = op_statx,
+	[AIOD_OP_OPEN] = op_open,
+	[AIOD_OP_OPEN_BY_HANDLE] = op_open_by_handle,
+	[AIOD_OP_CLOSE] = op_close,
+	[AIOD_OP_PREAD] = op_pread,
+	[AIOD_OP_PWRITE] = op_pwrite,
+	[AIOD_OP_FSYNC] = op_fsync,
+	[AIOD_OP_TRUNCATE] = op_truncate,
+	[AIOD_OP_FALLOCATE] = op_fallocate,
+	[AIOD_OP_COPY_FILE_RANGE] = op_copy_file_range,
+	[AIOD_OP_LSEEK] = op_lseek,
+	[AIOD_OP_READDIR] = op_readdir,
+	[AIOD_OP_MKDIR] = op_mkdir,
+	[AIOD_OP_MKNOD] = op_mknod,
+	[AIOD_OP_SYMLINK] = op_symlink,
+	[AIOD_OP_READLINK] = op_readlink,
+	[AIOD_OP_LINK] = op_link,
+	[AIOD_OP_UNLINK] = op_unlink,
+	[AIOD_OP_RMDIR] = op_rmdir,
+	[AIOD_OP_RENAME] = op_rename,
+	[AIOD_OP_CHMOD] = op_chmod,
+	[AIOD_OP_CHOWN] = op_chown,
+	[AIOD_OP_UTIMENS] = op_utimens,
+	[AIOD_OP_STATFS] = op_statfs,
+	[AIOD_OP_ACCESS] = op_access,
+	[AIOD_OP_GETXATTR] = op_getxattr,
+	[AIOD_OP_SETXATTR] = op_setxattr,
+	[AIOD_OP_LISTXATTR] = op_listxattr,
+	[AIOD_OP_REMOVEXATTR] = op_removexattr,
+	[AIOD_OP_FLOCK] = op_flock,
+	[AIOD_OP_LOCK] = op_lock,
+};
+
+_Static_assert(sizeof(aiod_ops) / sizeof(aiod_ops[0]) == AIOD_OP__COUNT,
+	       "one handler per opcode");

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * aiod-proto.h - the wire format between libaiod and its aiod workers.
+ *
+ * Shared by lib/ and aiod/ only; never installed.  Both sides are built
+ * from the same tree, and the version below is checked when a worker
+ * starts, so the layout may change freely between versions.
+ *
+ * The arena is a memfd mapped MAP_SHARED at full size by the client and
+ * every worker.  Offset 0 holds struct aiod_arena_hdr.  Everything else
+ * in it is allocated by the client: request messages (struct aiod_msg
+ * followed by a variable part holding names, groups and small data) and
+ * data buffers.  Messages refer to arena memory by offset from the arena
+ * start, never by pointer, since each process maps the arena elsewhere.
+ *
+ * Each worker has a SOCK_SEQPACKET socket to the client:
+ *  - worker -> client, once at start: struct aiod_done with kind HELLO.
+ *  - client -> worker: struct aiod_bell, one datagram per request, with
+ *    the request's fds (0 to AIOD_WIRE_MAXFD) as SCM_RIGHTS.  The worker
+ *    closes them when the request is done.
+ *  - worker -> client: struct aiod_done with kind REPLY when the request
+ *    is done, with the new fd as SCM_RIGHTS if it opened one.
+ * A worker holds at most one request at a time.
+ */
+#ifndef AIOD_PROTO_H
+#define AIOD_PROTO_H
+
+#include <stddef.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "aiod.h"
+
+#define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
+#define AIOD_PROTO_VERSION 1u
+
+/* The fds a worker is started with. */
+#define AIOD_WORKER_SOCK_FD 3
+#define AIOD_WORKER_ARENA_FD 4
+
+/*
+ * The client sends this signal to a worker after setting msg->cancel; the
+ * worker's handler is installed without SA_RESTART, so a blocking wait in
+ * progress ends with EINTR.
+ */
+#define AIOD_CANCEL_SIGNAL SIGUSR1
+
+/* Worker exit statuses the client tells apart. */
+enum {
+	AIOD_EXIT_OK = 0,       /* EOF on its socket */
+	AIOD_EXIT_USAGE = 2,    /* bad invocation, or its parent is gone */
+	AIOD_EXIT_PROTO = 3,    /* the arena speaks another version */
+	AIOD_EXIT_IO = 4,       /* its socket failed */
+};
+
+/* Where the arena header ends and allocations may begin. */
+#define AIOD_ARENA_RESERVED 4096u
+
+struct aiod_arena_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t size;          /* bytes mapped */
+	uint32_t msg_size;      /* sizeof(struct aiod_msg) */
+	uint32_t pad;
+};
+
+struct aiod_bell {
+	uint64_t msg_off;
+};
+
+enum {
+	AIOD_DONE_HELLO = 1,
+	AIOD_DONE_REPLY = 2,
+};
+
+struct aiod_done {
+	uint32_t kind;
+	uint32_t version;       /* HELLO: AIOD_PROTO_VERSION */
+	uint64_t msg_off;       /* REPLY: the message it answers */
+};
+
+/* Most fds one request carries (rename, link, copy_file_range: two). */
+#define AIOD_WIRE_MAXFD 2
+
+/* Values of aiod_msg.fd[] other than an index into the SCM_RIGHTS array. */
+#define AIOD_WIRE_FD_NONE (-1)
+#define AIOD_WIRE_FD_CWD (-100) /* AT_FDCWD */
+
+/* aiod_msg.wflags: what the variable part holds. */
+enum {
+	AIOD_WF_CRED = 1u << 0, /* uid, gid, groups apply */
+	AIOD_WF_FH = 1u << 1,   /* data_off holds a struct aiod_fh (in) */
+};
+
+/*
+ * One request.  "client:" fields are written by the client before the
+ * doorbell and only read by the worker; "worker:" fields are written by
+ * the worker before its reply and only read by the client after it.
+ * cancel is the one field both touch while the worker holds the message,
+ * with atomic loads and stores.
+ */
+struct aiod_msg {
+	uint32_t op;            /* client: enum aiod_op */
+	uint32_t flags;         /* client: AIOD_F_* */
+	uint64_t id;            /* client: for traces */
+	uint32_t size;          /* client: bytes of this message block */
+	uint32_t wflags;        /* client: AIOD_WF_* */
+	uint32_t cancel;        /* client: nonzero asks to abandon a wait */
+	int32_t fd[AIOD_WIRE_MAXFD]; /* client: see AIOD_WIRE_FD_* */
+	uint32_t name_off[2];   /* client: from message start; 0: none */
+	uint32_t uid, gid;      /* client: with AIOD_WF_CRED */
+	uint32_t ngroups;       /* client: with AIOD_WF_CRED */
+	uint32_t groups_off;    /* client: from message start */
+	uint32_t pad0;
+	uint64_t data_off;      /* client: data buffer, from arena start */
+	uint64_t data_len;      /* client: its size */
+	int64_t arg[5];         /* client: per op, see enum aiod_op */
+	struct aiod_lock lk;    /* client and worker: AIOD_OP_LOCK */
+
+	int64_t result;         /* worker: >= 0 or -errno */
+	uint32_t ret_fd;        /* worker: 1 if an fd rides on the reply */
+	int32_t mount_id;       /* worker */
+	struct statx stx;       /* worker */
+	struct aiod_fh fh;      /* worker */
+	struct aiod_statfs sfs; /* worker */
+	/* The variable part follows: names, groups, inline data. */
+};
+
+_Static_assert(sizeof(struct aiod_arena_hdr) == 24, "arena header layout");
+_Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
+_Static_assert(sizeof(struct aiod_done) == 16, "done layout");
+_Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");
+_Static_assert(sizeof(struct aiod_fh) == 8 + AIOD_FH_MAX, "fh layout");
+_Static_assert(sizeof(struct statx) == 256, "statx is kernel ABI");
+_Static_assert(offsetof(struct aiod_msg, data_off) % 8 == 0, "msg align");
+_Static_assert(offsetof(struct aiod_msg, result) % 8 == 0, "msg align");
+_Static_assert(offsetof(struct aiod_msg, stx) % 8 == 0, "msg align");
+_Static_assert(sizeof(struct aiod_msg) % 8 == 0, "msg align");
+_Static_assert(sizeof(struct aiod_msg) <= 1024, "msg fits a small block");
+_Static_assert(AIOD_WIRE_FD_CWD == AT_FDCWD, "AT_FDCWD passes through");
+
+#endif /* AIOD_PROTO_H */

@@ -1,0 +1,434 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * aiod.h - libaiod, a pool of worker processes that run blocking syscalls.
+ *
+ * DESIGN
+ *
+ * A single-threaded program (an event loop) must never block on a slow
+ * disk or a hung network filesystem.  libaiod lets it hand each blocking
+ * syscall to one of N "aiod" worker processes and learn of the result
+ * later, on its own loop thread, through a callback.
+ *
+ * Requests travel through a shared-memory arena: the library copies a
+ * request's arguments into the arena, rings the doorbell of an idle worker
+ * (a private socket, which also carries file descriptors), and the worker
+ * writes its result beside the arguments.  Data buffers can live in the
+ * arena too (aiod_buf_alloc()), so reads and writes need no copy between
+ * the caller and the worker.
+ *
+ * Guarantees:
+ *  - The library owns no event loop and no thread.  aiod_pool_fd() is one
+ *    pollable fd; when it is readable, aiod_pool_process() runs the
+ *    callbacks of the requests that are done.  aiod_pool_wait() blocks,
+ *    for programs without a loop.
+ *  - Callbacks run only inside aiod_pool_process() and aiod_pool_wait()
+ *    (and aiod_pool_free(), for requests that never ran), exactly once per
+ *    submitted request, in no particular order.
+ *  - Each worker runs one request at a time, so a request that blocks ties
+ *    up one worker, never the caller and never the other workers.
+ *  - Submitting never fails for lack of room: when every worker is busy or
+ *    the arena is full, requests wait in the caller's own struct aiod_req
+ *    (an intrusive queue; the library allocates nothing per request) and
+ *    are dispatched in FIFO order as room frees up.
+ *  - When a worker dies, only the request it held is affected: it runs
+ *    once more on another worker if it is idempotent (see AIOD_F_NORETRY),
+ *    otherwise it completes with -EIO.  A new worker takes the dead one's
+ *    place.  The caller never receives SIGPIPE.
+ *  - Workers exit when the pool is freed or the caller's process dies.
+ *
+ * All functions return >= 0 on success and -errno on failure, never -1
+ * with errno.  None is thread-safe: use a pool from one thread.
+ */
+#ifndef AIOD_H
+#define AIOD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <fcntl.h>
+#include <linux/stat.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AIOD_VERSION_MAJOR 0
+#define AIOD_VERSION_MINOR 1
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Opcodes.  The numbers are part of the wire protocol and never change.
+ * "fd" and "name" below are req->fd[0] and req->name[0], "fd2" and "name2"
+ * req->fd[1] and req->name[1].  A name is relative to its fd (which may be
+ * AT_FDCWD, the caller's working directory when the pool was created); a
+ * NULL name means the object is the fd itself, which may be an O_PATH fd.
+ * Every operation may fail with the errno of the syscall it runs.
+ */
+enum aiod_op {
+	AIOD_OP_NOP = 0,         /* sleep arg[0] microseconds (0: none) */
+	AIOD_OP_LOOKUP = 1,      /* lstat fd/name, fill stx and fh */
+	AIOD_OP_STATX = 2,       /* statx(fd, name, arg[0] flags, arg[1] mask) */
+	AIOD_OP_OPEN = 3,        /* openat2(fd, name, arg[0] flags, arg[1] mode,
+				    arg[2] RESOLVE_* flags); result 0, ret_fd */
+	AIOD_OP_OPEN_BY_HANDLE = 4, /* open_by_handle_at(fd, buf, arg[0]) */
+	AIOD_OP_CLOSE = 5,       /* close fd in the worker, so that the
+				    last close (which may block, as NFS's
+				    does) never runs in the caller.  The
+				    pool owns fd from aiod_submit() on:
+				    the caller must not use or close it */
+	AIOD_OP_PREAD = 6,       /* pread(fd, buf, len, arg[0]) */
+	AIOD_OP_PWRITE = 7,      /* pwrite(fd, buf, len, arg[0]); arg[0] ==
+				    -1: write() at the file position */
+	AIOD_OP_FSYNC = 8,       /* fsync(fd), fdatasync if arg[0] != 0 */
+	AIOD_OP_TRUNCATE = 9,    /* truncate fd/name to arg[0] bytes */
+	AIOD_OP_FALLOCATE = 10,  /* fallocate(fd, arg[0] mode, arg[1] off,
+				    arg[2] len) */
+	AIOD_OP_COPY_FILE_RANGE = 11, /* from fd at arg[0] to fd2 at arg[1],
+					 len bytes, arg[2] flags */
+	AIOD_OP_LSEEK = 12,      /* lseek(fd, arg[0], arg[1] whence) */
+	AIOD_OP_READDIR = 13,    /* fill buf with struct dirent64 records of
+				    directory fd, from position arg[0] (0:
+				    start, else a d_off seen before) */
+	AIOD_OP_MKDIR = 14,      /* mkdirat(fd, name, arg[0] mode) */
+	AIOD_OP_MKNOD = 15,      /* mknodat(fd, name, arg[0] mode, arg[1] dev) */
+	AIOD_OP_SYMLINK = 16,    /* symlinkat(name2, fd, name) */
+	AIOD_OP_READLINK = 17,   /* readlinkat(fd, name, buf, len) */
+	AIOD_OP_LINK = 18,       /* linkat(fd, name, fd2, name2, arg[0]) */
+	AIOD_OP_UNLINK = 19,     /* unlinkat(fd, name, 0) */
+	AIOD_OP_RMDIR = 20,      /* unlinkat(fd, name, AT_REMOVEDIR) */
+	AIOD_OP_RENAME = 21,     /* renameat2(fd, name, fd2, name2, arg[0]) */
+	AIOD_OP_CHMOD = 22,      /* chmod fd/name to arg[0]; arg[1]:
+				    AT_SYMLINK_NOFOLLOW */
+	AIOD_OP_CHOWN = 23,      /* fchownat(fd, name, arg[0] uid, arg[1] gid,
+				    arg[2] flags); (uint32_t)-1 keeps one */
+	AIOD_OP_UTIMENS = 24,    /* utimensat(fd, name, {arg[0] s, arg[1] ns},
+				    {arg[2] s, arg[3] ns}, arg[4] flags);
+				    ns may be UTIME_NOW or UTIME_OMIT */
+	AIOD_OP_STATFS = 25,     /* statvfs of fd/name into sfs */
+	AIOD_OP_ACCESS = 26,     /* faccessat(fd, name, arg[0] mode, arg[1]
+				    flags | AT_EACCESS): checked with the
+				    request's credentials */
+	AIOD_OP_GETXATTR = 27,   /* attribute name2 of fd/name into buf;
+				    len 0 asks for the size */
+	AIOD_OP_SETXATTR = 28,   /* set attribute name2 of fd/name to buf,
+				    len bytes, arg[0] XATTR_* flags */
+	AIOD_OP_LISTXATTR = 29,  /* attribute names of fd/name into buf */
+	AIOD_OP_REMOVEXATTR = 30, /* remove attribute name2 of fd/name */
+	AIOD_OP_FLOCK = 31,      /* flock(fd, arg[0]); a blocking wait can
+				    be cancelled */
+	AIOD_OP_LOCK = 32,       /* OFD lock: fcntl(fd, arg[0] F_OFD_GETLK,
+				    F_OFD_SETLK or F_OFD_SETLKW, lk); a
+				    blocking wait can be cancelled */
+	AIOD_OP__COUNT
+};
+
+/* Request flags, in req->flags. */
+enum {
+	/* Do not run the request again if its worker dies; fail with -EIO. */
+	AIOD_F_NORETRY = 1u << 0,
+	/*
+	 * After an OPEN with O_CREAT, MKDIR, MKNOD, SYMLINK or LINK that
+	 * succeeds, also fill stx and fh with the new object's identity,
+	 * sparing a LOOKUP round trip.  If that lookup fails, fh.handle_bytes
+	 * is 0 and stx.stx_mask is 0; the operation still succeeded.
+	 */
+	AIOD_F_LOOKUP = 1u << 1,
+};
+
+/* Largest file handle the library carries (MAX_HANDLE_SZ). */
+#define AIOD_FH_MAX 128
+
+/*
+ * A file handle; the same layout as struct file_handle, so it can be
+ * handed to open_by_handle_at() or to AIOD_OP_OPEN_BY_HANDLE as it is.
+ * handle_bytes is 0 when the filesystem has none.
+ */
+struct aiod_fh {
+	uint32_t handle_bytes;
+	int32_t handle_type;
+	unsigned char f_handle[AIOD_FH_MAX];
+};
+
+/* Filesystem statistics (AIOD_OP_STATFS), as in struct statvfs. */
+struct aiod_statfs {
+	uint64_t bsize, frsize, blocks, bfree, bavail;
+	uint64_t files, ffree, favail, fsid, flag, namemax;
+};
+
+/* A byte-range lock (AIOD_OP_LOCK), as in struct flock. */
+struct aiod_lock {
+	int16_t type;    /* F_RDLCK, F_WRLCK, F_UNLCK */
+	int16_t whence;  /* SEEK_SET, SEEK_CUR, SEEK_END */
+	int32_t pid;     /* F_OFD_GETLK: -1 for an OFD lock, else the owner */
+	int64_t start;
+	int64_t len;
+};
+
+/* Credentials a request runs with (fsuid, fsgid, supplementary groups). */
+struct aiod_cred {
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t ngroups;
+	const uint32_t *groups;
+};
+
+#define AIOD_MAX_GROUPS 65536
+
+struct aiod_req;
+typedef void aiod_cb(struct aiod_req *req);
+
+/*
+ * A request.  The caller owns the memory and must keep it, and everything
+ * it points to, alive and unmodified from aiod_submit() until its callback
+ * has run.  Fill it with one of the aiod_prep_*() helpers below (or set
+ * the input fields by hand), then set cb, data and, if needed, flags and
+ * cred.
+ */
+struct aiod_req {
+	/* Input: set by the caller. */
+	uint32_t op;                /* enum aiod_op */
+	uint32_t flags;             /* AIOD_F_* */
+	int fd[2];                  /* objects; -1 when unused */
+	const char *name[2];        /* names relative to fd[i]; NULL: none */
+	void *buf;                  /* data; see "Data buffers" below */
+	uint64_t len;               /* bytes of buf */
+	int64_t arg[5];             /* per-op arguments, see enum aiod_op */
+	struct aiod_lock lk;        /* AIOD_OP_LOCK: in and out */
+	const struct aiod_cred *cred; /* NULL: the pool's own */
+	aiod_cb *cb;                /* may be NULL */
+	void *data;                 /* for the caller */
+
+	/* Output: valid in the callback. */
+	int64_t result;             /* >= 0 or -errno */
+	int ret_fd;                 /* OPEN*: the new fd, owned by the caller;
+				       -1 otherwise */
+	void *out;                  /* the bytes the worker produced (result
+				       of them), see "Data buffers" */
+	struct statx stx;           /* LOOKUP, STATX, AIOD_F_LOOKUP */
+	struct aiod_fh fh;          /* LOOKUP, AIOD_F_LOOKUP */
+	int mount_id;               /* LOOKUP, AIOD_F_LOOKUP */
+	struct aiod_statfs sfs;     /* STATFS */
+
+	/* Private to libaiod. */
+	struct aiod_req *next_;
+	uint64_t msg_off_;
+	uint64_t tmp_off_;
+	uint32_t state_;
+	uint32_t tries_;
+	void *worker_;
+};
+
+/*
+ * Data buffers.
+ *
+ * For ops that send data to the worker (PWRITE, SETXATTR,
+ * OPEN_BY_HANDLE), buf holds len bytes.  For ops that receive data (PREAD,
+ * READDIR, READLINK, GETXATTR, LISTXATTR), buf has room for len bytes.
+ *  - If buf lies in the pool's arena (from aiod_buf_alloc()), the worker
+ *    reads or writes it directly: no copy.  This is the fast path.
+ *  - If buf is ordinary memory, the library copies it into the arena at
+ *    dispatch, or the result out of the arena before the callback.
+ *  - If buf is NULL for an op that receives data, the library provides
+ *    len bytes of arena memory; req->out points at the result during the
+ *    callback only.
+ * In every case, req->out points at the result bytes during the callback.
+ * A buffer larger than AIOD_BUF_MAX makes aiod_submit() fail with -E2BIG.
+ */
+#define AIOD_BUF_MAX (16u << 20)
+
+/* ------------------------------------------------------------------ */
+/* The pool                                                           */
+/* ------------------------------------------------------------------ */
+
+struct aiod_pool;
+
+struct aiod_pool_opts {
+	unsigned workers;       /* 0: a default for this machine */
+	size_t arena_size;      /* 0: 64 MiB; rounded up to a power of two */
+};
+
+/* Counters for monitoring. */
+struct aiod_pool_stats {
+	unsigned workers;       /* live workers */
+	unsigned busy;          /* workers running a request */
+	uint64_t queued;        /* requests waiting for a worker or arena */
+	uint64_t submitted;
+	uint64_t completed;
+	uint64_t worker_deaths;
+	uint64_t retries;
+	size_t arena_size;
+	size_t arena_used;
+};
+
+/*
+ * aiod_pool_new - start a pool of workers.
+ *
+ * Creates the arena and spawns the workers (the program at the path
+ * compiled in, or $AIOD_WORKER), then waits up to a few seconds for each
+ * to report that it speaks this protocol version.  Workers inherit the
+ * caller's working directory, umask and credentials, and nothing else:
+ * no fds, no signal handlers, no signal mask; each runs in its own
+ * process group, so a terminal's ^C does not reach it.  Create the pool
+ * from a thread that lives as long as the pool: workers die with it.
+ *
+ * Returns 0 and sets *poolp, or -errno: -EINVAL for bad options, -ENOENT
+ * or -EACCES if the worker cannot be run, -EPROTO if it speaks another
+ * protocol version, -ETIMEDOUT if it does not answer.
+ */
+int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts);
+
+/*
+ * aiod_pool_free - stop the workers and free the pool.
+ *
+ * Requests still queued or running complete with -ECANCELED (their
+ * callbacks run from here); then the workers are told to exit and are
+ * waited for, a blocked one being killed after one second.  Must not be
+ * called from a callback.
+ */
+void aiod_pool_free(struct aiod_pool *pool);
+
+/*
+ * aiod_pool_fd - the fd to watch: it is readable (POLLIN) when
+ * aiod_pool_process() has work.  It stays the same for the pool's life.
+ */
+int aiod_pool_fd(const struct aiod_pool *pool);
+
+/*
+ * aiod_pool_process - run the callbacks of finished requests, without
+ * blocking.  Also notices dead workers, replaces them, and dispatches
+ * queued requests.  Returns the number of callbacks run, or -errno.
+ */
+int aiod_pool_process(struct aiod_pool *pool);
+
+/*
+ * aiod_pool_wait - block until at least one request finishes or
+ * timeout_ms passes (-1: no limit), then process as aiod_pool_process().
+ * Returns the number of callbacks run (0 on timeout or when nothing is
+ * outstanding), or -errno.
+ */
+int aiod_pool_wait(struct aiod_pool *pool, int timeout_ms);
+
+/*
+ * aiod_submit - queue a request.  It is dispatched at once if a worker is
+ * idle and the arena has room, otherwise when room frees up.  Its callback
+ * runs later, never from aiod_submit() itself.
+ *
+ * Returns 0, or -EINVAL (unknown op or flags, a name longer than
+ * PATH_MAX, more than AIOD_MAX_GROUPS groups, or the request is already
+ * submitted) or -E2BIG (len over AIOD_BUF_MAX); then the callback never
+ * runs.
+ */
+int aiod_submit(struct aiod_pool *pool, struct aiod_req *req);
+
+/*
+ * aiod_cancel - ask for a submitted request to end early.
+ *
+ * A request still queued completes with -ECANCELED.  A request a worker
+ * is running is interrupted: a blocking wait (FLOCK, LOCK with
+ * F_OFD_SETLKW, NOP's sleep) ends with -EINTR; other syscalls are left to
+ * finish.  Either way the callback runs once, later.
+ * Returns 0, or -ENOENT if the request is not outstanding.
+ */
+int aiod_cancel(struct aiod_pool *pool, struct aiod_req *req);
+
+/*
+ * aiod_req_worker - the pid of the worker running req, or 0 if it is
+ * queued or done.  For diagnostics (and tests that kill workers).
+ */
+pid_t aiod_req_worker(const struct aiod_req *req);
+
+/*
+ * aiod_buf_alloc - size bytes of arena memory, aligned to 4096 bytes, or
+ * NULL if the arena has no room (or size is 0 or over AIOD_BUF_MAX).
+ * Used as req->buf it spares a copy; it is also safe to keep across
+ * requests.  Free it with aiod_buf_free() once no request uses it.
+ */
+void *aiod_buf_alloc(struct aiod_pool *pool, size_t size);
+
+/* aiod_buf_free - return memory from aiod_buf_alloc(); NULL is ignored. */
+void aiod_buf_free(struct aiod_pool *pool, void *buf);
+
+/* aiod_pool_stats - fill *st.  Returns 0. */
+int aiod_pool_stats(const struct aiod_pool *pool, struct aiod_pool_stats *st);
+
+/* aiod_op_name - "pread" for AIOD_OP_PREAD, "?" for an unknown op. */
+const char *aiod_op_name(unsigned op);
+
+/* ------------------------------------------------------------------ */
+/* Preparing requests                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * aiod_prep - reset req for op: every input to its neutral value, fds to
+ * -1.  Keeps nothing from an earlier use.  The other helpers call it.
+ */
+void aiod_prep(struct aiod_req *req, enum aiod_op op);
+
+void aiod_prep_nop(struct aiod_req *req, unsigned delay_us);
+void aiod_prep_lookup(struct aiod_req *req, int dirfd, const char *name);
+void aiod_prep_statx(struct aiod_req *req, int dirfd, const char *name,
+		     int flags, unsigned mask);
+void aiod_prep_open(struct aiod_req *req, int dirfd, const char *name,
+		    int flags, mode_t mode, uint64_t resolve);
+void aiod_prep_open_by_handle(struct aiod_req *req, int mountfd,
+			      const struct aiod_fh *fh, int flags);
+void aiod_prep_close(struct aiod_req *req, int fd);
+void aiod_prep_pread(struct aiod_req *req, int fd, void *buf, size_t len,
+		     off_t off);
+void aiod_prep_pwrite(struct aiod_req *req, int fd, const void *buf,
+		      size_t len, off_t off);
+void aiod_prep_fsync(struct aiod_req *req, int fd, int datasync);
+void aiod_prep_truncate(struct aiod_req *req, int dirfd, const char *name,
+			off_t length);
+void aiod_prep_fallocate(struct aiod_req *req, int fd, int mode, off_t off,
+			 off_t len);
+void aiod_prep_copy_file_range(struct aiod_req *req, int fd_in, off_t off_in,
+			       int fd_out, off_t off_out, size_t len,
+			       unsigned flags);
+void aiod_prep_lseek(struct aiod_req *req, int fd, off_t off, int whence);
+void aiod_prep_readdir(struct aiod_req *req, int dirfd, void *buf,
+		       size_t len, off_t pos);
+void aiod_prep_mkdir(struct aiod_req *req, int dirfd, const char *name,
+		     mode_t mode);
+void aiod_prep_mknod(struct aiod_req *req, int dirfd, const char *name,
+		     mode_t mode, dev_t dev);
+void aiod_prep_symlink(struct aiod_req *req, const char *target, int dirfd,
+		       const char *name);
+void aiod_prep_readlink(struct aiod_req *req, int dirfd, const char *name,
+			void *buf, size_t len);
+void aiod_prep_link(struct aiod_req *req, int olddirfd, const char *oldname,
+		    int newdirfd, const char *newname, int flags);
+void aiod_prep_unlink(struct aiod_req *req, int dirfd, const char *name);
+void aiod_prep_rmdir(struct aiod_req *req, int dirfd, const char *name);
+void aiod_prep_rename(struct aiod_req *req, int olddirfd, const char *oldname,
+		      int newdirfd, const char *newname, unsigned flags);
+void aiod_prep_chmod(struct aiod_req *req, int dirfd, const char *name,
+		     mode_t mode, int flags);
+void aiod_prep_chown(struct aiod_req *req, int dirfd, const char *name,
+		     uid_t uid, gid_t gid, int flags);
+void aiod_prep_utimens(struct aiod_req *req, int dirfd, const char *name,
+		       const struct timespec times[2], int flags);
+void aiod_prep_statfs(struct aiod_req *req, int dirfd, const char *name);
+void aiod_prep_access(struct aiod_req *req, int dirfd, const char *name,
+		      int mode, int flags);
+void aiod_prep_getxattr(struct aiod_req *req, int dirfd, const char *name,
+			const char *attr, void *buf, size_t len);
+void aiod_prep_setxattr(struct aiod_req *req, int dirfd, const char *name,
+			const char *attr, const void *value, size_t len,
+			int flags);
+void aiod_prep_listxattr(struct aiod_req *req, int dirfd, const char *name,
+			 void *buf, size_t len);
+void aiod_prep_removexattr(struct aiod_req *req, int dirfd, const char *name,
+			   const char *attr);
+void aiod_prep_flock(struct aiod_req *req, int fd, int operation);
+void aiod_prep_lock(struct aiod_req *req, int fd, int cmd,
+		    const struct aiod_lock *lk);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AIOD_H */

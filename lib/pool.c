@@ -1,0 +1,1035 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool.c - the worker pool: spawning, dispatching, completing, and
+ * replacing workers that die.
+ *
+ * DESIGN
+ *
+ * The pool's one pollable fd is an epoll instance holding, for each
+ * worker, its socket and its pidfd, plus an eventfd that is signalled
+ * when a completion was decided without a worker (a cancelled queued
+ * request, a request whose worker died and may not be re-run).
+ *
+ * A request is in one of four states: IDLE (not submitted, or its
+ * callback has started), QUEUED (on the FIFO queue, waiting for an idle
+ * worker and room in the arena), RUNNING (a worker holds it; w->cur
+ * points at it) or DONE (its result is decided and it waits on the done
+ * list for aiod_pool_process()).  The client always knows which worker
+ * holds which request, because it picks the worker and a worker holds at
+ * most one request.
+ *
+ * A worker's death shows as EOF on its socket (its files close before
+ * it becomes a zombie) and then as its pidfd turning readable.  Replies
+ * already in the socket are consumed before EOF is believed, so a request
+ * the worker finished is never failed.  The dead worker's request is put
+ * back at the head of the queue if it may run twice, otherwise it ends
+ * with -EIO; a new worker is spawned at once; the corpse is reaped
+ * through its pidfd, without blocking.  Worker structs are freed only
+ * between event batches, since one batch may carry both of a worker's
+ * fds.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aiod-internal.h"
+
+#ifndef AIOD_WORKER_PATH
+#error "AIOD_WORKER_PATH must be defined by the build"
+#endif
+
+extern char **environ;
+
+enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE };
+
+/* Small inbound data (xattr values, file handles) rides in the message. */
+#define INLINE_DATA_MAX 1024u
+/* Consecutive workers that die before saying hello stop the respawning. */
+#define SPAWN_FAILURES_MAX 3
+#define HELLO_TIMEOUT_MS 5000
+
+struct worker {
+	int sock;               /* -1 once lost */
+	int pidfd;
+	pid_t pid;
+	bool hello;             /* it spoke our protocol version */
+	bool lost;              /* socket gone; waiting to be reaped */
+	bool reaped;            /* free at the end of the event batch */
+	int exit_status;        /* from waitpid, once reaped */
+	struct aiod_req *cur;   /* the request it holds */
+	struct worker *next;    /* on the dying list */
+};
+
+struct aiod_pool {
+	struct aiod__arena arena;
+	int epfd;
+	int wakefd;
+	char *worker_path;
+	pid_t self;
+
+	unsigned nworkers;      /* the size the pool keeps itself at */
+	struct worker **slots;  /* live workers; NULL where one is missing */
+	struct worker **idle;   /* stack of idle live workers */
+	unsigned nidle;
+	struct worker *dying;   /* lost, not yet reaped */
+	unsigned spawn_failures;
+	bool setup, closing;
+
+	struct aiod_req *q_head, *q_tail;
+	struct aiod_req *done_head, *done_tail;
+	uint64_t nqueued, next_id;
+	uint64_t submitted, completed, deaths, retries;
+};
+
+static struct aiod_msg *msg_of(struct aiod_pool *p, const struct aiod_req *req)
+{
+	return (struct aiod_msg *)(p->arena.base + req->msg_off_);
+}
+
+/* ---- the queue and the done list ----------------------------------- */
+
+static void queue_push(struct aiod_pool *p, struct aiod_req *req, bool front)
+{
+	req->state_ = REQ_QUEUED;
+	if (front) {
+		req->next_ = p->q_head;
+		p->q_head = req;
+		if (!p->q_tail)
+			p->q_tail = req;
+	} else {
+		req->next_ = NULL;
+		if (p->q_tail)
+			p->q_tail->next_ = req;
+		else
+			p->q_head = req;
+		p->q_tail = req;
+	}
+	p->nqueued++;
+}
+
+static struct aiod_req *queue_pop(struct aiod_pool *p)
+{
+	struct aiod_req *req = p->q_head;
+
+	p->q_head = req->next_;
+	if (!p->q_head)
+		p->q_tail = NULL;
+	p->nqueued--;
+	return req;
+}
+
+static bool queue_remove(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct aiod_req **pp, *prev = NULL;
+
+	for (pp = &p->q_head; *pp; prev = *pp, pp = &(*pp)->next_) {
+		if (*pp != req)
+			continue;
+		*pp = req->next_;
+		if (p->q_tail == req)
+			p->q_tail = prev;
+		p->nqueued--;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Decide req's result without a worker; its callback runs from the next
+ * aiod_pool_process(), which the eventfd wakes.
+ */
+static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
+{
+	uint64_t one = 1;
+
+	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE)
+		close(req->fd[0]);
+
+	req->result = err;
+	req->state_ = REQ_DONE;
+	req->worker_ = NULL;
+	req->next_ = NULL;
+	if (p->done_tail)
+		p->done_tail->next_ = req;
+	else
+		p->done_head = req;
+	p->done_tail = req;
+	if (write(p->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		fprintf(stderr, "libaiod: eventfd write: %s\n", strerror(errno));
+}
+
+/* Free the request's arena memory and run its callback. */
+static void finish(struct aiod_pool *p, struct aiod_req *req)
+{
+	uint64_t tmp = req->tmp_off_;
+
+	if (req->msg_off_)
+		aiod__buddy_free(&p->arena.alloc, req->msg_off_);
+	req->msg_off_ = 0;
+	req->tmp_off_ = 0;
+	req->state_ = REQ_IDLE;
+	req->worker_ = NULL;
+	p->completed++;
+	if (req->cb)
+		req->cb(req);
+	/* req may be gone now: the callback may have freed it. */
+	if (tmp)
+		aiod__buddy_free(&p->arena.alloc, tmp);
+}
+
+static int run_done_list(struct aiod_pool *p)
+{
+	struct aiod_req *req;
+	uint64_t n;
+	int ran = 0;
+
+	if (read(p->wakefd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return -errno;
+	while ((req = p->done_head)) {
+		p->done_head = req->next_;
+		if (!p->done_head)
+			p->done_tail = NULL;
+		finish(p, req);
+		ran++;
+	}
+	return ran;
+}
+
+/* ---- preparing a message in the arena ------------------------------ */
+
+static size_t name_size(const char *name)
+{
+	return name ? strlen(name) + 1 : 0;
+}
+
+static bool data_inline(const struct aiod_pool *p, const struct aiod_req *req)
+{
+	return aiod__op_data(req->op) == AIOD__DATA_IN && req->len &&
+	       req->len <= INLINE_DATA_MAX &&
+	       !aiod__arena_owns(&p->arena, req->buf, req->len);
+}
+
+/* The bytes of arena a request needs: message, and data not inline. */
+static void request_sizes(const struct aiod_pool *p, const struct aiod_req *req,
+			  size_t *msg, size_t *data)
+{
+	*msg = sizeof(struct aiod_msg) + name_size(req->name[0]) +
+	       name_size(req->name[1]);
+	if (req->cred)
+		*msg += (size_t)req->cred->ngroups * sizeof(uint32_t);
+	*data = 0;
+	if (data_inline(p, req))
+		*msg += req->len;
+	else if (aiod__op_data(req->op) != AIOD__DATA_NONE && req->len &&
+		 !aiod__arena_owns(&p->arena, req->buf, req->len))
+		*data = req->len;
+}
+
+static uint32_t put_bytes(char *msg, uint32_t *end, const void *src, size_t n)
+{
+	uint32_t at = *end;
+
+	memcpy(msg + at, src, n);
+	*end += (uint32_t)n;
+	return at;
+}
+
+/*
+ * Copy req into a message in the arena.  Returns 0, or -ENOMEM when the
+ * arena has no room now (the request stays queued).  A request put back
+ * after its worker died is prepared already.
+ */
+static int prepare(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct aiod_msg *m;
+	size_t msg_size, data_size;
+	int64_t moff, doff = 0;
+	uint32_t end;
+	char *base;
+
+	if (req->msg_off_)
+		return 0;
+	request_sizes(p, req, &msg_size, &data_size);
+	moff = aiod__buddy_alloc(&p->arena.alloc, msg_size);
+	if (moff < 0)
+		return -ENOMEM;
+	if (data_size) {
+		doff = aiod__buddy_alloc(&p->arena.alloc, data_size);
+		if (doff < 0) {
+			aiod__buddy_free(&p->arena.alloc, (uint64_t)moff);
+			return -ENOMEM;
+		}
+	}
+	req->msg_off_ = (uint64_t)moff;
+	req->tmp_off_ = (uint64_t)doff;
+
+	base = p->arena.base + moff;
+	m = (struct aiod_msg *)base;
+	memset(m, 0, sizeof(*m));
+	end = sizeof(*m);
+	m->op = req->op;
+	m->flags = req->flags;
+	m->id = ++p->next_id;
+	m->size = (uint32_t)aiod__buddy_block_size(&p->arena.alloc, (uint64_t)moff);
+	for (int i = 0; i < 2; i++)
+		if (req->name[i])
+			m->name_off[i] = put_bytes(base, &end, req->name[i],
+						   name_size(req->name[i]));
+	if (req->cred) {
+		m->wflags |= AIOD_WF_CRED;
+		m->uid = req->cred->uid;
+		m->gid = req->cred->gid;
+		m->ngroups = req->cred->ngroups;
+		m->groups_off = put_bytes(base, &end, req->cred->groups,
+					  req->cred->ngroups * sizeof(uint32_t));
+	}
+	m->data_len = req->len;
+	if (data_inline(p, req))
+		m->data_off = (uint64_t)moff + put_bytes(base, &end, req->buf,
+							 req->len);
+	else if (aiod__arena_owns(&p->arena, req->buf, req->len))
+		m->data_off = (uint64_t)((char *)req->buf - p->arena.base);
+	else if (doff) {
+		m->data_off = (uint64_t)doff;
+		if (aiod__op_data(req->op) == AIOD__DATA_IN)
+			memcpy(p->arena.base + doff, req->buf, req->len);
+	}
+	memcpy(m->arg, req->arg, sizeof(m->arg));
+	m->lk = req->lk;
+	return 0;
+}
+
+/* ---- talking to a worker ------------------------------------------- */
+
+/*
+ * Ring w's doorbell for req, passing its fds.  The same fd in both slots
+ * (a rename within one directory) travels once.  Returns 0 or -errno;
+ * any error means the worker is unusable.
+ */
+static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
+{
+	struct aiod_msg *m = msg_of(p, req);
+	struct aiod_bell bell = { .msg_off = req->msg_off_ };
+	struct iovec iov = { .iov_base = &bell, .iov_len = sizeof(bell) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * AIOD_WIRE_MAXFD)];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int fds[AIOD_WIRE_MAXFD], nfds = 0;
+	ssize_t n;
+
+	for (int i = 0; i < AIOD_WIRE_MAXFD; i++) {
+		int fd = req->fd[i];
+
+		if (fd == AT_FDCWD)
+			m->fd[i] = AIOD_WIRE_FD_CWD;
+		else if (fd < 0)
+			m->fd[i] = AIOD_WIRE_FD_NONE;
+		else if (i > 0 && fd == req->fd[0])
+			m->fd[i] = m->fd[0];
+		else {
+			m->fd[i] = nfds;
+			fds[nfds++] = fd;
+		}
+	}
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	do
+		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	w->cur = req;
+	req->worker_ = w;
+	req->state_ = REQ_RUNNING;
+	if (req->op == AIOD_OP_CLOSE)
+		close(req->fd[0]);      /* the worker's copy is now the last */
+	return 0;
+}
+
+static void worker_lost(struct aiod_pool *p, struct worker *w);
+
+/* Hand queued requests to idle workers while there is room. */
+static void dispatch(struct aiod_pool *p)
+{
+	while (p->q_head && p->nidle) {
+		struct aiod_req *req = p->q_head;
+		struct worker *w;
+
+		if (prepare(p, req) < 0)
+			return;
+		queue_pop(p);
+		w = p->idle[--p->nidle];
+		if (ring(p, w, req) < 0) {
+			/* It never reached the worker: not a try. */
+			queue_push(p, req, true);
+			worker_lost(p, w);
+		}
+	}
+}
+
+/* Copy a finished request's results out of its message. */
+static void collect(struct aiod_pool *p, struct aiod_req *req, int fd)
+{
+	struct aiod_msg *m = msg_of(p, req);
+	char *data = NULL;
+
+	req->result = m->result;
+	req->ret_fd = fd;
+	req->stx = m->stx;
+	req->fh = m->fh;
+	req->mount_id = m->mount_id;
+	req->sfs = m->sfs;
+	req->lk = m->lk;
+	if (aiod__op_data(req->op) != AIOD__DATA_OUT || !m->data_off)
+		return;
+	data = p->arena.base + m->data_off;
+	if (req->buf && data != (char *)req->buf) {
+		if (req->result > 0)
+			memcpy(req->buf, data,
+			       (size_t)req->result < req->len ? (size_t)req->result
+							      : req->len);
+		data = req->buf;
+	}
+	req->out = data;
+}
+
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* A protocol violation: the worker is not to be trusted any further. */
+static void worker_bad(struct aiod_pool *p, struct worker *w, const char *why)
+{
+	fprintf(stderr, "libaiod: worker %d: %s; killing it\n", (int)w->pid, why);
+	pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+	worker_lost(p, w);
+}
+
+/*
+ * Read everything w has sent.  Runs the callbacks of the requests it
+ * finished and returns their number.
+ */
+static int worker_read(struct aiod_pool *p, struct worker *w)
+{
+	int ran = 0;
+
+	while (!w->lost) {
+		struct aiod_done done;
+		struct iovec iov = { .iov_base = &done, .iov_len = sizeof(done) };
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 4)];
+			struct cmsghdr align;
+		} cbuf;
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf),
+		};
+		int fds[4], nfds = 0;
+		struct aiod_req *req;
+		ssize_t n;
+
+		n = recvmsg(w->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			worker_lost(p, w);
+			break;
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
+		}
+		if (n != sizeof(done) || (mh.msg_flags & MSG_CTRUNC)) {
+			close_fds(fds, nfds);
+			worker_bad(p, w, "malformed reply");
+			break;
+		}
+		if (done.kind == AIOD_DONE_HELLO) {
+			close_fds(fds, nfds);
+			if (done.version != AIOD_PROTO_VERSION || w->hello) {
+				worker_bad(p, w, "wrong protocol version");
+				break;
+			}
+			w->hello = true;
+			p->spawn_failures = 0;
+			continue;
+		}
+		req = w->cur;
+		if (done.kind != AIOD_DONE_REPLY || !req ||
+		    done.msg_off != req->msg_off_ || nfds > 1) {
+			close_fds(fds, nfds);
+			worker_bad(p, w, "reply to no request");
+			break;
+		}
+		w->cur = NULL;
+		p->idle[p->nidle++] = w;
+		collect(p, req, nfds ? fds[0] : -1);
+		dispatch(p);
+		finish(p, req);
+		ran++;
+	}
+	return ran;
+}
+
+/* ---- spawning and reaping ------------------------------------------ */
+
+/* An fd at 5 or above, so that dup2 onto 3 and 4 cannot clobber it. */
+static int fd_above_4(int fd)
+{
+	int high;
+
+	if (fd > 4)
+		return fd;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, 5);
+	close(fd);
+	return high < 0 ? -errno : high;
+}
+
+static int spawn_one(struct aiod_pool *p, struct worker **wp)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	struct epoll_event ev = { .events = EPOLLIN };
+	char ppid[16], *argv[] = { "aiod", ppid, NULL };
+	struct worker *w;
+	sigset_t none, all;
+	int sv[2], err;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		err = -errno;
+		goto out_free;
+	}
+	sv[1] = fd_above_4(sv[1]);
+	if (sv[1] < 0 || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+		err = sv[1] < 0 ? sv[1] : -errno;
+		goto out_close;
+	}
+	snprintf(ppid, sizeof(ppid), "%d", (int)p->self);
+	sigemptyset(&none);
+	sigfillset(&all);
+	sigdelset(&all, SIGKILL);
+	sigdelset(&all, SIGSTOP);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], AIOD_WORKER_SOCK_FD);
+	posix_spawn_file_actions_adddup2(&fa, p->arena.fd, AIOD_WORKER_ARENA_FD);
+	posix_spawn_file_actions_addclosefrom_np(&fa, AIOD_WORKER_ARENA_FD + 1);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+				 POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	err = -posix_spawn(&w->pid, p->worker_path, &fa, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	posix_spawn_file_actions_destroy(&fa);
+	close(sv[1]);
+	if (err)
+		goto out_sock;
+
+	w->sock = sv[0];
+	/* Until it is reaped, the pid cannot be reused: no race here. */
+	w->pidfd = pidfd_open(w->pid, 0);
+	if (w->pidfd < 0) {
+		err = -errno;
+		kill(w->pid, SIGKILL);
+		waitpid(w->pid, NULL, 0);
+		goto out_sock;
+	}
+	ev.data.ptr = w;
+	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->sock, &ev) < 0 ||
+	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) < 0) {
+		err = -errno;
+		pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+		waitpid(w->pid, NULL, 0);
+		close(w->pidfd);
+		goto out_sock;
+	}
+	*wp = w;
+	return 0;
+
+out_close:
+	if (sv[1] >= 0)
+		close(sv[1]);
+out_sock:
+	close(sv[0]);
+out_free:
+	free(w);
+	return err;
+}
+
+/* Fill every empty slot.  Returns 0 or the first spawn error. */
+static int fill_slots(struct aiod_pool *p)
+{
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		int err;
+
+		if (p->slots[i])
+			continue;
+		if (p->spawn_failures >= SPAWN_FAILURES_MAX)
+			return -ECHILD;
+		err = spawn_one(p, &p->slots[i]);
+		if (err)
+			return err;
+		p->idle[p->nidle++] = p->slots[i];
+	}
+	return 0;
+}
+
+static unsigned live_workers(const struct aiod_pool *p)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->nworkers; i++)
+		n += p->slots[i] != NULL;
+	return n;
+}
+
+static void try_reap(struct aiod_pool *p, struct worker *w)
+{
+	int status;
+
+	if (w->reaped || waitpid(w->pid, &status, WNOHANG) <= 0)
+		return;
+	w->reaped = true;
+	w->exit_status = status;
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+	close(w->pidfd);
+}
+
+/* Free the reaped workers; called between event batches only. */
+static void bury(struct aiod_pool *p)
+{
+	struct worker **pp = &p->dying;
+
+	while (*pp) {
+		struct worker *w = *pp;
+
+		if (!w->reaped) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		free(w);
+	}
+}
+
+static void fail_queue(struct aiod_pool *p, int err)
+{
+	while (p->q_head)
+		defer_done(p, queue_pop(p), err);
+}
+
+/*
+ * The worker's socket is gone: end or re-queue its request, replace it,
+ * and keep it on the dying list until it is reaped.
+ */
+static void worker_lost(struct aiod_pool *p, struct worker *w)
+{
+	struct aiod_req *req = w->cur;
+
+	if (w->lost)
+		return;
+	w->lost = true;
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->sock, NULL);
+	close(w->sock);
+	w->sock = -1;
+	for (unsigned i = 0; i < p->nidle; i++)
+		if (p->idle[i] == w)
+			p->idle[i] = p->idle[--p->nidle];
+	for (unsigned i = 0; i < p->nworkers; i++)
+		if (p->slots[i] == w)
+			p->slots[i] = NULL;
+	w->next = p->dying;
+	p->dying = w;
+	p->deaths++;
+	if (!w->hello)
+		p->spawn_failures++;
+	try_reap(p, w);
+
+	if (req) {
+		w->cur = NULL;
+		if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
+		    aiod__op_idempotent(req->op) && !req->tries_ &&
+		    !msg_of(p, req)->cancel) {
+			req->tries_++;
+			p->retries++;
+			queue_push(p, req, true);
+		} else {
+			defer_done(p, req, p->closing ? -ECANCELED : -EIO);
+		}
+	}
+	if (p->setup || p->closing)
+		return;
+	if (fill_slots(p) < 0 && live_workers(p) == 0) {
+		fprintf(stderr, "libaiod: no worker could be started; failing queued requests\n");
+		fail_queue(p, -EIO);
+	}
+}
+
+/* ---- the public calls ---------------------------------------------- */
+
+static unsigned default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 2)
+		n = 2;
+	return n > 32 ? 64 : (unsigned)(2 * n);
+}
+
+static size_t round_pow2(size_t x)
+{
+	size_t r = 1;
+
+	while (r < x)
+		r <<= 1;
+	return r;
+}
+
+static int run(struct aiod_pool *p, int timeout_ms);
+
+/* Wait for every worker's hello; -errno if one fails to start. */
+static int await_hello(struct aiod_pool *p)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		unsigned ready = 0;
+		long ms;
+
+		for (unsigned i = 0; i < p->nworkers; i++)
+			ready += p->slots[i] && p->slots[i]->hello;
+		if (ready == p->nworkers)
+			return 0;
+		for (struct worker *w = p->dying; w; w = w->next) {
+			if (!w->reaped)
+				try_reap(p, w);
+			if (!w->reaped)
+				continue;
+			if (WIFEXITED(w->exit_status) &&
+			    WEXITSTATUS(w->exit_status) == AIOD_EXIT_PROTO)
+				return -EPROTO;
+			return -ECHILD;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ms = HELLO_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 +
+					 (t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (ms <= 0)
+			return -ETIMEDOUT;
+		run(p, (int)(ms < 100 ? ms : 100));
+	}
+}
+
+int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	const char *path = getenv("AIOD_WORKER");
+	struct aiod_pool *p;
+	size_t size;
+	int err;
+
+	size = opts && opts->arena_size ? opts->arena_size : (size_t)64 << 20;
+	if (size < ((size_t)1 << 20) || size > ((size_t)1 << 40))
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->epfd = p->wakefd = -1;
+	p->self = getpid();
+	p->nworkers = opts && opts->workers ? opts->workers : default_workers();
+	if (p->nworkers > 1024) {
+		free(p);
+		return -EINVAL;
+	}
+	p->worker_path = strdup(path && *path ? path : AIOD_WORKER_PATH);
+	p->slots = calloc(p->nworkers, sizeof(*p->slots));
+	p->idle = calloc(p->nworkers, sizeof(*p->idle));
+	if (!p->worker_path || !p->slots || !p->idle) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	err = aiod__arena_init(&p->arena, round_pow2(size));
+	if (err)
+		goto out_free;
+	err = fd_above_4(p->arena.fd);
+	if (err < 0)
+		goto out_arena;
+	p->arena.fd = err;
+
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->epfd < 0 || p->wakefd < 0 ||
+	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wakefd, &ev) < 0) {
+		err = -errno;
+		goto out_arena;
+	}
+	p->setup = true;
+	err = fill_slots(p);
+	if (!err)
+		err = await_hello(p);
+	p->setup = false;
+	if (err) {
+		aiod_pool_free(p);
+		return err;
+	}
+	*poolp = p;
+	return 0;
+
+out_arena:
+	if (p->epfd >= 0)
+		close(p->epfd);
+	if (p->wakefd >= 0)
+		close(p->wakefd);
+	aiod__arena_fini(&p->arena);
+out_free:
+	free(p->worker_path);
+	free(p->slots);
+	free(p->idle);
+	free(p);
+	return err;
+}
+
+/* Wait for the dying workers for up to ms milliseconds. */
+static void reap_all(struct aiod_pool *p, int ms)
+{
+	for (int waited = 0; p->dying; waited += 10) {
+		for (struct worker *w = p->dying; w; w = w->next)
+			try_reap(p, w);
+		bury(p);
+		if (!p->dying || waited >= ms)
+			return;
+		usleep(10000);
+	}
+}
+
+void aiod_pool_free(struct aiod_pool *p)
+{
+	if (!p)
+		return;
+	p->closing = true;
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = p->slots[i];
+
+		if (!w)
+			continue;
+		if (w->cur) {
+			__atomic_store_n(&msg_of(p, w->cur)->cancel, 1,
+					 __ATOMIC_RELEASE);
+			pidfd_send_signal(w->pidfd, AIOD_CANCEL_SIGNAL, NULL, 0);
+		}
+		worker_lost(p, w);      /* EOF tells it to exit */
+	}
+	reap_all(p, 1000);
+	for (struct worker *w = p->dying; w; w = w->next)
+		pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+	reap_all(p, 1000);
+	for (struct worker *w = p->dying; w; w = w->next)
+		fprintf(stderr, "libaiod: worker %d does not die\n", (int)w->pid);
+
+	fail_queue(p, -ECANCELED);
+	run_done_list(p);
+	close(p->epfd);
+	close(p->wakefd);
+	aiod__arena_fini(&p->arena);
+	free(p->worker_path);
+	free(p->slots);
+	free(p->idle);
+	free(p);
+}
+
+int aiod_pool_fd(const struct aiod_pool *p)
+{
+	return p->epfd;
+}
+
+/* One epoll round: service what is ready, dispatch, run deferred. */
+static int run(struct aiod_pool *p, int timeout_ms)
+{
+	struct epoll_event ev[64];
+	bool wake = false;
+	int n, ran = 0, err;
+
+	n = epoll_wait(p->epfd, ev, 64, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		struct worker *w = ev[i].data.ptr;
+
+		if (!w)
+			wake = true;
+		else if (!w->lost)
+			ran += worker_read(p, w);
+		else
+			try_reap(p, w);
+	}
+	bury(p);
+	dispatch(p);
+	if (wake || p->done_head) {
+		err = run_done_list(p);
+		if (err < 0)
+			return err;
+		ran += err;
+	}
+	return ran;
+}
+
+int aiod_pool_process(struct aiod_pool *p)
+{
+	return run(p, 0);
+}
+
+int aiod_pool_wait(struct aiod_pool *p, int timeout_ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int left = timeout_ms, ran;
+
+		if (p->submitted == p->completed)
+			return 0;
+		if (timeout_ms >= 0) {
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			left = timeout_ms - (int)((t.tv_sec - t0.tv_sec) * 1000 +
+						  (t.tv_nsec - t0.tv_nsec) / 1000000);
+			if (left < 0)
+				left = 0;
+		}
+		ran = run(p, left);
+		if (ran != 0 || left == 0)
+			return ran;
+	}
+}
+
+static bool name_ok(const char *name)
+{
+	return !name || strnlen(name, PATH_MAX) < PATH_MAX;
+}
+
+int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
+{
+	size_t msg, data, max = p->arena.size / 2;
+
+	if (p->closing)
+		return -ESHUTDOWN;
+	if (req->op >= AIOD_OP__COUNT || req->state_ != REQ_IDLE ||
+	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP)))
+		return -EINVAL;
+	if (!name_ok(req->name[0]) || !name_ok(req->name[1]))
+		return -ENAMETOOLONG;
+	if (req->cred && req->cred->ngroups > AIOD_MAX_GROUPS)
+		return -EINVAL;
+	if (aiod__op_data(req->op) != AIOD__DATA_NONE && req->len > AIOD_BUF_MAX)
+		return -E2BIG;
+	if (aiod__op_data(req->op) == AIOD__DATA_IN && req->len && !req->buf)
+		return -EINVAL;
+	request_sizes(p, req, &msg, &data);
+	if (msg > max || data > max)
+		return -E2BIG;
+
+	req->result = 0;
+	req->ret_fd = -1;
+	req->out = NULL;
+	req->tries_ = 0;
+	req->msg_off_ = req->tmp_off_ = 0;
+	req->worker_ = NULL;
+	p->submitted++;
+	queue_push(p, req, false);
+	dispatch(p);
+	return 0;
+}
+
+int aiod_cancel(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct worker *w;
+
+	switch (req->state_) {
+	case REQ_QUEUED:
+		if (!queue_remove(p, req))
+			return -ENOENT;
+		defer_done(p, req, -ECANCELED);
+		return 0;
+	case REQ_RUNNING:
+		w = req->worker_;
+		__atomic_store_n(&msg_of(p, req)->cancel, 1, __ATOMIC_RELEASE);
+		pidfd_send_signal(w->pidfd, AIOD_CANCEL_SIGNAL, NULL, 0);
+		return 0;
+	case REQ_DONE:
+		return 0;
+	default:
+		return -ENOENT;
+	}
+}
+
+pid_t aiod_req_worker(const struct aiod_req *req)
+{
+	const struct worker *w = req->worker_;
+
+	return req->state_ == REQ_RUNNING && w ? w->pid : 0;
+}
+
+void *aiod_buf_alloc(struct aiod_pool *p, size_t size)
+{
+	int64_t off;
+
+	if (!size || size > AIOD_BUF_MAX)
+		return NULL;
+	if (size < 4096)
+		size = 4096;
+	off = aiod__buddy_alloc(&p->arena.alloc, size);
+	return off < 0 ? NULL : p->arena.base + off;
+}
+
+void aiod_buf_free(struct aiod_pool *p, void *buf)
+{
+	if (buf)
+		aiod__buddy_free(&p->arena.alloc,
+				 (uint64_t)((char *)buf - p->arena.base));
+}
+
+int aiod_pool_stats(const struct aiod_pool *p, struct aiod_pool_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->workers = live_workers(p);
+	st->busy = st->workers - p->nidle;
+	st->queued = p->nqueued;
+	st->submitted = p->submitted;
+	st->completed = p->completed;
+	st->worker_deaths = p->deaths;
+	st->retries = p->retries;
+	st->arena_size = p->arena.size;
+	st->arena_used = p->arena.alloc.used;
+	return 0;
+}

@@ -65,7 +65,6 @@ struct worker {
 	bool hello;             /* it spoke our protocol version */
 	bool lost;              /* socket gone; waiting to be reaped */
 	bool reaped;            /* free at the end of the event batch */
-	int exit_status;        /* from waitpid, once reaped */
 	struct aiod_req *cur;   /* the request it holds */
 	struct worker *next;    /* on the dying list */
 };
@@ -83,6 +82,7 @@ struct aiod_pool {
 	unsigned nidle;
 	struct worker *dying;   /* lost, not yet reaped */
 	unsigned spawn_failures;
+	int early_exit;         /* exit code of a worker gone before hello */
 	bool setup, closing;
 
 	struct aiod_req *q_head, *q_tail;
@@ -617,12 +617,14 @@ static unsigned live_workers(const struct aiod_pool *p)
 
 static void try_reap(struct aiod_pool *p, struct worker *w)
 {
-	int status;
+	siginfo_t si = { .si_pid = 0 };
 
-	if (w->reaped || waitpid(w->pid, &status, WNOHANG) <= 0)
+	if (w->reaped || waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG) < 0 ||
+	    si.si_pid == 0)
 		return;
 	w->reaped = true;
-	w->exit_status = status;
+	if (!w->hello)
+		p->early_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
 	close(w->pidfd);
 }
@@ -718,6 +720,7 @@ static size_t round_pow2(size_t x)
 }
 
 static int run(struct aiod_pool *p, int timeout_ms);
+static void reap_all(struct aiod_pool *p, int ms);
 
 /* Wait for every worker's hello; -errno if one fails to start. */
 static int await_hello(struct aiod_pool *p)
@@ -733,13 +736,10 @@ static int await_hello(struct aiod_pool *p)
 			ready += p->slots[i] && p->slots[i]->hello;
 		if (ready == p->nworkers)
 			return 0;
-		for (struct worker *w = p->dying; w; w = w->next) {
-			if (!w->reaped)
-				try_reap(p, w);
-			if (!w->reaped)
-				continue;
-			if (WIFEXITED(w->exit_status) &&
-			    WEXITSTATUS(w->exit_status) == AIOD_EXIT_PROTO)
+		if (p->spawn_failures) {
+			/* One is gone: wait for its status to say why. */
+			reap_all(p, 1000);
+			if (p->early_exit == AIOD_EXIT_PROTO)
 				return -EPROTO;
 			return -ECHILD;
 		}

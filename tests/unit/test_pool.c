@@ -1,7 +1,635 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_pool.c - the pool's lifecycle and guarantees: every request
+ * completes exactly once, back-pressure, cancellation, workers that die
+ * (only their request is affected, a new worker takes over, no SIGPIPE,
+ * no zombie), workers that outlive nothing, and submit's argument checks.
+ * Each test counts how often each callback ran.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
-#include "aiod-internal.h"
-static void test_buddy_smoke(void **state) { (void)state; struct aiod__buddy b; assert_int_equal(aiod__buddy_init(&b, 1<<20, 256), 0); aiod__buddy_fini(&b);}
-int main(void) { const struct CMUnitTest t[] = { cmocka_unit_test(test_buddy_smoke) }; return cmocka_run_group_tests(t, NULL, NULL); }
+
+#include "aiod.h"
+
+static struct aiod_pool *new_pool(unsigned workers, size_t arena)
+{
+	struct aiod_pool_opts opts = { .workers = workers, .arena_size = arena };
+	struct aiod_pool *p = NULL;
+
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	return p;
+}
+
+static void count_cb(struct aiod_req *req)
+{
+	(*(int *)req->data)++;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Process until *count reaches want; fail after limit_ms. */
+static void wait_count(struct aiod_pool *p, const int *count, int want,
+		       int limit_ms)
+{
+	int64_t end = now_ms() + limit_ms;
+
+	while (*count < want) {
+		assert_true(now_ms() < end);
+		assert_true(aiod_pool_wait(p, 100) >= 0);
+	}
+}
+
+/* Submit a NOP of delay_us and wait until a worker holds it. */
+static pid_t start_nop(struct aiod_pool *p, struct aiod_req *req, int *count,
+		       unsigned delay_us, uint32_t flags)
+{
+	aiod_prep_nop(req, delay_us);
+	req->flags = flags;
+	req->cb = count_cb;
+	req->data = count;
+	assert_int_equal(aiod_submit(p, req), 0);
+	return aiod_req_worker(req);
+}
+
+static bool process_gone(pid_t pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 0;
+	fclose(f);
+	return state == 'Z' || state == 'X';
+}
+
+static void wait_gone(pid_t pid, int limit_ms)
+{
+	int64_t end = now_ms() + limit_ms;
+
+	while (!process_gone(pid)) {
+		assert_true(now_ms() < end);
+		usleep(5000);
+	}
+}
+
+static void test_pool_runs_nop_and_counts(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_pool_stats st;
+	struct aiod_req req;
+	int count = 0;
+
+	(void)state;
+	start_nop(p, &req, &count, 0, 0);
+	wait_count(p, &count, 1, 5000);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(aiod_pool_wait(p, 0), 0);
+	assert_int_equal(count, 1);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.workers, 2);
+	assert_int_equal(st.busy, 0);
+	assert_int_equal(st.submitted, 1);
+	assert_int_equal(st.completed, 1);
+	assert_int_equal(st.arena_size, 64u << 20);
+	aiod_pool_free(p);
+}
+
+/* 100,000 requests in one burst: each callback runs exactly once. */
+static void test_pool_burst_of_100000(void **state)
+{
+	enum { N = 100000 };
+	struct aiod_req *reqs = calloc(N, sizeof(*reqs));
+	int *seen = calloc(N, sizeof(*seen));
+	struct aiod_pool *p = new_pool(4, 0);
+	struct aiod_pool_stats st;
+	int done = 0;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		aiod_prep_nop(&reqs[i], 0);
+		reqs[i].cb = count_cb;
+		reqs[i].data = &seen[i];
+		assert_int_equal(aiod_submit(p, &reqs[i]), 0);
+	}
+	aiod_pool_stats(p, &st);
+	assert_true(st.queued >= N - 4);
+	while (done < N) {
+		int n = aiod_pool_wait(p, 5000);
+
+		assert_true(n > 0);
+		done += n;
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(seen[i], 1);
+		assert_int_equal(reqs[i].result, 0);
+	}
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.completed, N);
+	assert_int_equal(st.queued, 0);
+	assert_int_equal(st.arena_used, 4096);  /* only the header */
+	aiod_pool_free(p);
+	free(reqs);
+	free(seen);
+}
+
+/* What a read's callback expects to find in req->out. */
+static const char *expect;
+static size_t expect_len;
+
+static void check_read_cb(struct aiod_req *req)
+{
+	assert_int_equal(req->result, expect_len);
+	assert_non_null(req->out);
+	/* req->out is valid in the callback only: check it here. */
+	assert_memory_equal(req->out, expect, expect_len);
+	(*(int *)req->data)++;
+}
+
+/*
+ * An arena with room for three 256 KiB buffers at a time: requests wait
+ * for room, and all complete with the right data.
+ */
+static void test_pool_waits_for_arena_room(void **state)
+{
+	enum { N = 64, LEN = 256 << 10 };
+	char path[] = "/tmp/aiod-pool-XXXXXX";
+	int fd = mkstemp(path);
+	struct aiod_pool *p = new_pool(4, 1 << 20);
+	struct aiod_req reqs[N];
+	char *data = malloc(LEN), *got = malloc((size_t)N * LEN);
+	struct aiod_pool_stats st;
+	int count = 0;
+
+	(void)state;
+	for (int i = 0; i < LEN; i++)
+		data[i] = (char)(i * 7 + i / 4096);
+	assert_int_equal(write(fd, data, LEN), LEN);
+	unlink(path);
+	expect = data;
+	expect_len = LEN;
+	for (int i = 0; i < N; i++) {
+		/* Half into library buffers, half copied out to ours. */
+		aiod_prep_pread(&reqs[i], fd, i % 2 ? got + (size_t)i * LEN : NULL,
+				LEN, 0);
+		reqs[i].cb = check_read_cb;
+		reqs[i].data = &count;
+		assert_int_equal(aiod_submit(p, &reqs[i]), 0);
+	}
+	aiod_pool_stats(p, &st);
+	assert_true(st.busy < 4);       /* the arena, not the workers, limits */
+	assert_true(st.queued > N - 4);
+	wait_count(p, &count, N, 10000);
+	for (int i = 1; i < N; i += 2)
+		assert_memory_equal(got + (size_t)i * LEN, data, LEN);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.arena_used, 4096);
+	close(fd);
+	aiod_pool_free(p);
+	free(data);
+	free(got);
+}
+
+static void check_out_cb(struct aiod_req *req)
+{
+	const char *want = req->data;
+
+	assert_int_equal(req->result, 4096);
+	assert_non_null(req->out);
+	assert_memory_equal(req->out, want, 4096);
+	req->data = NULL;
+}
+
+static void test_pool_library_buffer_valid_in_callback(void **state)
+{
+	char path[] = "/tmp/aiod-pool-XXXXXX";
+	int fd = mkstemp(path);
+	struct aiod_pool *p = new_pool(1, 0);
+	char data[4096];
+	struct aiod_req req;
+
+	(void)state;
+	memset(data, 'x', sizeof(data));
+	assert_int_equal(write(fd, data, sizeof(data)), 4096);
+	unlink(path);
+	aiod_prep_pread(&req, fd, NULL, 4096, 0);
+	req.cb = check_out_cb;
+	req.data = data;
+	assert_int_equal(aiod_submit(p, &req), 0);
+	while (req.data)
+		assert_true(aiod_pool_wait(p, 5000) > 0);
+	close(fd);
+	aiod_pool_free(p);
+}
+
+/* A worker killed mid-request: that request fails, the next succeeds. */
+static void test_pool_worker_killed_mid_request(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_pool_stats st;
+	struct aiod_req slow, next;
+	int count = 0, next_count = 0;
+	pid_t victim;
+
+	(void)state;
+	victim = start_nop(p, &slow, &count, 10 * 1000 * 1000, AIOD_F_NORETRY);
+	assert_true(victim > 0);
+	assert_int_equal(kill(victim, SIGKILL), 0);
+	wait_count(p, &count, 1, 5000);
+	assert_int_equal(slow.result, -EIO);
+
+	start_nop(p, &next, &next_count, 0, 0);
+	wait_count(p, &next_count, 1, 5000);
+	assert_int_equal(next.result, 0);
+
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.workers, 2);
+	assert_int_equal(st.worker_deaths, 1);
+	assert_int_equal(st.retries, 0);
+	/* Reaped by the pool, not left a zombie of ours. */
+	for (int i = 0; i < 100 && waitpid(victim, NULL, WNOHANG) == 0; i++)
+		aiod_pool_wait(p, 10);
+	assert_int_equal(waitpid(victim, NULL, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+	aiod_pool_free(p);
+}
+
+/* An idempotent request whose worker dies runs once more elsewhere. */
+static void test_pool_idempotent_request_reruns(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_pool_stats st;
+	struct aiod_req req;
+	int count = 0;
+	pid_t victim;
+
+	(void)state;
+	victim = start_nop(p, &req, &count, 300 * 1000, 0);
+	assert_int_equal(kill(victim, SIGKILL), 0);
+	wait_count(p, &count, 1, 5000);
+	assert_int_equal(req.result, 0);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.retries, 1);
+	assert_int_equal(st.worker_deaths, 1);
+	assert_int_equal(st.workers, 2);
+	aiod_pool_free(p);
+}
+
+/* Every worker that runs it dies: the second death fails it. */
+static void test_pool_rerun_only_once(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req req;
+	int count = 0;
+	pid_t first, second = 0;
+
+	(void)state;
+	first = start_nop(p, &req, &count, 10 * 1000 * 1000, 0);
+	kill(first, SIGKILL);
+	for (int i = 0; i < 500 && !second; i++) {
+		aiod_pool_wait(p, 10);
+		second = aiod_req_worker(&req);
+		if (second == first)
+			second = 0;
+	}
+	assert_true(second > 0);
+	kill(second, SIGKILL);
+	wait_count(p, &count, 1, 5000);
+	assert_int_equal(req.result, -EIO);
+	aiod_pool_free(p);
+}
+
+/*
+ * Workers killed while idle: the doorbell to a dead worker fails with
+ * EPIPE, never SIGPIPE (whose default action would end this test), and
+ * the request goes to a live worker without counting as a try.
+ */
+static void test_pool_dead_idle_worker_no_sigpipe(void **state)
+{
+	enum { W = 3 };
+	struct aiod_pool *p = new_pool(W, 0);
+	struct aiod_req reqs[W], more[2 * W];
+	int count = 0, more_count = 0;
+	pid_t pids[W];
+
+	(void)state;
+	signal(SIGPIPE, SIG_DFL);
+	for (int i = 0; i < W; i++)
+		pids[i] = start_nop(p, &reqs[i], &count, 10 * 1000 * 1000, 0);
+	for (int i = 0; i < W; i++)
+		aiod_cancel(p, &reqs[i]);
+	wait_count(p, &count, W, 5000);
+	/* All idle now; kill two without letting the pool notice. */
+	kill(pids[0], SIGKILL);
+	kill(pids[1], SIGKILL);
+	wait_gone(pids[0], 2000);
+	wait_gone(pids[1], 2000);
+	for (int i = 0; i < 2 * W; i++)
+		start_nop(p, &more[i], &more_count, 1000, AIOD_F_NORETRY);
+	wait_count(p, &more_count, 2 * W, 5000);
+	for (int i = 0; i < 2 * W; i++)
+		assert_int_equal(more[i].result, 0);
+	aiod_pool_free(p);
+}
+
+static void test_pool_cancel_queued_and_running(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req a, b;
+	int ca = 0, cb = 0;
+	int64_t t0;
+
+	(void)state;
+	start_nop(p, &a, &ca, 10 * 1000 * 1000, 0);
+	start_nop(p, &b, &cb, 0, 0);
+	assert_int_equal(aiod_req_worker(&b), 0);  /* queued behind a */
+	assert_int_equal(aiod_cancel(p, &b), 0);
+	wait_count(p, &cb, 1, 1000);
+	assert_int_equal(b.result, -ECANCELED);
+	assert_int_equal(ca, 0);
+
+	t0 = now_ms();
+	assert_int_equal(aiod_cancel(p, &a), 0);
+	wait_count(p, &ca, 1, 2000);
+	assert_int_equal(a.result, -EINTR);
+	assert_true(now_ms() - t0 < 1000);
+	assert_int_equal(aiod_cancel(p, &a), -ENOENT);
+	aiod_pool_free(p);
+}
+
+/* Workers run in their own process groups, with no fds but their own. */
+static void test_pool_worker_isolation(void **state)
+{
+	int leak = open("/dev/null", O_RDONLY);     /* not O_CLOEXEC */
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req req;
+	char dir[64];
+	struct dirent *de;
+	int count = 0, nfd = 0;
+	pid_t pid;
+	DIR *d;
+
+	(void)state;
+	pid = start_nop(p, &req, &count, 10 * 1000 * 1000, 0);
+	assert_true(pid > 0);
+	assert_int_equal(getpgid(pid), pid);
+	assert_int_not_equal(getpgid(pid), getpgrp());
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		/* stdio and the socket; the arena is closed once mapped. */
+		assert_true(atoi(de->d_name) <= 3);
+		nfd++;
+	}
+	closedir(d);
+	assert_int_equal(nfd, 4);
+	aiod_cancel(p, &req);
+	wait_count(p, &count, 1, 2000);
+	aiod_pool_free(p);
+	close(leak);
+}
+
+/* Freeing the pool completes what is left and ends every worker. */
+static void test_pool_free_cancels_and_ends_workers(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req reqs[4];
+	int count = 0;
+	pid_t pids[2];
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		start_nop(p, &reqs[i], &count, 10 * 1000 * 1000, 0);
+	pids[0] = aiod_req_worker(&reqs[0]);
+	pids[1] = aiod_req_worker(&reqs[1]);
+	assert_true(pids[0] > 0 && pids[1] > 0);
+	aiod_pool_free(p);
+	assert_int_equal(count, 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(reqs[i].result, -ECANCELED);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(kill(pids[i], 0), -1);
+		assert_int_equal(errno, ESRCH);
+	}
+}
+
+/* The client dies without freeing the pool: its workers die too. */
+static void test_pool_workers_die_with_client(void **state)
+{
+	int fds[2], status;
+	pid_t child, pids[3];
+
+	(void)state;
+	assert_int_equal(pipe(fds), 0);
+	child = fork();
+	if (child == 0) {
+		struct aiod_pool_opts opts = { .workers = 3 };
+		struct aiod_pool *p;
+		struct aiod_req r[3];
+
+		if (aiod_pool_new(&p, &opts))
+			_exit(1);
+		for (int i = 0; i < 3; i++) {
+			aiod_prep_nop(&r[i], 10 * 1000 * 1000);
+			aiod_submit(p, &r[i]);
+			pids[i] = aiod_req_worker(&r[i]);
+		}
+		if (write(fds[1], pids, sizeof(pids)) != sizeof(pids))
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], pids, sizeof(pids)), sizeof(pids));
+	close(fds[0]);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_int_equal(status, 0);
+	for (int i = 0; i < 3; i++)
+		wait_gone(pids[i], 2000);
+}
+
+static void test_pool_fd_polls_readable(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct pollfd pfd = { .fd = aiod_pool_fd(p), .events = POLLIN };
+	struct aiod_req req;
+	int count = 0;
+
+	(void)state;
+	assert_int_equal(poll(&pfd, 1, 0), 0);
+	start_nop(p, &req, &count, 0, 0);
+	assert_int_equal(poll(&pfd, 1, 5000), 1);
+	assert_true(pfd.revents & POLLIN);
+	assert_int_equal(aiod_pool_process(p), 1);
+	assert_int_equal(count, 1);
+	assert_int_equal(poll(&pfd, 1, 0), 0);
+
+	/* A deferred completion (a cancelled queued request) wakes it too. */
+	start_nop(p, &req, &count, 10 * 1000 * 1000, 0);
+	{
+		struct aiod_req queued;
+		int qc = 0;
+
+		start_nop(p, &queued, &qc, 0, 0);
+		aiod_cancel(p, &queued);
+		assert_int_equal(poll(&pfd, 1, 1000), 1);
+		assert_int_equal(aiod_pool_process(p), 1);
+		assert_int_equal(qc, 1);
+	}
+	aiod_cancel(p, &req);
+	wait_count(p, &count, 2, 2000);
+	aiod_pool_free(p);
+}
+
+static void test_pool_submit_checks_arguments(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	char *longname = malloc(PATH_MAX + 1);
+	uint32_t group = 0;
+	struct aiod_cred cred = { .ngroups = AIOD_MAX_GROUPS + 1, .groups = &group };
+	struct aiod_req req;
+	int count = 0;
+
+	(void)state;
+	aiod_prep(&req, AIOD_OP__COUNT);
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	aiod_prep_nop(&req, 0);
+	req.flags = 1u << 20;
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	memset(longname, 'a', PATH_MAX);
+	longname[PATH_MAX] = 0;
+	aiod_prep_statx(&req, AT_FDCWD, longname, 0, STATX_BASIC_STATS);
+	assert_int_equal(aiod_submit(p, &req), -ENAMETOOLONG);
+	aiod_prep_pread(&req, 0, NULL, AIOD_BUF_MAX + 1, 0);
+	assert_int_equal(aiod_submit(p, &req), -E2BIG);
+	aiod_prep_pwrite(&req, 0, NULL, 10, 0);
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	aiod_prep_nop(&req, 0);
+	req.cred = &cred;
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+
+	/* A request is submitted once until its callback runs. */
+	start_nop(p, &req, &count, 200 * 1000, 0);
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	wait_count(p, &count, 1, 5000);
+	assert_int_equal(aiod_cancel(p, &req), -ENOENT);
+	assert_null(aiod_buf_alloc(p, 0));
+	assert_null(aiod_buf_alloc(p, AIOD_BUF_MAX + 1));
+	aiod_pool_free(p);
+	free(longname);
+}
+
+static void test_pool_buf_alloc_is_page_aligned(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 1 << 20);
+	void *a = aiod_buf_alloc(p, 1), *b = aiod_buf_alloc(p, 100000);
+	struct aiod_pool_stats st;
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal((uintptr_t)a % 4096, 0);
+	assert_int_equal((uintptr_t)b % 4096, 0);
+	assert_null(aiod_buf_alloc(p, 1 << 20));    /* no room for it */
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.arena_used, 4096 + 4096 + 131072);
+	aiod_buf_free(p, a);
+	aiod_buf_free(p, b);
+	aiod_buf_free(p, NULL);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.arena_used, 4096);
+	aiod_pool_free(p);
+}
+
+static char scratch[4096];
+
+static int write_script(const char *body)
+{
+	int fd;
+
+	snprintf(scratch, sizeof(scratch), "/tmp/aiod-fake-worker-XXXXXX");
+	fd = mkstemp(scratch);
+	if (fd < 0 || write(fd, body, strlen(body)) < 0 || fchmod(fd, 0755) < 0)
+		return -1;
+	return close(fd);
+}
+
+static void test_pool_new_reports_worker_failures(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 2 };
+	const char *saved = getenv("AIOD_WORKER");
+	char *keep = saved ? strdup(saved) : NULL;
+	struct aiod_pool *p;
+
+	(void)state;
+	setenv("AIOD_WORKER", "/nonexistent/aiod", 1);
+	assert_int_equal(aiod_pool_new(&p, &opts), -ENOENT);
+
+	assert_int_equal(write_script("#!/bin/sh\nexit 3\n"), 0);
+	setenv("AIOD_WORKER", scratch, 1);
+	assert_int_equal(aiod_pool_new(&p, &opts), -EPROTO);
+	unlink(scratch);
+
+	assert_int_equal(write_script("#!/bin/sh\nexit 1\n"), 0);
+	setenv("AIOD_WORKER", scratch, 1);
+	assert_int_equal(aiod_pool_new(&p, &opts), -ECHILD);
+	unlink(scratch);
+
+	opts.arena_size = 4096;
+	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
+	if (keep)
+		setenv("AIOD_WORKER", keep, 1);
+	free(keep);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pool_runs_nop_and_counts),
+		cmocka_unit_test(test_pool_burst_of_100000),
+		cmocka_unit_test(test_pool_waits_for_arena_room),
+		cmocka_unit_test(test_pool_library_buffer_valid_in_callback),
+		cmocka_unit_test(test_pool_worker_killed_mid_request),
+		cmocka_unit_test(test_pool_idempotent_request_reruns),
+		cmocka_unit_test(test_pool_rerun_only_once),
+		cmocka_unit_test(test_pool_dead_idle_worker_no_sigpipe),
+		cmocka_unit_test(test_pool_cancel_queued_and_running),
+		cmocka_unit_test(test_pool_worker_isolation),
+		cmocka_unit_test(test_pool_free_cancels_and_ends_workers),
+		cmocka_unit_test(test_pool_workers_die_with_client),
+		cmocka_unit_test(test_pool_fd_polls_readable),
+		cmocka_unit_test(test_pool_submit_checks_arguments),
+		cmocka_unit_test(test_pool_buf_alloc_is_page_aligned),
+		cmocka_unit_test(test_pool_new_reports_worker_failures),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

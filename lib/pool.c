@@ -495,6 +495,12 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 		dispatch(p);
 		finish(p, req);
 		ran++;
+		/*
+		 * A worker holds one request, so nothing else can be waiting
+		 * behind this reply but its EOF, which level-triggered epoll
+		 * reports again: spare the read that would say EAGAIN.
+		 */
+		break;
 	}
 	return ran;
 }

@@ -47,9 +47,11 @@ static bool is_opath(int fd)
 
 /*
  * A path naming fd/name that plain path syscalls can use: the name
- * itself when it is resolvable on its own, else a /proc magic link to fd
- * or to an O_PATH open of name (not following a final symlink when
- * nofollow), which *tmp then holds and the caller closes.
+ * itself when it is resolvable on its own and may be followed, else a
+ * /proc magic link to fd or to an O_PATH open of name (not following a
+ * final symlink when nofollow), which *tmp then holds and the caller
+ * closes.  The caller's syscall follows that magic link to the object
+ * but no further, while it would follow a symlink the name itself ends in.
  */
 static int64_t target_path(const struct op_ctx *c, bool nofollow,
 			   struct proc_path *pp, const char **path, int *tmp)
@@ -62,7 +64,7 @@ static int64_t target_path(const struct op_ctx *c, bool nofollow,
 		*path = proc_path(pp, fd);
 		return 0;
 	}
-	if (c->name[0][0] == '/' || fd == AT_FDCWD) {
+	if (!nofollow && (c->name[0][0] == '/' || fd == AT_FDCWD)) {
 		*path = c->name[0];
 		return 0;
 	}
@@ -156,9 +158,15 @@ static int64_t open_common(struct op_ctx *c, int64_t fd)
 static int64_t op_open(struct op_ctx *c)
 {
 	struct aiod_msg *m = c->m;
+	/*
+	 * openat2 refuses a mode it will not use.  O_TMPFILE includes
+	 * O_DIRECTORY's bit, so only all of its bits mean a new file.
+	 */
+	bool creates =
+		(m->arg[0] & O_CREAT) || (m->arg[0] & O_TMPFILE) == O_TMPFILE;
 	struct open_how how = {
 		.flags = (uint64_t)m->arg[0] | O_CLOEXEC,
-		.mode = (m->arg[0] & (O_CREAT | O_TMPFILE)) ? (uint64_t)m->arg[1] : 0,
+		.mode = creates ? (uint64_t)m->arg[1] : 0,
 		.resolve = (uint64_t)m->arg[2],
 	};
 	struct proc_path pp;

@@ -272,7 +272,9 @@ struct aiod_pool_stats {
  * caller's working directory, umask and credentials, and nothing else:
  * no fds, no signal handlers, no signal mask; each runs in its own
  * process group, so a terminal's ^C does not reach it.  Create the pool
- * from a thread that lives as long as the pool: workers die with it.
+ * from a thread that lives as long as the pool: workers die with it.  A
+ * process forked from the caller must not use the pool; a daemon forks
+ * first, then creates its pool.
  *
  * Returns 0 and sets *poolp, or -errno: -EINVAL for bad options, -ENOENT
  * or -EACCES if the worker cannot be run, -EPROTO if it speaks another
@@ -316,10 +318,11 @@ int aiod_pool_wait(struct aiod_pool *pool, int timeout_ms);
  * idle and the arena has room, otherwise when room frees up.  Its callback
  * runs later, never from aiod_submit() itself.
  *
- * Returns 0, or -EINVAL (unknown op or flags, a name longer than
- * PATH_MAX, more than AIOD_MAX_GROUPS groups, or the request is already
- * submitted) or -E2BIG (len over AIOD_BUF_MAX); then the callback never
- * runs.
+ * Returns 0, or -EINVAL (unknown op or flags, more than AIOD_MAX_GROUPS
+ * groups, no buf for data to send, or the request is already submitted),
+ * -ENAMETOOLONG (a name of PATH_MAX bytes or more), -E2BIG (len over
+ * AIOD_BUF_MAX, or more than the arena could ever hold) or -ESHUTDOWN
+ * (the pool is being freed); then the callback never runs.
  */
 int aiod_submit(struct aiod_pool *pool, struct aiod_req *req);
 

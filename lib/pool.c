@@ -58,6 +58,8 @@ enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE };
 #define SPAWN_FAILURES_MAX 3
 #define HELLO_TIMEOUT_MS 5000
 
+#define ALIGN8(x) (((x) + 7) & ~(size_t)7)
+
 struct worker {
 	int sock;               /* -1 once lost */
 	int pidfd;
@@ -226,21 +228,27 @@ static void request_sizes(const struct aiod_pool *p, const struct aiod_req *req,
 	*msg = sizeof(struct aiod_msg) + name_size(req->name[0]) +
 	       name_size(req->name[1]);
 	if (req->cred)
-		*msg += (size_t)req->cred->ngroups * sizeof(uint32_t);
+		*msg = ALIGN8(*msg) + (size_t)req->cred->ngroups * sizeof(uint32_t);
 	*data = 0;
 	if (data_inline(p, req))
-		*msg += req->len;
+		*msg = ALIGN8(*msg) + req->len;
 	else if (aiod__op_data(req->op) != AIOD__DATA_NONE && req->len &&
 		 !aiod__arena_owns(&p->arena, req->buf, req->len))
 		*data = req->len;
 }
 
-static uint32_t put_bytes(char *msg, uint32_t *end, const void *src, size_t n)
+/*
+ * Append n bytes to the message's variable part; aligned puts start on
+ * 8 bytes, for what the worker reads as integers or structs.
+ */
+static uint32_t put_bytes(char *msg, uint32_t *end, const void *src, size_t n,
+			  bool aligned)
 {
-	uint32_t at = *end;
+	uint32_t at = aligned ? (uint32_t)ALIGN8(*end) : *end;
 
-	memcpy(msg + at, src, n);
-	*end += (uint32_t)n;
+	if (n)
+		memcpy(msg + at, src, n);
+	*end = at + (uint32_t)n;
 	return at;
 }
 
@@ -284,19 +292,20 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 	for (int i = 0; i < 2; i++)
 		if (req->name[i])
 			m->name_off[i] = put_bytes(base, &end, req->name[i],
-						   name_size(req->name[i]));
+						   name_size(req->name[i]), false);
 	if (req->cred) {
 		m->wflags |= AIOD_WF_CRED;
 		m->uid = req->cred->uid;
 		m->gid = req->cred->gid;
 		m->ngroups = req->cred->ngroups;
 		m->groups_off = put_bytes(base, &end, req->cred->groups,
-					  req->cred->ngroups * sizeof(uint32_t));
+					  req->cred->ngroups * sizeof(uint32_t),
+					  true);
 	}
 	m->data_len = req->len;
 	if (data_inline(p, req))
 		m->data_off = (uint64_t)moff + put_bytes(base, &end, req->buf,
-							 req->len);
+							 req->len, true);
 	else if (aiod__arena_owns(&p->arena, req->buf, req->len))
 		m->data_off = (uint64_t)((char *)req->buf - p->arena.base);
 	else if (doff) {

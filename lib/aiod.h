@@ -46,6 +46,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <fcntl.h>
+#include <time.h>
 #include <linux/stat.h>
 
 #ifdef __cplusplus
@@ -183,7 +184,8 @@ typedef void aiod_cb(struct aiod_req *req);
 /*
  * A request.  The caller owns the memory and must keep it, and everything
  * it points to, alive and unmodified from aiod_submit() until its callback
- * has run.  Fill it with one of the aiod_prep_*() helpers below (or set
+ * has run.  From its callback on, the request is the caller's again: the
+ * callback may prepare and submit it anew, or free it.  Fill it with one of the aiod_prep_*() helpers below (or set
  * the input fields by hand), then set cb, data and, if needed, flags and
  * cred.
  */
@@ -367,6 +369,7 @@ const char *aiod_op_name(unsigned op);
 /*
  * aiod_prep - reset req for op: every input to its neutral value, fds to
  * -1.  Keeps nothing from an earlier use.  The other helpers call it.
+ * Never on a request that is outstanding (submitted, callback not run).
  */
 void aiod_prep(struct aiod_req *req, enum aiod_op op);
 

@@ -99,6 +99,18 @@ static void wait_gone(pid_t pid, int limit_ms)
 	}
 }
 
+/* An anonymous file holding len bytes of data. */
+static int temp_file(const void *data, size_t len)
+{
+	char path[] = "/tmp/aiod-pool-XXXXXX";
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	return fd;
+}
+
 static void test_pool_runs_nop_and_counts(void **state)
 {
 	struct aiod_pool *p = new_pool(2, 0);
@@ -179,19 +191,16 @@ static void check_read_cb(struct aiod_req *req)
 static void test_pool_waits_for_arena_room(void **state)
 {
 	enum { N = 64, LEN = 256 << 10 };
-	char path[] = "/tmp/aiod-pool-XXXXXX";
-	int fd = mkstemp(path);
 	struct aiod_pool *p = new_pool(4, 1 << 20);
 	struct aiod_req reqs[N];
 	char *data = malloc(LEN), *got = malloc((size_t)N * LEN);
 	struct aiod_pool_stats st;
-	int count = 0;
+	int count = 0, fd;
 
 	(void)state;
 	for (int i = 0; i < LEN; i++)
 		data[i] = (char)(i * 7 + i / 4096);
-	assert_int_equal(write(fd, data, LEN), LEN);
-	unlink(path);
+	fd = temp_file(data, LEN);
 	expect = data;
 	expect_len = LEN;
 	for (int i = 0; i < N; i++) {
@@ -228,16 +237,14 @@ static void check_out_cb(struct aiod_req *req)
 
 static void test_pool_library_buffer_valid_in_callback(void **state)
 {
-	char path[] = "/tmp/aiod-pool-XXXXXX";
-	int fd = mkstemp(path);
 	struct aiod_pool *p = new_pool(1, 0);
 	char data[4096];
 	struct aiod_req req;
+	int fd;
 
 	(void)state;
 	memset(data, 'x', sizeof(data));
-	assert_int_equal(write(fd, data, sizeof(data)), 4096);
-	unlink(path);
+	fd = temp_file(data, sizeof(data));
 	aiod_prep_pread(&req, fd, NULL, 4096, 0);
 	req.cb = check_out_cb;
 	req.data = data;

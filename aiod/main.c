@@ -11,7 +11,8 @@
  *   fd 3  one end of a SOCK_SEQPACKET socketpair; the client has the other
  *   fd 4  the arena, a sealed memfd the client created and sized
  * and no other fds beyond 0-2, the default disposition for every signal,
- * an empty signal mask, and a process group of its own, so that a ^C on
+ * a signal mask holding only the cancel signal (unblocked once its
+ * handler is in place), and a process group of its own, so that a ^C on
  * the client's terminal does not reach it.  PARENT_PID is the client's
  * pid: the worker asks the kernel for SIGKILL when its parent dies and
  * exits at once if the parent is already gone, so no worker outlives its
@@ -127,13 +128,17 @@ void aiod_wait_end(void)
 static int setup_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal };  /* no SA_RESTART */
+	sigset_t cancel;
 
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(AIOD_CANCEL_SIGNAL, &sa, NULL) < 0 ||
 	    sigaction(SIGALRM, &sa, NULL) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
-	return 0;
+	/* Spawned with it blocked, so that an early cancel cannot kill us. */
+	sigemptyset(&cancel);
+	sigaddset(&cancel, AIOD_CANCEL_SIGNAL);
+	return sigprocmask(SIG_UNBLOCK, &cancel, NULL) < 0 ? -errno : 0;
 }
 
 static int map_arena(void)
@@ -322,6 +327,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		return -EPROTO;
 	}
 	m = (struct aiod_msg *)(arena + msg_off);
+	c.m = m;
 	if (m->size < sizeof(*m) || !in_arena(msg_off, m->size))
 		res = -EINVAL;
 	else

@@ -312,16 +312,23 @@ static int64_t op_readdir(struct op_ctx *c)
 
 static int64_t op_mkdir(struct op_ctx *c)
 {
-	int64_t res = mkdirat(c->fd[0], c->name[0], (mode_t)c->m->arg[0]) < 0
-			      ? -errno : 0;
+	int64_t res;
+
+	if (!c->name[0])
+		return -EINVAL;
+	res = mkdirat(c->fd[0], c->name[0], (mode_t)c->m->arg[0]) < 0 ? -errno : 0;
 
 	return created(c, res, c->fd[0], c->name[0]);
 }
 
 static int64_t op_mknod(struct op_ctx *c)
 {
-	int64_t res = mknodat(c->fd[0], c->name[0], (mode_t)c->m->arg[0],
-			      (dev_t)c->m->arg[1]) < 0 ? -errno : 0;
+	int64_t res;
+
+	if (!c->name[0])
+		return -EINVAL;
+	res = mknodat(c->fd[0], c->name[0], (mode_t)c->m->arg[0],
+		      (dev_t)c->m->arg[1]) < 0 ? -errno : 0;
 
 	return created(c, res, c->fd[0], c->name[0]);
 }
@@ -358,11 +365,15 @@ static int64_t op_link(struct op_ctx *c)
 
 static int64_t op_unlink(struct op_ctx *c)
 {
+	if (!c->name[0])
+		return -EINVAL;
 	return unlinkat(c->fd[0], c->name[0], 0) < 0 ? -errno : 0;
 }
 
 static int64_t op_rmdir(struct op_ctx *c)
 {
+	if (!c->name[0])
+		return -EINVAL;
 	return unlinkat(c->fd[0], c->name[0], AT_REMOVEDIR) < 0 ? -errno : 0;
 }
 

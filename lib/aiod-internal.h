@@ -70,8 +70,12 @@ static inline bool aiod__arena_owns(const struct aiod__arena *a,
 
 /* ---- prep.c --------------------------------------------------------- */
 
-/* Whether op may run a second time after its worker died mid-request. */
-bool aiod__op_idempotent(unsigned op);
+/*
+ * Whether req may run a second time after its worker died mid-request:
+ * its op is idempotent and its arguments do not depend on a file
+ * position the first run may have moved.
+ */
+bool aiod__req_idempotent(const struct aiod_req *req);
 
 enum { AIOD__DATA_NONE, AIOD__DATA_IN, AIOD__DATA_OUT };
 /* Which way an op's buffer goes: AIOD__DATA_IN is caller to worker. */

@@ -79,6 +79,7 @@ struct aiod_pool {
 	pid_t self;
 
 	unsigned nworkers;      /* the size the pool keeps itself at */
+	unsigned nlive;         /* slots holding a worker */
 	struct worker **slots;  /* live workers; NULL where one is missing */
 	struct worker **idle;   /* stack of idle live workers */
 	unsigned nidle;
@@ -86,6 +87,7 @@ struct aiod_pool {
 	unsigned spawn_failures;
 	int early_exit;         /* exit code of a worker gone before hello */
 	bool setup, closing;
+	unsigned depth;         /* run() calls in progress (callbacks nest) */
 
 	struct aiod_req *q_head, *q_tail;
 	struct aiod_req *done_head, *done_tail;
@@ -322,8 +324,9 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 
 /*
  * Ring w's doorbell for req, passing its fds.  The same fd in both slots
- * (a rename within one directory) travels once.  Returns 0 or -errno;
- * any error means the worker is unusable.
+ * (a rename within one directory) travels once.  Returns 0 or -errno:
+ * -EPIPE or -ECONNRESET when the worker is gone, others (-EBADF for a
+ * closed fd) when the request cannot be sent.
  */
 static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 {
@@ -385,15 +388,21 @@ static void dispatch(struct aiod_pool *p)
 	while (p->q_head && p->nidle) {
 		struct aiod_req *req = p->q_head;
 		struct worker *w;
+		int err;
 
 		if (prepare(p, req) < 0)
 			return;
 		queue_pop(p);
 		w = p->idle[--p->nidle];
-		if (ring(p, w, req) < 0) {
+		err = ring(p, w, req);
+		if (err == -EPIPE || err == -ECONNRESET) {
 			/* It never reached the worker: not a try. */
 			queue_push(p, req, true);
 			worker_lost(p, w);
+		} else if (err) {
+			/* The request itself is at fault (a closed fd: EBADF). */
+			p->idle[p->nidle++] = w;
+			defer_done(p, req, err);
 		}
 	}
 }
@@ -476,7 +485,7 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 			nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 			memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
 		}
-		if (n != sizeof(done) || (mh.msg_flags & MSG_CTRUNC)) {
+		if (n != sizeof(done)) {
 			close_fds(fds, nfds);
 			worker_bad(p, w, "malformed reply");
 			break;
@@ -501,6 +510,10 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 		w->cur = NULL;
 		p->idle[p->nidle++] = w;
 		collect(p, req, nfds ? fds[0] : -1);
+		if ((mh.msg_flags & MSG_CTRUNC) && msg_of(p, req)->ret_fd && !nfds) {
+			/* The worker opened it, but we had no fd left to take it. */
+			req->result = -EMFILE;
+		}
 		dispatch(p);
 		finish(p, req);
 		ran++;
@@ -535,7 +548,7 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 	struct epoll_event ev = { .events = EPOLLIN };
 	char ppid[16], *argv[] = { "aiod", ppid, NULL };
 	struct worker *w;
-	sigset_t none, all;
+	sigset_t none, all;  /* "none": only the cancel signal */
 	int sv[2], err;
 
 	w = calloc(1, sizeof(*w));
@@ -551,7 +564,12 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 		goto out_close;
 	}
 	snprintf(ppid, sizeof(ppid), "%d", (int)p->self);
+	/*
+	 * The cancel signal's default action would kill a worker that has
+	 * not yet installed its handler; it unblocks the signal after.
+	 */
 	sigemptyset(&none);
+	sigaddset(&none, AIOD_CANCEL_SIGNAL);
 	sigfillset(&all);
 	sigdelset(&all, SIGKILL);
 	sigdelset(&all, SIGSTOP);
@@ -616,27 +634,47 @@ static int fill_slots(struct aiod_pool *p)
 		err = spawn_one(p, &p->slots[i]);
 		if (err)
 			return err;
+		p->nlive++;
 		p->idle[p->nidle++] = p->slots[i];
 	}
 	return 0;
 }
 
-static unsigned live_workers(const struct aiod_pool *p)
+static void fail_queue(struct aiod_pool *p, int err)
 {
-	unsigned n = 0;
+	while (p->q_head)
+		defer_done(p, queue_pop(p), err);
+}
 
-	for (unsigned i = 0; i < p->nworkers; i++)
-		n += p->slots[i] != NULL;
-	return n;
+/*
+ * Bring the pool back to size after a spawn failed for want of a
+ * resource (fds, processes); when no worker is left and none can start,
+ * fail what waits rather than let it wait forever.
+ */
+static void refill(struct aiod_pool *p)
+{
+	if (p->setup || p->closing)
+		return;
+	if (fill_slots(p) < 0 && p->nlive == 0 && p->q_head) {
+		fprintf(stderr, "libaiod: no worker could be started; failing queued requests\n");
+		fail_queue(p, -EIO);
+	}
 }
 
 static void try_reap(struct aiod_pool *p, struct worker *w)
 {
 	siginfo_t si = { .si_pid = 0 };
 
-	if (w->reaped || waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG) < 0 ||
-	    si.si_pid == 0)
+	if (w->reaped)
 		return;
+	if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG) < 0) {
+		/* ECHILD: the caller ignores SIGCHLD or reaped it itself. */
+		if (errno != ECHILD)
+			return;
+		si.si_code = 0;
+	} else if (si.si_pid == 0) {
+		return;
+	}
 	w->reaped = true;
 	if (!w->hello)
 		p->early_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
@@ -661,12 +699,6 @@ static void bury(struct aiod_pool *p)
 	}
 }
 
-static void fail_queue(struct aiod_pool *p, int err)
-{
-	while (p->q_head)
-		defer_done(p, queue_pop(p), err);
-}
-
 /*
  * The worker's socket is gone: end or re-queue its request, replace it,
  * and keep it on the dying list until it is reaped.
@@ -685,8 +717,10 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 		if (p->idle[i] == w)
 			p->idle[i] = p->idle[--p->nidle];
 	for (unsigned i = 0; i < p->nworkers; i++)
-		if (p->slots[i] == w)
+		if (p->slots[i] == w) {
 			p->slots[i] = NULL;
+			p->nlive--;
+		}
 	w->next = p->dying;
 	p->dying = w;
 	p->deaths++;
@@ -697,7 +731,7 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	if (req) {
 		w->cur = NULL;
 		if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
-		    aiod__op_idempotent(req->op) && !req->tries_ &&
+		    aiod__req_idempotent(req) && !req->tries_ &&
 		    !msg_of(p, req)->cancel) {
 			req->tries_++;
 			p->retries++;
@@ -706,12 +740,7 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 			defer_done(p, req, p->closing ? -ECANCELED : -EIO);
 		}
 	}
-	if (p->setup || p->closing)
-		return;
-	if (fill_slots(p) < 0 && live_workers(p) == 0) {
-		fprintf(stderr, "libaiod: no worker could be started; failing queued requests\n");
-		fail_queue(p, -EIO);
-	}
+	refill(p);
 }
 
 /* ---- the public calls ---------------------------------------------- */
@@ -896,9 +925,12 @@ static int run(struct aiod_pool *p, int timeout_ms)
 	bool wake = false;
 	int n, ran = 0, err;
 
+	if (p->nlive < p->nworkers)
+		refill(p);
 	n = epoll_wait(p->epfd, ev, 64, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	p->depth++;
 	for (int i = 0; i < n; i++) {
 		struct worker *w = ev[i].data.ptr;
 
@@ -909,14 +941,16 @@ static int run(struct aiod_pool *p, int timeout_ms)
 		else
 			try_reap(p, w);
 	}
-	bury(p);
-	dispatch(p);
 	if (wake || p->done_head) {
 		err = run_done_list(p);
-		if (err < 0)
-			return err;
-		ran += err;
+		if (err > 0)
+			ran += err;
 	}
+	/* An outer run() may still hold events naming these workers. */
+	if (--p->depth == 0)
+		bury(p);
+	/* Room freed by callbacks and deferred completions. */
+	dispatch(p);
 	return ran;
 }
 
@@ -1029,15 +1063,17 @@ void *aiod_buf_alloc(struct aiod_pool *p, size_t size)
 
 void aiod_buf_free(struct aiod_pool *p, void *buf)
 {
-	if (buf)
-		aiod__buddy_free(&p->arena.alloc,
-				 (uint64_t)((char *)buf - p->arena.base));
+	if (!buf)
+		return;
+	aiod__buddy_free(&p->arena.alloc, (uint64_t)((char *)buf - p->arena.base));
+	/* A request may have been waiting for exactly this room. */
+	dispatch(p);
 }
 
 int aiod_pool_stats(const struct aiod_pool *p, struct aiod_pool_stats *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->workers = live_workers(p);
+	st->workers = p->nlive;
 	st->busy = st->workers - p->nidle;
 	st->queued = p->nqueued;
 	st->submitted = p->submitted;

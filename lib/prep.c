@@ -58,9 +58,22 @@ const char *aiod_op_name(unsigned op)
 	return op < AIOD_OP__COUNT ? op_info[op].name : "?";
 }
 
-bool aiod__op_idempotent(unsigned op)
+bool aiod__req_idempotent(const struct aiod_req *req)
 {
-	return op < AIOD_OP__COUNT && op_info[op].idempotent;
+	if (req->op >= AIOD_OP__COUNT || !op_info[req->op].idempotent)
+		return false;
+	switch (req->op) {
+	case AIOD_OP_PREAD:
+	case AIOD_OP_PWRITE:
+		/* At the file position, a second run reads or writes more. */
+		return req->arg[0] != -1;
+	case AIOD_OP_COPY_FILE_RANGE:
+		return req->arg[0] != -1 && req->arg[1] != -1;
+	case AIOD_OP_LSEEK:
+		return req->arg[1] != SEEK_CUR;
+	default:
+		return true;
+	}
 }
 
 unsigned aiod__op_data(unsigned op)

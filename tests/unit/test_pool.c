@@ -576,6 +576,135 @@ static void test_pool_buf_alloc_is_page_aligned(void **state)
 	aiod_pool_free(p);
 }
 
+
+/* A closed fd fails its own request with -EBADF; the workers live on. */
+static void test_pool_bad_fd_fails_only_its_request(void **state)
+{
+	struct aiod_pool *p = new_pool(3, 0);
+	struct aiod_pool_stats st;
+	struct aiod_req bad, good;
+	int cb = 0, cg = 0;
+
+	(void)state;
+	aiod_prep_fsync(&bad, 999, 0);
+	bad.cb = count_cb;
+	bad.data = &cb;
+	assert_int_equal(aiod_submit(p, &bad), 0);
+	wait_count(p, &cb, 1, 2000);
+	assert_int_equal(bad.result, -EBADF);
+	start_nop(p, &good, &cg, 0, 0);
+	wait_count(p, &cg, 1, 2000);
+	assert_int_equal(good.result, 0);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.worker_deaths, 0);
+	assert_int_equal(st.workers, 3);
+	aiod_pool_free(p);
+}
+
+/* Room the caller frees in the arena goes to a request waiting for it. */
+static void test_pool_buf_free_lets_waiting_request_go(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 1 << 20);
+	struct pollfd pfd = { .fd = aiod_pool_fd(p), .events = POLLIN };
+	void *hold = aiod_buf_alloc(p, 512 << 10);
+	struct aiod_req req;
+	char byte = 'z';
+	int count = 0, fd = temp_file(&byte, 1);
+
+	(void)state;
+	assert_non_null(hold);
+	aiod_prep_pread(&req, fd, NULL, 512 << 10, 0);
+	req.cb = count_cb;
+	req.data = &count;
+	assert_int_equal(aiod_submit(p, &req), 0);
+	assert_int_equal(aiod_req_worker(&req), 0);     /* no room yet */
+	aiod_buf_free(p, hold);
+	assert_true(aiod_req_worker(&req) > 0 || count == 1);
+	assert_int_equal(poll(&pfd, 1, 3000), 1);
+	wait_count(p, &count, 1, 2000);
+	assert_int_equal(req.result, 1);
+	close(fd);
+	aiod_pool_free(p);
+}
+
+/* A cancel that reaches a worker before its handler is set up. */
+static void test_pool_cancel_on_fresh_worker(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req slow, next;
+	int cs = 0, cn = 0;
+	pid_t first;
+
+	(void)state;
+	/* Kill the worker so that the next request goes to a new one. */
+	first = start_nop(p, &slow, &cs, 10 * 1000 * 1000, AIOD_F_NORETRY);
+	kill(first, SIGKILL);
+	wait_count(p, &cs, 1, 2000);
+	start_nop(p, &next, &cn, 10 * 1000 * 1000, 0);
+	assert_int_equal(aiod_cancel(p, &next), 0);
+	wait_count(p, &cn, 1, 2000);
+	assert_int_equal(next.result, -EINTR);
+	aiod_pool_free(p);
+}
+
+static struct aiod_pool *nested_pool;
+static int nested_inner, nested_outer;
+
+static void nested_cb(struct aiod_req *req)
+{
+	static struct aiod_req inner[4];
+	int want = nested_inner + 1;
+
+	(void)req;
+	start_nop(nested_pool, &inner[nested_outer++], &nested_inner, 0, 0);
+	/* Waiting from inside a callback runs other callbacks, safely. */
+	while (nested_inner < want)
+		assert_true(aiod_pool_wait(nested_pool, 2000) >= 0);
+}
+
+static void test_pool_wait_from_callback(void **state)
+{
+	struct aiod_req reqs[4];
+
+	(void)state;
+	nested_pool = new_pool(2, 0);
+	for (int i = 0; i < 4; i++) {
+		aiod_prep_nop(&reqs[i], 1000);
+		reqs[i].cb = nested_cb;
+		assert_int_equal(aiod_submit(nested_pool, &reqs[i]), 0);
+	}
+	kill(aiod_req_worker(&reqs[0]), SIGKILL);
+	while (nested_outer < 4)
+		assert_true(aiod_pool_wait(nested_pool, 2000) >= 0);
+	aiod_pool_free(nested_pool);
+}
+
+/* A request that depends on the file position is not run twice. */
+static void test_pool_position_dependent_not_rerun(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req req;
+	struct aiod_pool_stats st;
+	int count = 0, fd[2];
+
+	(void)state;
+	/* A pipe read blocks, and at the file position: never re-run. */
+	assert_int_equal(pipe(fd), 0);
+	aiod_prep_pread(&req, fd[0], NULL, 16, -1);
+	req.cb = count_cb;
+	req.data = &count;
+	assert_int_equal(aiod_submit(p, &req), 0);
+	usleep(100000);
+	kill(aiod_req_worker(&req), SIGKILL);
+	wait_count(p, &count, 1, 2000);
+	assert_int_equal(req.result, -EIO);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.retries, 0);
+	close(fd[0]);
+	close(fd[1]);
+	aiod_pool_free(p);
+}
+
 static char scratch[4096];
 
 static int write_script(const char *body)
@@ -636,6 +765,11 @@ int main(void)
 		cmocka_unit_test(test_pool_submit_checks_arguments),
 		cmocka_unit_test(test_pool_buf_alloc_is_page_aligned),
 		cmocka_unit_test(test_pool_new_reports_worker_failures),
+		cmocka_unit_test(test_pool_bad_fd_fails_only_its_request),
+		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
+		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
+		cmocka_unit_test(test_pool_wait_from_callback),
+		cmocka_unit_test(test_pool_position_dependent_not_rerun),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

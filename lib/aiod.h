@@ -131,9 +131,9 @@ enum {
 	/* Do not run the request again if its worker dies; fail with -EIO. */
 	AIOD_F_NORETRY = 1u << 0,
 	/*
-	 * After an OPEN with O_CREAT, MKDIR, MKNOD, SYMLINK or LINK that
-	 * succeeds, also fill stx and fh with the new object's identity,
-	 * sparing a LOOKUP round trip.  If that lookup fails, fh.handle_bytes
+	 * After an OPEN (of any kind), OPEN_BY_HANDLE, MKDIR, MKNOD, SYMLINK
+	 * or LINK that succeeds, also fill stx and fh with the identity of
+	 * the object opened or created, sparing a LOOKUP round trip.  If that lookup fails, fh.handle_bytes
 	 * is 0 and stx.stx_mask is 0; the operation still succeeded.
 	 */
 	AIOD_F_LOOKUP = 1u << 1,

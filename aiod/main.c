@@ -172,6 +172,17 @@ static bool same_groups(const gid_t *a, int na, const uint32_t *b, int nb)
 	return true;
 }
 
+static int set_fsuid(uid_t uid)
+{
+	if (uid == cur.uid)
+		return 0;
+	setfsuid(uid);
+	if ((uid_t)setfsuid((uid_t)-1) != uid)
+		return -EPERM;
+	cur.uid = uid;
+	return 0;
+}
+
 /*
  * Become the request's fsuid, fsgid and groups, or our own again when it
  * carries none.  Switches only what differs, since setgroups is not free.
@@ -203,13 +214,17 @@ static int apply_cred(const struct aiod_msg *m)
 			return -EPERM;
 		cur.gid = gid;
 	}
-	if (uid != cur.uid) {
-		setfsuid(uid);
-		if ((uid_t)setfsuid((uid_t)-1) != uid)
-			return -EPERM;
-		cur.uid = uid;
-	}
-	return 0;
+	return set_fsuid(uid);
+}
+
+/*
+ * Our own fsuid again, which brings back the filesystem capabilities a
+ * caller's fsuid dropped.  Groups and fsgid grant no capability, so
+ * apply_cred() sets them later, only if they differ.
+ */
+static int become_self(void)
+{
+	return set_fsuid(own.uid);
 }
 
 static bool in_arena(uint64_t off, uint64_t len)
@@ -232,6 +247,36 @@ static int msg_name(const struct aiod_msg *m, uint32_t off, const char **name)
 	return 0;
 }
 
+/*
+ * If the message names object i by handle, open it (O_PATH, as ourselves:
+ * open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
+ * drops) on the filesystem of fd[i], and use that fd instead.
+ */
+static int64_t open_fh(struct op_ctx *c, int i)
+{
+	const struct aiod_msg *m = c->m;
+	struct aiod_fh *fh;
+	int64_t fd;
+
+	if (!m->fh_off[i])
+		return 0;
+	if (m->fh_off[i] < sizeof(*m) || m->fh_off[i] % 8 ||
+	    m->fh_off[i] > m->size || m->size - m->fh_off[i] < sizeof(*fh))
+		return -EINVAL;
+	fh = (struct aiod_fh *)((char *)m + m->fh_off[i]);
+	if (fh->handle_bytes > AIOD_FH_MAX || c->fd[i] < 0)
+		return -EINVAL;
+	if (become_self() < 0)
+		return -EPERM;
+	fd = AIOD_RETRY(c, open_by_handle_at(c->fd[i], (struct file_handle *)fh,
+					     O_PATH | O_CLOEXEC));
+	if (fd < 0)
+		return fd;
+	c->fh_fd[i] = (int)fd;
+	c->fd[i] = (int)fd;
+	return 0;
+}
+
 /* Fill c from m and the fds that came with its doorbell. */
 static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
 		      int nfds)
@@ -239,6 +284,7 @@ static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
 	c->m = m;
 	c->ret_fd = -1;
 	c->close_fd0 = 0;
+	c->fh_fd[0] = c->fh_fd[1] = -1;
 	if (m->op >= AIOD_OP__COUNT)
 		return -EINVAL;
 	for (int i = 0; i < AIOD_WIRE_MAXFD; i++) {
@@ -256,6 +302,12 @@ static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
 	for (int i = 0; i < 2; i++)
 		if (msg_name(m, m->name_off[i], &c->name[i]) < 0)
 			return -EINVAL;
+	for (int i = 0; i < 2; i++) {
+		int64_t err = open_fh(c, i);
+
+		if (err < 0)
+			return err;
+	}
 	if ((m->wflags & AIOD_WF_CRED) &&
 	    (m->ngroups > AIOD_MAX_GROUPS || m->groups_off < sizeof(*m) ||
 	     m->groups_off > m->size ||
@@ -316,7 +368,7 @@ static int reply(uint64_t msg_off, int fd)
 static int serve(uint64_t msg_off, const int *fds, int nfds)
 {
 	struct aiod_msg *m;
-	struct op_ctx c = { .fd = { -1, -1 } };
+	struct op_ctx c = { .fd = { -1, -1 }, .fh_fd = { -1, -1 } };
 	int64_t res;
 	int err;
 
@@ -344,6 +396,9 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	for (int i = 0; i < nfds; i++)
 		if (!(c.close_fd0 && fds[i] == c.fd[0]))
 			close(fds[i]);
+	for (int i = 0; i < 2; i++)
+		if (c.fh_fd[i] >= 0 && !(c.close_fd0 && i == 0))
+			close(c.fh_fd[i]);
 	return err;
 }
 

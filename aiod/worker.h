@@ -24,6 +24,7 @@ struct op_ctx {
 	size_t data_len;
 	int ret_fd;                 /* handler: an fd to send back, or -1 */
 	int close_fd0;              /* handler: fd[0] was closed by it */
+	int fh_fd[2];               /* fds opened from fh_off[i], or -1 */
 };
 
 typedef int64_t op_fn(struct op_ctx *c);

@@ -32,7 +32,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 1u
+#define AIOD_PROTO_VERSION 2u
 
 /* The fds a worker is started with. */
 #define AIOD_WORKER_SOCK_FD 3
@@ -111,6 +111,8 @@ struct aiod_msg {
 	uint32_t uid, gid;      /* client: with AIOD_WF_CRED */
 	uint32_t ngroups;       /* client: with AIOD_WF_CRED */
 	uint32_t groups_off;    /* client: from message start */
+	uint32_t fh_off[2];     /* client: struct aiod_fh naming object i,
+				   8-aligned, from message start; 0: none */
 	uint32_t pad0;
 	uint64_t data_off;      /* client: data buffer, from arena start */
 	uint64_t data_len;      /* client: its size */

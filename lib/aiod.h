@@ -195,6 +195,7 @@ struct aiod_req {
 	uint32_t flags;             /* AIOD_F_* */
 	int fd[2];                  /* objects; -1 when unused */
 	const char *name[2];        /* names relative to fd[i]; NULL: none */
+	const struct aiod_fh *fh_in[2]; /* see "Objects named by handle" */
 	void *buf;                  /* data; see "Data buffers" below */
 	uint64_t len;               /* bytes of buf */
 	int64_t arg[5];             /* per-op arguments, see enum aiod_op */
@@ -222,6 +223,21 @@ struct aiod_req {
 	uint32_t tries_;
 	void *worker_;
 };
+
+/*
+ * Objects named by handle.
+ *
+ * When fh_in[i] is not NULL, fd[i] must be an open directory (not O_PATH)
+ * on the filesystem the handle comes from (struct aiod_fh as LOOKUP
+ * filled it).  Before running the op, the worker opens the object the
+ * handle names with open_by_handle_at(O_PATH), using the pool's own
+ * credentials (open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
+ * request's fsuid may lack), and uses that fd as fd[i]; the op itself
+ * then runs with the request's credentials.  A program can so refer to
+ * any number of objects without holding an fd for each.  If the object
+ * is gone the request fails with -ESTALE, so it never acts on another.
+ * The fh must stay valid until the callback, like name.
+ */
 
 /*
  * Data buffers.

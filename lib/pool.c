@@ -229,6 +229,9 @@ static void request_sizes(const struct aiod_pool *p, const struct aiod_req *req,
 {
 	*msg = sizeof(struct aiod_msg) + name_size(req->name[0]) +
 	       name_size(req->name[1]);
+	for (int i = 0; i < 2; i++)
+		if (req->fh_in[i])
+			*msg = ALIGN8(*msg) + sizeof(struct aiod_fh);
 	if (req->cred)
 		*msg = ALIGN8(*msg) + (size_t)req->cred->ngroups * sizeof(uint32_t);
 	*data = 0;
@@ -295,6 +298,10 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 		if (req->name[i])
 			m->name_off[i] = put_bytes(base, &end, req->name[i],
 						   name_size(req->name[i]), false);
+	for (int i = 0; i < 2; i++)
+		if (req->fh_in[i])
+			m->fh_off[i] = put_bytes(base, &end, req->fh_in[i],
+						 sizeof(struct aiod_fh), true);
 	if (req->cred) {
 		m->wflags |= AIOD_WF_CRED;
 		m->uid = req->cred->uid;
@@ -1000,6 +1007,9 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 		return -ENAMETOOLONG;
 	if (req->cred && req->cred->ngroups > AIOD_MAX_GROUPS)
 		return -EINVAL;
+	for (int i = 0; i < 2; i++)
+		if (req->fh_in[i] && req->fh_in[i]->handle_bytes > AIOD_FH_MAX)
+			return -EINVAL;
 	if (aiod__op_data(req->op) != AIOD__DATA_NONE && req->len > AIOD_BUF_MAX)
 		return -E2BIG;
 	if (aiod__op_data(req->op) == AIOD__DATA_IN && req->len && !req->buf)

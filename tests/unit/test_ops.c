@@ -415,6 +415,58 @@ static void test_ops_lookup_matches_lstat(void **state)
 	close(fd);
 }
 
+/*
+ * An object named by handle is the very object: after a rename, under a
+ * caller who could not reach it by name, and -ESTALE once it is gone.
+ */
+static void test_ops_object_by_handle(void **state)
+{
+	const struct aiod_cred nobody = { .uid = 65534, .gid = 65534 };
+	struct aiod_fh fh, dirfh;
+	struct aiod_req req;
+	struct stat st;
+
+	(void)state;
+	need_root();
+	assert_int_equal(mkdirat(d, "locked", 0700), 0);
+	put_str(d, "locked/file", "contents");
+	assert_int_equal(fchmodat(d, "locked/file", 0600, 0), 0);
+	aiod_prep_lookup(&req, d, "locked/file");
+	assert_int_equal(run(&req), 0);
+	fh = req.fh;
+	aiod_prep_lookup(&req, d, "locked");
+	assert_int_equal(run(&req), 0);
+	dirfh = req.fh;
+	assert_int_equal(renameat(d, "locked/file", d, "locked/moved"), 0);
+	st = lstat_at(d, "locked/moved");
+
+	aiod_prep_statx(&req, d, NULL, 0, STATX_BASIC_STATS);
+	req.fh_in[0] = &fh;
+	req.cred = &nobody;
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(req.stx.stx_ino, st.st_ino);
+	/* The op itself still runs as the caller: no read permission. */
+	aiod_prep_open(&req, d, NULL, O_RDONLY, 0, 0);
+	req.fh_in[0] = &fh;
+	req.cred = &nobody;
+	assert_int_equal(run(&req), -EACCES);
+	/* Names resolve under a directory named by handle; both slots. */
+	aiod_prep_rename(&req, d, "moved", d, "again", 0);
+	req.fh_in[0] = req.fh_in[1] = &dirfh;
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(lstat_at(d, "locked/again").st_ino, st.st_ino);
+
+	assert_int_equal(unlinkat(d, "locked/again", 0), 0);
+	aiod_prep_statx(&req, d, NULL, 0, STATX_BASIC_STATS);
+	req.fh_in[0] = &fh;
+	assert_int_equal(run(&req), -ESTALE);
+
+	fh.handle_bytes = AIOD_FH_MAX + 1;
+	aiod_prep_statx(&req, d, NULL, 0, STATX_BASIC_STATS);
+	req.fh_in[0] = &fh;
+	assert_int_equal(aiod_submit(pool, &req), -EINVAL);
+}
+
 static void test_ops_lookup_errors(void **state)
 {
 	struct aiod_req req;
@@ -2140,7 +2192,8 @@ int main(void)
 		T(test_ops_nop_delay),
 		T(test_ops_submit_rejects_bad_requests),
 		T(test_ops_lookup_matches_lstat),
-		T(test_ops_lookup_errors),
+		T(test_ops_object_by_handle),
+	T(test_ops_lookup_errors),
 		T(test_ops_name_too_long),
 		T(test_ops_statx_by_name),
 		T(test_ops_statx_by_fd),

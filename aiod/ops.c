@@ -353,13 +353,24 @@ static int64_t op_readlink(struct op_ctx *c)
 
 static int64_t op_link(struct op_ctx *c)
 {
-	int flags = (int)c->m->arg[0] | (c->name[0] ? 0 : AT_EMPTY_PATH);
+	int flags = (int)c->m->arg[0];
+	struct proc_path pp;
+	const char *old = c->name[0];
+	int oldfd = c->fd[0];
 	int64_t res;
 
 	if (!c->name[1])
 		return -EINVAL;
-	res = linkat(c->fd[0], c->name[0] ? c->name[0] : "", c->fd[1],
-		     c->name[1], flags) < 0 ? -errno : 0;
+	if (!old) {
+		/*
+		 * AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH, which a
+		 * caller's fsuid lacks; the magic link names the same object.
+		 */
+		old = proc_path(&pp, oldfd);
+		oldfd = AT_FDCWD;
+		flags |= AT_SYMLINK_FOLLOW;
+	}
+	res = linkat(oldfd, old, c->fd[1], c->name[1], flags) < 0 ? -errno : 0;
 	return created(c, res, c->fd[1], c->name[1]);
 }
 

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inode.c - the objects of the source the kernel knows.
+ *
+ * The kernel names an object by a nodeid, which here is the address of
+ * its struct afs_inode.  One struct per source object, found by the
+ * source's (st_dev, st_ino), so that hard links share one inode and
+ * st_ino is the source's own.  A struct lives while the kernel holds a
+ * lookup reference on it (nlookup) or a request uses it (users); it
+ * holds no fd when the source gives file handles, so any number of known
+ * inodes costs no fd (RLIMIT_NOFILE is far smaller than a tree).
+ *
+ * An inode number can be reused once its file is deleted, while the
+ * kernel still knows the old object.  So a match on (st_dev, st_ino) also
+ * needs the same file handle (which carries the generation) or, without
+ * handles, the same birth time; otherwise the old struct is unhashed and
+ * lives on, unreachable by lookup, until the kernel forgets it.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aiodfs.h"
+
+static struct afs_inode **table;
+static size_t table_size;          /* a power of two */
+static size_t count;
+
+static size_t slot(uint64_t dev, uint64_t ino)
+{
+	uint64_t h = (ino ^ (dev << 32) ^ (dev >> 32)) * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h >> 32) & (table_size - 1);
+}
+
+static void unhash(struct afs_inode *in)
+{
+	struct afs_inode **pp = &table[slot(in->dev, in->ino)];
+
+	if (!in->hashed)
+		return;
+	while (*pp != in)
+		pp = &(*pp)->hnext;
+	*pp = in->hnext;
+	in->hashed = false;
+	count--;
+}
+
+static int grow(void)
+{
+	size_t old_size = table_size, new_size = old_size ? old_size * 2 : 1024;
+	struct afs_inode **old = table, **t = calloc(new_size, sizeof(*t));
+
+	if (!t)
+		return -1;
+	table = t;
+	table_size = new_size;
+	for (size_t i = 0; i < old_size; i++) {
+		struct afs_inode *in = old[i], *next;
+
+		for (; in; in = next) {
+			size_t s = slot(in->dev, in->ino);
+
+			next = in->hnext;
+			in->hnext = table[s];
+			table[s] = in;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static uint64_t birth_of(const struct statx *stx)
+{
+	if (!(stx->stx_mask & STATX_BTIME))
+		return 0;
+	return (uint64_t)stx->stx_btime.tv_sec * 1000000000u +
+	       stx->stx_btime.tv_nsec;
+}
+
+static uint64_t dev_of(const struct statx *stx)
+{
+	return makedev(stx->stx_dev_major, stx->stx_dev_minor);
+}
+
+struct afs_inode *afs_inode_get(fuse_ino_t nodeid)
+{
+	if (nodeid == FUSE_ROOT_ID)
+		return &afs.root;
+	return (struct afs_inode *)(uintptr_t)nodeid;
+}
+
+static bool same_fh(const struct aiod_fh *a, const struct aiod_fh *b)
+{
+	return a->handle_bytes == b->handle_bytes &&
+	       a->handle_type == b->handle_type &&
+	       !memcmp(a->f_handle, b->f_handle, a->handle_bytes);
+}
+
+struct afs_inode *afs_inode_find(const struct statx *stx,
+				 const struct aiod_fh *fh)
+{
+	uint64_t dev = dev_of(stx), ino = stx->stx_ino;
+	struct afs_inode *in;
+
+	if (!table_size)
+		return NULL;
+	for (in = table[slot(dev, ino)]; in; in = in->hnext)
+		if (in->dev == dev && in->ino == ino)
+			break;
+	if (!in || in == &afs.root)
+		return in;
+	if (in->fh.handle_bytes && fh && fh->handle_bytes ? same_fh(&in->fh, fh)
+	    : in->birth == birth_of(stx))
+		return in;
+	/* The number was reused: the kernel's old object is another. */
+	unhash(in);
+	return NULL;
+}
+
+static void insert(struct afs_inode *in)
+{
+	size_t s;
+
+	if (count + 1 > table_size / 2 * 3 && grow() < 0 && !table_size)
+		return; /* not findable; still correct, just not shared */
+	s = slot(in->dev, in->ino);
+	in->hnext = table[s];
+	table[s] = in;
+	in->hashed = true;
+	count++;
+}
+
+/*
+ * A new inode for the object stx describes, named by fh (when the
+ * source's handles are in use and fh is on the root's mount) or by fd,
+ * which it then owns.  Returns NULL when out of memory.
+ */
+struct afs_inode *afs_inode_new(const struct statx *stx,
+				const struct aiod_fh *fh, int fd)
+{
+	struct afs_inode *in = calloc(1, sizeof(*in));
+
+	if (!in)
+		return NULL;
+	in->dev = dev_of(stx);
+	in->ino = stx->stx_ino;
+	in->birth = birth_of(stx);
+	in->type = stx->stx_mode & S_IFMT;
+	in->fd = fd;
+	if (fd < 0)
+		in->fh = *fh;
+	insert(in);
+	return in;
+}
+
+int afs_inode_init_root(void)
+{
+	afs.root.fd = afs.root_fd;
+	afs.root.type = S_IFDIR;
+	afs.root.nlookup = 1;
+	return 0;
+}
+
+/* Called once the root's identity is known, to find it by (dev, ino). */
+static void free_inode(struct afs_inode *in)
+{
+	unhash(in);
+	if (in->fd >= 0)
+		afs_close_async(in->fd);
+	free(in);
+}
+
+void afs_inode_hold(struct afs_inode *in)
+{
+	in->users++;
+}
+
+void afs_inode_put(struct afs_inode *in)
+{
+	if (--in->users == 0 && in->nlookup == 0 && in != &afs.root)
+		free_inode(in);
+}
+
+void afs_inode_forget(struct afs_inode *in, uint64_t n)
+{
+	if (in == &afs.root)
+		return;
+	in->nlookup = n < in->nlookup ? in->nlookup - n : 0;
+	if (in->nlookup == 0 && in->users == 0)
+		free_inode(in);
+}
+
+/* Make in the object of req's slot i: by handle, or by its pinned fd. */
+void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in)
+{
+	if (in->fd >= 0) {
+		req->fd[i] = in->fd;
+		req->fh_in[i] = NULL;
+	} else {
+		req->fd[i] = afs.root_fd;
+		req->fh_in[i] = &in->fh;
+	}
+}
+
+static void closed(struct aiod_req *req)
+{
+	free(req);
+}
+
+/*
+ * Close fd in a worker: the last close of a file can block (NFS flushes
+ * on close), so it never runs in the loop.
+ */
+void afs_close_async(int fd)
+{
+	struct aiod_req *req = malloc(sizeof(*req));
+
+	if (req) {
+		aiod_prep_close(req, fd);
+		req->cb = closed;
+		if (aiod_submit(afs.pool, req) == 0)
+			return;
+		free(req);
+	}
+	close(fd); /* shutting down, or no memory: better late than leaked */
+}

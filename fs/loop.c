@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loop.c - the daemon's one thread: an epoll loop over three fds.
+ *
+ *   the FUSE session fd   kernel requests: read one, hand it to libfuse,
+ *                         whose handler (ops.c) submits aiod requests
+ *   the pool fd           finished aiod requests: their callbacks reply
+ *   a signalfd            SIGINT, SIGTERM, SIGHUP: leave the loop
+ *
+ * Nothing here blocks on the source: the session fd is non-blocking, and
+ * every syscall on the source runs in a worker.
+ *
+ * Kernel requests are read straight into arena memory (receive
+ * buffers), so a write's data is already where a worker can reach it: a
+ * WRITE handler adopts the buffer it arrived in (afs_loop_adopt()) and
+ * the loop reads the next request into another one.  The buffer is
+ * placed so that a WRITE's payload, which follows 80 bytes of headers,
+ * starts on a page boundary: the backing write may be O_DIRECT.  When the
+ * arena has no room for another buffer the loop stops reading the
+ * kernel until a request finishes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "aiodfs.h"
+
+/*
+ * libfuse reads up to 256 pages plus a header page at once; the 80 bytes
+ * are struct fuse_in_header and struct fuse_write_in.
+ */
+#define RBUF_SIZE (2u << 20)
+#define WRITE_HEADERS 80u
+#define RBUF_OFFSET (4096u - WRITE_HEADERS)
+#define RBUF_SPARE 4   /* free buffers kept for reuse */
+
+struct rbuf {
+	struct rbuf *next;
+	char *mem;
+	unsigned refs;
+};
+
+static struct rbuf *spare;
+static unsigned nspare;
+static struct rbuf *current;      /* the one libfuse is processing */
+static int epfd = -1, sigfd = -1;
+static bool fuse_paused;
+
+enum { EV_FUSE = 1, EV_POOL, EV_SIGNAL };
+
+static struct rbuf *rbuf_get(void)
+{
+	struct rbuf *rb = spare;
+
+	if (rb) {
+		spare = rb->next;
+		nspare--;
+		rb->refs = 1;
+		return rb;
+	}
+	rb = malloc(sizeof(*rb));
+	if (!rb)
+		return NULL;
+	rb->mem = aiod_buf_alloc(afs.pool, RBUF_SIZE);
+	if (!rb->mem) {
+		free(rb);
+		return NULL;
+	}
+	rb->refs = 1;
+	return rb;
+}
+
+static void watch_fuse(bool on)
+{
+	struct epoll_event ev = {
+		.events = on ? EPOLLIN : 0,
+		.data.u32 = EV_FUSE,
+	};
+
+	fuse_paused = !on;
+	epoll_ctl(epfd, EPOLL_CTL_MOD, fuse_session_fd(afs.se), &ev);
+}
+
+static void rbuf_put(struct rbuf *rb)
+{
+	if (--rb->refs)
+		return;
+	if (nspare < RBUF_SPARE) {
+		rb->next = spare;
+		spare = rb;
+		nspare++;
+	} else {
+		aiod_buf_free(afs.pool, rb->mem);
+		free(rb);
+	}
+	if (fuse_paused)
+		watch_fuse(true);
+}
+
+/*
+ * If buf lies in the receive buffer being processed, keep that buffer
+ * for the caller until afs_loop_release(*token), and return true.
+ */
+bool afs_loop_adopt(const void *buf, size_t len, void **token)
+{
+	const char *p = buf;
+
+	if (!current || p < current->mem || p + len > current->mem + RBUF_SIZE)
+		return false;
+	current->refs++;
+	*token = current;
+	return true;
+}
+
+void afs_loop_release(void *token)
+{
+	rbuf_put(token);
+}
+
+/*
+ * Read and process one kernel request.  Returns 1 if one was processed,
+ * 0 if none is waiting (or no buffer is free), -errno on a dead session.
+ */
+static int receive_one(void)
+{
+	struct fuse_buf fbuf = { .size = 0 };
+	struct rbuf *rb = rbuf_get();
+	int res;
+
+	if (!rb) {
+		watch_fuse(false); /* until a request gives one back */
+		return 0;
+	}
+	fbuf.mem = rb->mem + RBUF_OFFSET;
+	fbuf.size = RBUF_SIZE - RBUF_OFFSET;
+	res = fuse_session_receive_buf(afs.se, &fbuf);
+	if (res > 0) {
+		current = rb;
+		fuse_session_process_buf(afs.se, &fbuf);
+		current = NULL;
+	}
+	rbuf_put(rb);
+	if (res == -EAGAIN || res == -EINTR)
+		return 0;
+	if (res == 0)
+		return -ENODEV; /* unmounted */
+	return res < 0 ? res : 1;
+}
+
+/*
+ * Before the loop: process kernel requests, blocking, until INIT has been
+ * answered, so that a caller told "mounted" finds the mount serving.
+ */
+int afs_loop_init_session(void)
+{
+	int fd = fuse_session_fd(afs.se);
+	int res;
+
+	while (!afs.init_done) {
+		struct fuse_buf fbuf = { .size = 0 };
+		struct rbuf *rb = rbuf_get();
+
+		if (!rb)
+			return -ENOMEM;
+		fbuf.mem = rb->mem + RBUF_OFFSET;
+		fbuf.size = RBUF_SIZE - RBUF_OFFSET;
+		res = fuse_session_receive_buf(afs.se, &fbuf);
+		if (res > 0) {
+			current = rb;
+			fuse_session_process_buf(afs.se, &fbuf);
+			current = NULL;
+		}
+		rbuf_put(rb);
+		if (res == 0)
+			return -ENODEV;
+		if (res < 0 && res != -EINTR)
+			return res;
+	}
+	if (fuse_session_exited(afs.se))
+		return -EPROTO; /* libfuse refused what init() asked for */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+static int add(int fd, uint32_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static int setup(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (sigfd < 0 || epfd < 0)
+		return -errno;
+	if (add(fuse_session_fd(afs.se), EV_FUSE) < 0 ||
+	    add(aiod_pool_fd(afs.pool), EV_POOL) < 0 || add(sigfd, EV_SIGNAL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Kernel requests read per wake-up before finished requests get a turn. */
+#define FUSE_BATCH 32
+
+/*
+ * Serve until the filesystem is unmounted or a signal asks to stop.
+ * Returns 0, or -errno if the session failed.
+ */
+int afs_loop_run(void)
+{
+	int err = setup();
+
+	while (!err && !fuse_session_exited(afs.se)) {
+		struct epoll_event evs[4];
+		int n = epoll_wait(epfd, evs, 4, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = -errno;
+			break;
+		}
+		for (int i = 0; i < n && !err; i++) {
+			switch (evs[i].data.u32) {
+			case EV_FUSE:
+				for (int k = 0; k < FUSE_BATCH; k++) {
+					int r = receive_one();
+
+					if (r <= 0) {
+						err = r == -ENODEV ? 0 : r;
+						if (r == -ENODEV)
+							fuse_session_exit(afs.se);
+						break;
+					}
+				}
+				break;
+			case EV_POOL: {
+				int r = aiod_pool_process(afs.pool);
+
+				if (r < 0)
+					err = r;
+				break;
+			}
+			case EV_SIGNAL: {
+				struct signalfd_siginfo si;
+
+				if (read(sigfd, &si, sizeof(si)) == sizeof(si))
+					fuse_session_exit(afs.se);
+				break;
+			}
+			}
+		}
+	}
+	if (sigfd >= 0)
+		close(sigfd);
+	if (epfd >= 0)
+		close(epfd);
+	return err;
+}

@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - aiodfs: mount a directory through a pool of aiod workers.
+ *
+ *   aiodfs [options] SOURCE MOUNTPOINT
+ *
+ * Order of business: parse and check everything that can be wrong with
+ * the command line while stderr is still the caller's terminal; create
+ * the FUSE session (which rejects unknown options); then, unless -f,
+ * detach: fork, and let the parent wait on a pipe until the child says
+ * the mount is live (or why it is not).  The child mounts, starts the
+ * worker pool (after the fork: workers die with the process that started
+ * them), answers the kernel's INIT, reports, and serves from loop.c until
+ * unmounted or signalled.  See aiodfs(1) for the options.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "aiodfs.h"
+
+#define AIODFS_VERSION "0.1"
+#define ARENA_SIZE (256u << 20)
+
+struct afs afs = { .root_fd = -1 };
+
+static bool use_syslog;
+
+void afs_log(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (use_syslog) {
+		vsyslog(prio, fmt, ap);
+	} else {
+		fputs("aiodfs: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+/* ---- the command line ---------------------------------------------------- */
+
+struct cli {
+	char *source;
+	unsigned workers;
+	char *cache;
+	int writeback;
+	int direct_io;
+	double attr_timeout;
+	double entry_timeout;
+	unsigned max_read;
+};
+
+#define CLI_OPT(t, f, v) { t, offsetof(struct cli, f), v }
+
+static const struct fuse_opt cli_spec[] = {
+	CLI_OPT("workers=%u", workers, 0),
+	CLI_OPT("cache=%s", cache, 0),
+	CLI_OPT("writeback", writeback, 1),
+	CLI_OPT("no_writeback", writeback, 0),
+	CLI_OPT("direct_io", direct_io, 1),
+	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
+	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
+	CLI_OPT("max_read=%u", max_read, 0),
+	FUSE_OPT_END
+};
+
+/* The first non-option is SOURCE; the rest stays for libfuse. */
+static int cli_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct cli *cli = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && !cli->source) {
+		cli->source = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] SOURCE MOUNTPOINT\n\n"
+	       "Mount directory SOURCE at MOUNTPOINT; every operation runs on\n"
+	       "SOURCE in a pool of aiod worker processes.\n\n"
+	       "aiodfs options:\n"
+	       "    -o workers=N           worker processes (default: %u)\n"
+	       "    -o cache=MODE          never, auto (default) or always\n"
+	       "    -o attr_timeout=SECS   how long the kernel trusts attributes\n"
+	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
+	       "    -o writeback           kernel write-back caching\n"
+	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n\n",
+	       prog, afs.opt.workers);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static unsigned default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	/* Workers mostly wait on the source: more than cores pays. */
+	return n * 4 < 8 ? 8 : n * 4 > 64 ? 64 : (unsigned)n * 4;
+}
+
+/* "fsname=" SOURCE, with the commas and backslashes libfuse splits on escaped. */
+static char *fsname_opt(const char *source)
+{
+	char *s = malloc(strlen("-ofsname=") + 2 * strlen(source) + 1), *p;
+
+	if (!s)
+		return NULL;
+	p = s + sprintf(s, "-ofsname=");
+	for (; *source; source++) {
+		if (*source == ',' || *source == '\\')
+			*p++ = '\\';
+		*p++ = *source;
+	}
+	*p = 0;
+	return s;
+}
+
+/* Whether path is a mount point already (listed in mountinfo). */
+static bool is_mount_point(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[PATH_MAX * 2 + 256];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX + 1], *in, *out;
+
+		/* id parent major:minor root mount-point ... */
+		if (sscanf(line, "%*s %*s %*s %*s %4096s", mp) != 1)
+			continue;
+		/* Undo mountinfo's octal escapes (\040 for a space...). */
+		for (in = out = mp; *in; in++, out++) {
+			if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' &&
+			    in[2] && in[3]) {
+				*out = (char)((in[1] - '0') * 64 +
+					      (in[2] - '0') * 8 + (in[3] - '0'));
+				in += 3;
+			} else {
+				*out = *in;
+			}
+		}
+		*out = 0;
+		found = !strcmp(mp, path);
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Check SOURCE and MOUNTPOINT; on success *src and *mnt are their
+ * absolute, resolved paths.  Prints one line and returns -1 otherwise.
+ */
+static int check_paths(const char *source, const char *mountpoint, char **src,
+		       char **mnt)
+{
+	struct stat st;
+	size_t n;
+
+	*src = realpath(source, NULL);
+	if (!*src || stat(*src, &st) < 0) {
+		afs_log(LOG_ERR, "%s: %s", source, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		afs_log(LOG_ERR, "%s: %s", source, strerror(ENOTDIR));
+		return -1;
+	}
+	*mnt = realpath(mountpoint, NULL);
+	if (!*mnt || stat(*mnt, &st) < 0) {
+		int err = errno;
+
+		afs_log(LOG_ERR, "%s: %s%s", mountpoint, strerror(err),
+			err == ENOTCONN ? " (a dead mount: fusermount3 -u it)" : "");
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		afs_log(LOG_ERR, "%s: %s", mountpoint, strerror(ENOTDIR));
+		return -1;
+	}
+	n = strlen(*src);
+	if (!strcmp(*src, "/") ||
+	    (!strncmp(*mnt, *src, n) && ((*mnt)[n] == '/' || !(*mnt)[n]))) {
+		/* Every lookup of the mountpoint would loop back into us. */
+		afs_log(LOG_ERR, "%s: inside SOURCE %s; refusing to mount a "
+			"directory inside itself", mountpoint, source);
+		return -1;
+	}
+	if (is_mount_point(*mnt)) {
+		afs_log(LOG_ERR, "%s: already a mount point", mountpoint);
+		return -1;
+	}
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		afs_log(LOG_ERR, "/dev/fuse: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_cache(const char *s, enum afs_cache *c)
+{
+	if (!s || !strcmp(s, "auto"))
+		*c = AFS_CACHE_AUTO;
+	else if (!strcmp(s, "never"))
+		*c = AFS_CACHE_NEVER;
+	else if (!strcmp(s, "always"))
+		*c = AFS_CACHE_ALWAYS;
+	else
+		return -1;
+	return 0;
+}
+
+/* ---- start-up requests ---------------------------------------------------- */
+
+static void sync_done(struct aiod_req *req)
+{
+	*(bool *)req->data = true;
+}
+
+/* Run req to completion before the loop exists.  Returns its result. */
+static int64_t run_sync(struct aiod_req *req)
+{
+	bool done = false;
+	int err;
+
+	req->cb = sync_done;
+	req->data = &done;
+	err = aiod_submit(afs.pool, req);
+	if (err < 0)
+		return err;
+	while (!done) {
+		err = aiod_pool_wait(afs.pool, -1);
+		if (err < 0)
+			return err;
+	}
+	return req->result;
+}
+
+/*
+ * Learn the root's identity, and whether file handles reopen objects of
+ * the source (they need CAP_DAC_READ_SEARCH and a filesystem that gives
+ * them); without, every known inode pins an O_PATH fd.
+ */
+static int probe_root(void)
+{
+	struct aiod_req req;
+	struct aiod_fh fh;
+	int64_t res;
+
+	aiod_prep_lookup(&req, afs.root_fd, NULL);
+	res = run_sync(&req);
+	if (res < 0)
+		return (int)res;
+	afs.root_mount_id = req.mount_id;
+	fh = req.fh;
+	afs.root.dev = makedev(req.stx.stx_dev_major, req.stx.stx_dev_minor);
+	afs.root.ino = req.stx.stx_ino;
+	if (!fh.handle_bytes)
+		return 0;
+	aiod_prep_open_by_handle(&req, afs.root_fd, &fh, O_PATH);
+	if (run_sync(&req) == 0) {
+		afs.use_handles = true;
+		close(req.ret_fd);
+	}
+	return 0;
+}
+
+/* ---- detaching ------------------------------------------------------------ */
+
+/*
+ * Fork; the parent waits until the child writes its status to the pipe
+ * and exits with it.  Returns the write end in the child, or -1.
+ */
+static int detach(void)
+{
+	int p[2];
+	pid_t pid;
+	char status = 1;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		afs_log(LOG_ERR, "pipe: %s", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		afs_log(LOG_ERR, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1; /* the child died before reporting */
+		if (status != 0)
+			waitpid(pid, NULL, 0);
+		_exit(status);
+	}
+	close(p[0]);
+	/* A forked child is never a process-group leader: setsid works. */
+	setsid();
+	if (chdir("/") < 0)
+		return -1;
+	return p[1];
+}
+
+/* Tell the parent how it went; from then on, log to syslog. */
+static void report(int fd, char status)
+{
+	int null;
+
+	if (fd < 0)
+		return;
+	if (write(fd, &status, 1) != 1)
+		afs_log(LOG_ERR, "cannot report to the parent");
+	close(fd);
+	if (status != 0)
+		return;
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		close(null);
+	}
+	openlog("aiodfs", LOG_PID, LOG_DAEMON);
+	use_syslog = true;
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cli cli = { .workers = (unsigned)-1, .attr_timeout = -1,
+			   .entry_timeout = -1, .max_read = 1u << 20 };
+	struct fuse_cmdline_opts copts = { 0 };
+	struct fuse_conn_info_opts *conn_opts;
+	struct aiod_pool_opts popts = { 0 };
+	char *src = NULL, *mnt = NULL, *fsname, max_read[32];
+	int ret = 1, pipe_fd = -1, err;
+	double timeout;
+
+	afs.opt.workers = default_workers();
+	if (fuse_opt_parse(&args, &cli, cli_spec, cli_proc) < 0)
+		return 1;
+	if (fuse_parse_cmdline(&args, &copts) < 0)
+		return 1;
+	if (copts.show_help) {
+		usage(argv[0]);
+		return 0;
+	}
+	if (copts.show_version) {
+		printf("aiodfs %s\n", AIODFS_VERSION);
+		fuse_lowlevel_version();
+		return 0;
+	}
+	if (!cli.source || !copts.mountpoint) {
+		afs_log(LOG_ERR, "missing %s (usage: aiodfs [options] SOURCE "
+			"MOUNTPOINT; -h for help)", cli.source ? "MOUNTPOINT" : "SOURCE");
+		return 1;
+	}
+	if (cli.workers == 0) {
+		afs_log(LOG_ERR, "workers=0: at least one worker is needed");
+		return 1;
+	}
+	if (cli.workers != (unsigned)-1)
+		afs.opt.workers = cli.workers;
+	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
+		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
+			cli.cache);
+		return 1;
+	}
+	timeout = afs.opt.cache == AFS_CACHE_NEVER ? 0.0
+		  : afs.opt.cache == AFS_CACHE_ALWAYS ? 86400.0 : 1.0;
+	afs.opt.attr_timeout = cli.attr_timeout >= 0 ? cli.attr_timeout : timeout;
+	afs.opt.entry_timeout = cli.entry_timeout >= 0 ? cli.entry_timeout
+						       : timeout;
+	afs.opt.writeback = cli.writeback;
+	afs.opt.direct_io = cli.direct_io;
+	afs.opt.debug = copts.debug;
+
+	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)
+		return 1;
+	afs.opt.source = src;
+	afs.mountpoint = mnt;
+	/* The kernel is told max_read at mount time, and init() again. */
+	afs.max_read = cli.max_read;
+	snprintf(max_read, sizeof(max_read), "-omax_read=%u", cli.max_read);
+	fsname = fsname_opt(src);
+	if (!fsname || fuse_opt_insert_arg(&args, 1, fsname) < 0 ||
+	    fuse_opt_insert_arg(&args, 1, "-osubtype=aiodfs") < 0 ||
+	    fuse_opt_insert_arg(&args, 1, max_read) < 0)
+		return 1;
+	conn_opts = fuse_parse_conn_info_opts(&args);
+	if (!conn_opts)
+		return 1;
+	afs.se = fuse_session_new(&args, &afs_ops, sizeof(afs_ops), conn_opts);
+	if (!afs.se)
+		return 1; /* libfuse said why, in one line */
+
+	afs.root_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (afs.root_fd < 0) {
+		afs_log(LOG_ERR, "%s: %s", src, strerror(errno));
+		goto out_session;
+	}
+	afs.uid = geteuid();
+	afs_inode_init_root();
+
+	if (!copts.foreground) {
+		pipe_fd = detach();
+		if (pipe_fd < 0)
+			goto out_session;
+	}
+	/* The kernel applied the caller's umask; workers must not again. */
+	umask(0);
+	popts.workers = afs.opt.workers;
+	popts.arena_size = ARENA_SIZE;
+	err = aiod_pool_new(&afs.pool, &popts);
+	if (err < 0) {
+		afs_log(LOG_ERR, "cannot start aiod workers: %s", strerror(-err));
+		goto out_report;
+	}
+	err = probe_root();
+	if (err < 0) {
+		afs_log(LOG_ERR, "%s: %s", src, strerror(-err));
+		goto out_pool;
+	}
+	if (fuse_session_mount(afs.se, mnt) != 0)
+		goto out_pool; /* libfuse said why */
+	err = afs_loop_init_session();
+	if (err < 0) {
+		afs_log(LOG_ERR, "%s: the kernel's INIT failed: %s", mnt,
+			strerror(-err));
+		goto out_unmount;
+	}
+	report(pipe_fd, 0);
+	pipe_fd = -1;
+
+	err = afs_loop_run();
+	if (err < 0)
+		afs_log(LOG_ERR, "%s: %s", mnt, strerror(-err));
+	else
+		ret = 0;
+out_unmount:
+	/* Requests still out complete (and reply) while still mounted. */
+	aiod_pool_free(afs.pool);
+	afs.pool = NULL;
+	fuse_session_unmount(afs.se);
+out_pool:
+	if (afs.pool)
+		aiod_pool_free(afs.pool);
+out_report:
+	report(pipe_fd, 1);
+out_session:
+	fuse_session_destroy(afs.se);
+	fuse_opt_free_args(&args);
+	free(conn_opts);
+	free(copts.mountpoint);
+	free(cli.source);
+	free(cli.cache);
+	free(fsname);
+	free(src);
+	free(mnt);
+	return ret;
+}

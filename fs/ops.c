@@ -1,0 +1,1234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.c - the FUSE operations, each turned into aiod requests.
+ *
+ * A handler runs on the loop thread and must not block: it copies what
+ * it needs out of the kernel's request (names and small values live in
+ * the receive buffer, which the loop reuses as soon as the handler
+ * returns), submits an aiod request and returns.  The request's callback
+ * sends the reply, or submits the next step of a longer chain (setattr
+ * runs one syscall per attribute; a lookup without file handles needs an
+ * O_PATH open).  Everything one kernel request needs lives in one
+ * struct op, freed with the reply.
+ *
+ * Objects are named by inode (afs_inode_set_obj(): a file handle the
+ * worker opens, or a pinned O_PATH fd) and names under a parent inode,
+ * never by path, so a rename in the source behind the mount makes an
+ * operation act on the object it meant or fail with ESTALE or ENOENT.
+ * Open files and directories hold one fd each, the canonical open file
+ * description that every request on them uses, whichever worker runs
+ * it; their last close runs in a worker.
+ *
+ * Requests run with the caller's fsuid, fsgid and groups when the daemon
+ * runs as root and the caller is someone else, so the source does the
+ * permission checks and what a caller creates is theirs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "aiodfs.h"
+
+#define MAX_GROUPS 256
+
+struct op;
+typedef void op_step(struct op *op);
+
+struct op {
+	struct aiod_req req;
+	fuse_req_t freq;
+	struct afs_inode *in[2];    /* held while the op lives */
+	struct afs_file *file[2];   /* held while the op lives */
+	void *rbuf;                 /* a receive buffer the op holds */
+	op_step *next;              /* the next step, run by the callback */
+	int stage;
+	bool has_cred;
+	struct aiod_cred cred;
+	uint32_t groups[MAX_GROUPS];
+	struct stat attr;           /* setattr: the wanted attributes */
+	int valid;                  /* setattr: FUSE_SET_ATTR_* */
+	struct fuse_file_info fi;   /* create, open */
+	struct afs_inode *made;     /* an entry's inode, once known */
+	struct statx stx;           /* an entry's identity */
+	char *name[2];              /* copies, in extra below */
+	char extra[];
+};
+
+/* ---- timeouts and conversions ----------------------------------------- */
+
+static double attr_timeout(void)
+{
+	return afs.opt.attr_timeout;
+}
+
+static void stat_of(const struct statx *x, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(x->stx_dev_major, x->stx_dev_minor);
+	st->st_ino = x->stx_ino;
+	st->st_mode = x->stx_mode;
+	st->st_nlink = x->stx_nlink;
+	st->st_uid = x->stx_uid;
+	st->st_gid = x->stx_gid;
+	st->st_rdev = makedev(x->stx_rdev_major, x->stx_rdev_minor);
+	st->st_size = (off_t)x->stx_size;
+	st->st_blksize = x->stx_blksize;
+	st->st_blocks = (blkcnt_t)x->stx_blocks;
+	st->st_atim.tv_sec = x->stx_atime.tv_sec;
+	st->st_atim.tv_nsec = x->stx_atime.tv_nsec;
+	st->st_mtim.tv_sec = x->stx_mtime.tv_sec;
+	st->st_mtim.tv_nsec = x->stx_mtime.tv_nsec;
+	st->st_ctim.tv_sec = x->stx_ctime.tv_sec;
+	st->st_ctim.tv_nsec = x->stx_ctime.tv_nsec;
+}
+
+/* ---- the life of an op -------------------------------------------------- */
+
+static void complete(struct aiod_req *req);
+
+/*
+ * A new op for freq with room for the given names (copied), or NULL
+ * after replying ENOMEM.
+ */
+static struct op *op_new(fuse_req_t freq, const char *n0, const char *n1)
+{
+	size_t l0 = n0 ? strlen(n0) + 1 : 0, l1 = n1 ? strlen(n1) + 1 : 0;
+	struct op *op = malloc(sizeof(*op) + l0 + l1);
+
+	if (!op) {
+		fuse_reply_err(freq, ENOMEM);
+		return NULL;
+	}
+	memset(op, 0, sizeof(*op));
+	op->freq = freq;
+	if (n0)
+		op->name[0] = memcpy(op->extra, n0, l0);
+	if (n1)
+		op->name[1] = memcpy(op->extra + l0, n1, l1);
+	return op;
+}
+
+static void op_free(struct op *op)
+{
+	for (int i = 0; i < 2; i++) {
+		if (op->in[i])
+			afs_inode_put(op->in[i]);
+		if (op->file[i])
+			afs_file_put(op->file[i]);
+	}
+	if (op->made)
+		afs_inode_put(op->made);
+	if (op->rbuf)
+		afs_loop_release(op->rbuf);
+	free(op);
+}
+
+static void reply_err(struct op *op, int err)
+{
+	fuse_reply_err(op->freq, err);
+	op_free(op);
+}
+
+/*
+ * Fill op->cred from the caller, when the request must run as them: the
+ * daemon is root (it can switch) and the caller is not the daemon's user.
+ */
+static void set_cred(struct op *op)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(op->freq);
+	int n;
+
+	if (afs.uid != 0 || (ctx->uid == 0 && ctx->gid == 0))
+		return;
+	n = fuse_req_getgroups(op->freq, MAX_GROUPS, (gid_t *)op->groups);
+	if (n < 0 || n > MAX_GROUPS)
+		n = 0; /* the process is gone, or absurdly many groups */
+	op->cred.uid = ctx->uid;
+	op->cred.gid = ctx->gid;
+	op->cred.ngroups = (uint32_t)n;
+	op->cred.groups = op->groups;
+	op->has_cred = true;
+}
+
+/* Make inode nodeid the op's object i, held until the op ends. */
+static struct afs_inode *op_obj(struct op *op, int i, fuse_ino_t nodeid)
+{
+	struct afs_inode *in = afs_inode_get(nodeid);
+
+	afs_inode_hold(in);
+	op->in[i] = in;
+	afs_inode_set_obj(&op->req, i, in);
+	return in;
+}
+
+/* Make open file fi the op's fd i, held until the op ends. */
+static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
+{
+	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
+
+	f->refs++;
+	op->file[i] = f;
+	op->req.fd[i] = f->fd;
+}
+
+/*
+ * Submit op->req; next runs from its callback.  Returns false if it
+ * failed: then the kernel has the error and the op is gone.
+ */
+static bool op_submit(struct op *op, op_step *next)
+{
+	int err;
+
+	op->next = next;
+	op->req.cb = complete;
+	op->req.data = op;
+	op->req.cred = op->has_cred ? &op->cred : NULL;
+	err = aiod_submit(afs.pool, &op->req);
+	if (err < 0)
+		reply_err(op, -err);
+	return err == 0;
+}
+
+static void complete(struct aiod_req *req)
+{
+	struct op *op = req->data;
+
+	op->next(op);
+}
+
+/* The common last step: reply 0 or the error. */
+static void reply_status(struct op *op)
+{
+	reply_err(op, op->req.result < 0 ? (int)-op->req.result : 0);
+}
+
+/* ---- entries: lookup and everything that creates ------------------------ */
+
+static void reply_entry(struct op *op);
+
+static bool handle_usable(const struct aiod_req *req)
+{
+	return afs.use_handles && req->fh.handle_bytes &&
+	       req->mount_id == afs.root_mount_id;
+}
+
+/*
+ * Without a usable handle, the new inode pins an O_PATH fd, opened by
+ * name under the parent and checked to be the object just identified.
+ */
+static void pinned(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	struct afs_inode *in;
+
+	if (req->result < 0) {
+		reply_err(op, (int)-req->result);
+		return;
+	}
+	if (req->stx.stx_ino != op->stx.stx_ino ||
+	    req->stx.stx_dev_major != op->stx.stx_dev_major ||
+	    req->stx.stx_dev_minor != op->stx.stx_dev_minor) {
+		/* Replaced behind our back between the two steps. */
+		afs_close_async(req->ret_fd);
+		reply_err(op, ESTALE);
+		return;
+	}
+	in = afs_inode_find(&op->stx, NULL);
+	if (in)
+		afs_close_async(req->ret_fd);
+	else
+		in = afs_inode_new(&op->stx, NULL, req->ret_fd);
+	if (!in) {
+		afs_close_async(req->ret_fd);
+		reply_err(op, ENOMEM);
+		return;
+	}
+	afs_inode_hold(in);
+	op->made = in;
+	reply_entry(op);
+}
+
+/*
+ * The request in op->req identified an object (stx, fh) named op->name[0]
+ * under op->in[0]: find or make its inode, then reply_entry().
+ */
+static void entry_found(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	struct afs_inode *in;
+	bool usable = handle_usable(req);
+
+	if (!(req->stx.stx_mask & STATX_INO)) {
+		reply_err(op, EIO);
+		return;
+	}
+	op->stx = req->stx;
+	in = afs_inode_find(&req->stx, usable ? &req->fh : NULL);
+	if (!in && usable)
+		in = afs_inode_new(&req->stx, &req->fh, -1);
+	if (in) {
+		afs_inode_hold(in);
+		op->made = in;
+		reply_entry(op);
+		return;
+	}
+	if (usable) {
+		reply_err(op, ENOMEM);
+		return;
+	}
+	aiod_prep_open(req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
+		       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	afs_inode_set_obj(req, 0, op->in[0]);
+	req->flags = AIOD_F_LOOKUP;
+	op_submit(op, pinned);
+}
+
+static void fill_entry(struct op *op, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = (fuse_ino_t)(uintptr_t)op->made;
+	stat_of(&op->stx, &e->attr);
+	e->attr_timeout = attr_timeout();
+	e->entry_timeout = afs.opt.entry_timeout;
+}
+
+/* Reply with the entry op->made, giving the kernel one reference. */
+static void reply_entry(struct op *op)
+{
+	struct fuse_entry_param e;
+
+	fill_entry(op, &e);
+	if (op->fi.fh) {
+		/* create: the entry and the open file, whose reference the
+		 * kernel takes over from the op. */
+		op->made->nlookup++;
+		op->file[1]->refs++;
+		if (fuse_reply_create(op->freq, &e, &op->fi) != 0) {
+			afs_inode_forget(op->made, 1);
+			afs_file_put(op->file[1]);
+		}
+		op_free(op);
+		return;
+	}
+	op->made->nlookup++;
+	if (fuse_reply_entry(op->freq, &e) != 0)
+		afs_inode_forget(op->made, 1); /* interrupted: not taken */
+	op_free(op);
+}
+
+/* After a request with AIOD_F_LOOKUP (or a LOOKUP) under op->in[0]. */
+static void entry_done(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	entry_found(op);
+}
+
+/* Without handles, a lookup is the O_PATH open the inode will pin. */
+static void lookup_pinned(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	struct afs_inode *in;
+
+	if (req->result < 0) {
+		reply_err(op, (int)-req->result);
+		return;
+	}
+	op->stx = req->stx;
+	in = afs_inode_find(&req->stx, NULL);
+	if (in)
+		afs_close_async(req->ret_fd);
+	else
+		in = afs_inode_new(&req->stx, NULL, req->ret_fd);
+	if (!in) {
+		afs_close_async(req->ret_fd);
+		reply_err(op, ENOMEM);
+		return;
+	}
+	afs_inode_hold(in);
+	op->made = in;
+	reply_entry(op);
+}
+
+static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	if (afs.use_handles) {
+		aiod_prep_lookup(&op->req, -1, op->name[0]);
+		op_obj(op, 0, parent);
+		op_submit(op, entry_done);
+		return;
+	}
+	aiod_prep_open(&op->req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
+		       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, lookup_pinned);
+}
+
+static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_mknod(&op->req, -1, op->name[0], mode, rdev);
+	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, entry_done);
+}
+
+static void afs_mkdir(fuse_req_t freq, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_mkdir(&op->req, -1, op->name[0], mode);
+	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, entry_done);
+}
+
+static void afs_symlink(fuse_req_t freq, const char *target, fuse_ino_t parent,
+			const char *name)
+{
+	struct op *op = op_new(freq, name, target);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_symlink(&op->req, op->name[1], -1, op->name[0]);
+	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, entry_done);
+}
+
+static void afs_link(fuse_req_t freq, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	struct op *op = op_new(freq, newname, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_link(&op->req, -1, NULL, -1, op->name[0], 0);
+	/*
+	 * LINK's source is slot 0 and its new parent slot 1, while
+	 * entry_found() looks for the new entry under in[0]: the parent.
+	 */
+	op_obj(op, 0, newparent);
+	op_obj(op, 1, ino);
+	afs_inode_set_obj(&op->req, 0, op->in[1]);
+	afs_inode_set_obj(&op->req, 1, op->in[0]);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, entry_done);
+}
+
+/* ---- forget ------------------------------------------------------------- */
+
+static void afs_forget(fuse_req_t freq, fuse_ino_t ino, uint64_t nlookup)
+{
+	afs_inode_forget(afs_inode_get(ino), nlookup);
+	fuse_reply_none(freq);
+}
+
+static void afs_forget_multi(fuse_req_t freq, size_t count,
+			     struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		afs_inode_forget(afs_inode_get(forgets[i].ino),
+				 forgets[i].nlookup);
+	fuse_reply_none(freq);
+}
+
+/* ---- attributes --------------------------------------------------------- */
+
+static void reply_attr(struct op *op)
+{
+	struct stat st;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	stat_of(&op->req.stx, &st);
+	fuse_reply_attr(op->freq, &st, attr_timeout());
+	op_free(op);
+}
+
+/* Prepare a STATX of the op's object (or of its open file) into stx. */
+static void prep_getattr(struct op *op, struct fuse_file_info *fi)
+{
+	struct afs_inode *in = op->in[0];
+
+	aiod_prep_statx(&op->req, -1, NULL, AT_SYMLINK_NOFOLLOW,
+			STATX_BASIC_STATS);
+	if (fi && !op->file[0])
+		op_file(op, 0, fi);
+	if (op->file[0])
+		op->req.fd[0] = op->file[0]->fd;
+	else
+		afs_inode_set_obj(&op->req, 0, in);
+}
+
+static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	op_obj(op, 0, ino);
+	prep_getattr(op, fi);
+	op_submit(op, reply_attr);
+}
+
+/*
+ * setattr runs one request per kind of attribute, in the order chmod,
+ * chown, truncate, utimens, then a statx for the reply; stage says how
+ * far it got.
+ */
+enum { SA_MODE, SA_OWNER, SA_SIZE, SA_TIMES, SA_STAT };
+
+static void setattr_step(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	const struct stat *a = &op->attr;
+	int v = op->valid;
+
+	if (op->stage > SA_MODE && req->result < 0) {
+		reply_err(op, (int)-req->result);
+		return;
+	}
+	for (;;) {
+		switch (op->stage++) {
+		case SA_MODE:
+			if (!(v & FUSE_SET_ATTR_MODE))
+				continue;
+			aiod_prep_chmod(req, -1, NULL, a->st_mode & 07777, 0);
+			break;
+		case SA_OWNER:
+			if (!(v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+				continue;
+			aiod_prep_chown(req, -1, NULL,
+					v & FUSE_SET_ATTR_UID ? a->st_uid : (uid_t)-1,
+					v & FUSE_SET_ATTR_GID ? a->st_gid : (gid_t)-1,
+					AT_SYMLINK_NOFOLLOW);
+			break;
+		case SA_SIZE:
+			if (!(v & FUSE_SET_ATTR_SIZE))
+				continue;
+			aiod_prep_truncate(req, -1, NULL, a->st_size);
+			if (op->file[0]) {
+				/*
+				 * Through the open file: it may write where
+				 * the mode no longer lets a path open.
+				 */
+				req->fd[0] = op->file[0]->fd;
+				op_submit(op, setattr_step);
+				return;
+			}
+			break;
+		case SA_TIMES: {
+			struct timespec ts[2] = {
+				{ .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT },
+			};
+
+			if (!(v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
+				continue;
+			if (v & FUSE_SET_ATTR_ATIME_NOW)
+				ts[0].tv_nsec = UTIME_NOW;
+			else if (v & FUSE_SET_ATTR_ATIME)
+				ts[0] = a->st_atim;
+			if (v & FUSE_SET_ATTR_MTIME_NOW)
+				ts[1].tv_nsec = UTIME_NOW;
+			else if (v & FUSE_SET_ATTR_MTIME)
+				ts[1] = a->st_mtim;
+			aiod_prep_utimens(req, -1, NULL, ts, AT_SYMLINK_NOFOLLOW);
+			break;
+		}
+		default:
+			prep_getattr(op, NULL);
+			op_submit(op, reply_attr);
+			return;
+		}
+		afs_inode_set_obj(req, 0, op->in[0]);
+		op_submit(op, setattr_step);
+		return;
+	}
+}
+
+static void afs_setattr(fuse_req_t freq, fuse_ino_t ino, struct stat *attr,
+			int valid, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	op_obj(op, 0, ino);
+	if (fi)
+		op_file(op, 0, fi);
+	op->attr = *attr;
+	op->valid = valid;
+	op->stage = SA_MODE;
+	setattr_step(op);
+}
+
+/* ---- symlinks ------------------------------------------------------------ */
+
+static void readlink_done(struct op *op)
+{
+	char target[PATH_MAX + 1];
+	int64_t n = op->req.result;
+
+	if (n < 0) {
+		reply_err(op, (int)-n);
+		return;
+	}
+	if (n > PATH_MAX) {
+		reply_err(op, ENAMETOOLONG);
+		return;
+	}
+	memcpy(target, op->req.out, (size_t)n);
+	target[n] = 0;
+	fuse_reply_readlink(op->freq, target);
+	op_free(op);
+}
+
+static void afs_readlink(fuse_req_t freq, fuse_ino_t ino)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	aiod_prep_readlink(&op->req, -1, NULL, NULL, PATH_MAX + 1);
+	op_obj(op, 0, ino);
+	op_submit(op, readlink_done);
+}
+
+/* ---- names: unlink, rmdir, rename --------------------------------------- */
+
+static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_unlink(&op->req, -1, op->name[0]);
+	op_obj(op, 0, parent);
+	op_submit(op, reply_status);
+}
+
+static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_rmdir(&op->req, -1, op->name[0]);
+	op_obj(op, 0, parent);
+	op_submit(op, reply_status);
+}
+
+static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	struct op *op = op_new(freq, name, newname);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_rename(&op->req, -1, op->name[0], -1, op->name[1], flags);
+	op_obj(op, 0, parent);
+	op_obj(op, 1, newparent);
+	op_submit(op, reply_status);
+}
+
+/* ---- open files ------------------------------------------------------------ */
+
+static struct afs_file *file_new(int fd)
+{
+	struct afs_file *f = malloc(sizeof(*f));
+
+	if (f) {
+		f->fd = fd;
+		f->refs = 1;
+	}
+	return f;
+}
+
+void afs_file_put(struct afs_file *f)
+{
+	if (--f->refs)
+		return;
+	afs_close_async(f->fd);
+	free(f);
+}
+
+/* The flags a backing open gets for the kernel's open flags. */
+static int backing_flags(int flags)
+{
+	/*
+	 * The object is already resolved: the reopen through /proc must
+	 * not refuse the magic link, and creation is create's business.
+	 */
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+	if (afs.opt.writeback) {
+		/*
+		 * The kernel's page cache may need to read what a
+		 * write-only open would not let it, and it places appends
+		 * itself.
+		 */
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		flags &= ~O_APPEND;
+	}
+	return flags;
+}
+
+static void set_open_flags(struct fuse_file_info *fi)
+{
+	fi->keep_cache = afs.opt.cache == AFS_CACHE_ALWAYS;
+	fi->direct_io = afs.opt.direct_io;
+}
+
+static void open_done(struct op *op)
+{
+	struct afs_file *f;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	f = file_new(op->req.ret_fd);
+	if (!f) {
+		afs_close_async(op->req.ret_fd);
+		reply_err(op, ENOMEM);
+		return;
+	}
+	op->fi.fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_open(op->freq, &op->fi) != 0)
+		afs_file_put(f); /* interrupted: no release will come */
+	op_free(op);
+}
+
+static void afs_open(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	op->fi = *fi;
+	set_open_flags(&op->fi);
+	aiod_prep_open(&op->req, -1, NULL, backing_flags(fi->flags), 0, 0);
+	op_obj(op, 0, ino);
+	op_submit(op, open_done);
+}
+
+static void create_done(struct op *op)
+{
+	struct afs_file *f;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	f = file_new(op->req.ret_fd);
+	if (!f) {
+		afs_close_async(op->req.ret_fd);
+		reply_err(op, ENOMEM);
+		return;
+	}
+	op->fi.fh = (uint64_t)(uintptr_t)f;
+	op->file[1] = f; /* an error from here on closes it with the op */
+	entry_found(op);
+}
+
+static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	op->fi = *fi;
+	set_open_flags(&op->fi);
+	aiod_prep_open(&op->req, -1, op->name[0],
+		       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
+		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, create_done);
+}
+
+static void read_done(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fuse_reply_buf(op->freq, op->req.out, (size_t)op->req.result);
+	op_free(op);
+}
+
+static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_pread(&op->req, -1, NULL, size, off);
+	op_file(op, 0, fi);
+	op_submit(op, read_done);
+}
+
+static void write_done(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fuse_reply_write(op->freq, (size_t)op->req.result);
+	op_free(op);
+}
+
+static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct op *op;
+	const void *data = buf;
+
+	(void)ino;
+	op = op_new(freq, NULL, NULL);
+	if (!op)
+		return;
+	if (!afs_loop_adopt(buf, size, &op->rbuf)) {
+		/* Not in a receive buffer: keep a copy past our return. */
+		op = realloc(op, sizeof(*op) + size);
+		if (!op) {
+			fuse_reply_err(freq, ENOMEM);
+			return;
+		}
+		data = memcpy(op->extra, buf, size);
+	}
+	aiod_prep_pwrite(&op->req, -1, data, size, off);
+	op_file(op, 0, fi);
+	op_submit(op, write_done);
+}
+
+/*
+ * flush comes with every close(2) of a descriptor.  The worker that runs
+ * any request on the file closes its own copy of the fd afterwards,
+ * which is what flush must cause on the source (NFS writes back and
+ * checks on close), so a cheap request on the fd is all it takes.
+ */
+static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_lseek(&op->req, -1, 0, SEEK_CUR);
+	op_file(op, 0, fi);
+	op_submit(op, reply_status);
+}
+
+static void afs_release(fuse_req_t freq, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	afs_file_put((struct afs_file *)(uintptr_t)fi->fh);
+	fuse_reply_err(freq, 0);
+}
+
+static void afs_fsync(fuse_req_t freq, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_fsync(&op->req, -1, datasync);
+	op_file(op, 0, fi);
+	op_submit(op, reply_status);
+}
+
+static void afs_fallocate(fuse_req_t freq, fuse_ino_t ino, int mode,
+			  off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_fallocate(&op->req, -1, mode, offset, length);
+	op_file(op, 0, fi);
+	op_submit(op, reply_status);
+}
+
+static void count_done(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fuse_reply_write(op->freq, (size_t)op->req.result);
+	op_free(op);
+}
+
+static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
+				off_t off_in, struct fuse_file_info *fi_in,
+				fuse_ino_t ino_out, off_t off_out,
+				struct fuse_file_info *fi_out, size_t len,
+				int flags)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino_in;
+	(void)ino_out;
+	if (!op)
+		return;
+	aiod_prep_copy_file_range(&op->req, -1, off_in, -1, off_out, len,
+				  (unsigned)flags);
+	op_file(op, 0, fi_in);
+	op_file(op, 1, fi_out);
+	op_submit(op, count_done);
+}
+
+static void lseek_done(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fuse_reply_lseek(op->freq, (off_t)op->req.result);
+	op_free(op);
+}
+
+static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_lseek(&op->req, -1, off, whence);
+	op_file(op, 0, fi);
+	op_submit(op, lseek_done);
+}
+
+/* ^C on a process waiting for a lock: end the worker's wait. */
+static void interrupted(fuse_req_t freq, void *data)
+{
+	struct op *op = data;
+
+	(void)freq;
+	aiod_cancel(afs.pool, &op->req);
+}
+
+static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
+		      struct fuse_file_info *fi, int operation)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_flock(&op->req, -1, operation);
+	op_file(op, 0, fi);
+	if (op_submit(op, reply_status) && !(operation & (LOCK_NB | LOCK_UN)))
+		fuse_req_interrupt_func(freq, interrupted, op);
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	op->fi = *fi;
+	aiod_prep_open(&op->req, -1, NULL, O_RDONLY | O_DIRECTORY, 0, 0);
+	op_obj(op, 0, ino);
+	op_submit(op, open_done);
+}
+
+static void readdir_done(struct op *op)
+{
+	const char *p = op->req.out, *end;
+	size_t size = op->req.len, used = 0;
+	char *reply;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	reply = malloc(size);
+	if (!reply) {
+		reply_err(op, ENOMEM);
+		return;
+	}
+	end = p + op->req.result;
+	while (p < end) {
+		const struct dirent64 *d = (const struct dirent64 *)p;
+		struct stat st = {
+			.st_ino = d->d_ino,
+			.st_mode = (mode_t)d->d_type << 12,
+		};
+		size_t n = fuse_add_direntry(op->freq, reply + used,
+					     size - used, d->d_name, &st,
+					     d->d_off);
+
+		if (n > size - used)
+			break; /* the next readdir resumes from here */
+		used += n;
+		p += d->d_reclen;
+	}
+	fuse_reply_buf(op->freq, reply, used);
+	free(reply);
+	op_free(op);
+}
+
+static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	aiod_prep_readdir(&op->req, -1, NULL, size, off);
+	op_file(op, 0, fi);
+	op_submit(op, readdir_done);
+}
+
+static void afs_releasedir(fuse_req_t freq, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	afs_release(freq, ino, fi);
+}
+
+static void afs_fsyncdir(fuse_req_t freq, fuse_ino_t ino, int datasync,
+			 struct fuse_file_info *fi)
+{
+	afs_fsync(freq, ino, datasync, fi);
+}
+
+/* ---- the filesystem as a whole ------------------------------------------- */
+
+static void statfs_done(struct op *op)
+{
+	const struct aiod_statfs *s = &op->req.sfs;
+	struct statvfs v = {
+		.f_bsize = s->bsize, .f_frsize = s->frsize,
+		.f_blocks = s->blocks, .f_bfree = s->bfree,
+		.f_bavail = s->bavail, .f_files = s->files,
+		.f_ffree = s->ffree, .f_favail = s->favail,
+		.f_fsid = s->fsid, .f_flag = s->flag,
+		.f_namemax = s->namemax,
+	};
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fuse_reply_statfs(op->freq, &v);
+	op_free(op);
+}
+
+static void afs_statfs(fuse_req_t freq, fuse_ino_t ino)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	aiod_prep_statfs(&op->req, -1, NULL);
+	op_obj(op, 0, ino);
+	op_submit(op, statfs_done);
+}
+
+static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_access(&op->req, -1, NULL, mask, 0);
+	op_obj(op, 0, ino);
+	op_submit(op, reply_status);
+}
+
+/* ---- extended attributes -------------------------------------------------- */
+
+/* getxattr and listxattr: the size asked for (size 0), or the bytes. */
+static void xattr_done(struct op *op)
+{
+	int64_t n = op->req.result;
+
+	if (n < 0) {
+		reply_err(op, (int)-n);
+		return;
+	}
+	if (op->req.len == 0)
+		fuse_reply_xattr(op->freq, (size_t)n);
+	else
+		fuse_reply_buf(op->freq, op->req.out, (size_t)n);
+	op_free(op);
+}
+
+static void afs_getxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_getxattr(&op->req, -1, NULL, op->name[0], NULL, size);
+	op_obj(op, 0, ino);
+	op_submit(op, xattr_done);
+}
+
+static void afs_listxattr(fuse_req_t freq, fuse_ino_t ino, size_t size)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_listxattr(&op->req, -1, NULL, NULL, size);
+	op_obj(op, 0, ino);
+	op_submit(op, xattr_done);
+}
+
+static void afs_setxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	struct op *op = op_new(freq, name, NULL);
+	char *copy;
+
+	if (!op)
+		return;
+	/* The value lives in the receive buffer: keep a copy. */
+	op = realloc(op, sizeof(*op) + strlen(name) + 1 + size);
+	if (!op) {
+		fuse_reply_err(freq, ENOMEM);
+		return;
+	}
+	op->name[0] = op->extra;
+	copy = memcpy(op->extra + strlen(name) + 1, value, size);
+	set_cred(op);
+	aiod_prep_setxattr(&op->req, -1, NULL, op->name[0], copy, size, flags);
+	op_obj(op, 0, ino);
+	op_submit(op, reply_status);
+}
+
+static void afs_removexattr(fuse_req_t freq, fuse_ino_t ino, const char *name)
+{
+	struct op *op = op_new(freq, name, NULL);
+
+	if (!op)
+		return;
+	set_cred(op);
+	aiod_prep_removexattr(&op->req, -1, NULL, op->name[0]);
+	op_obj(op, 0, ino);
+	op_submit(op, reply_status);
+}
+
+/* ---- session ---------------------------------------------------------------- */
+
+static void afs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fuse_conn_info_opts *copts = userdata;
+
+	conn->max_write = 1u << 20;
+	conn->max_read = afs.max_read;
+	conn->max_readahead = 1u << 20;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (afs.opt.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (copts)
+		fuse_apply_conn_info_opts(copts, conn);
+	/*
+	 * Data must arrive in arena buffers, not through pipes; and there
+	 * is no readdirplus handler (yet) to answer it.
+	 */
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+			FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
+			FUSE_CAP_READDIRPLUS_AUTO);
+	afs.init_done = true;
+}
+
+const struct fuse_lowlevel_ops afs_ops = {
+	.init = afs_init,
+	.lookup = afs_lookup,
+	.forget = afs_forget,
+	.forget_multi = afs_forget_multi,
+	.getattr = afs_getattr,
+	.setattr = afs_setattr,
+	.readlink = afs_readlink,
+	.mknod = afs_mknod,
+	.mkdir = afs_mkdir,
+	.unlink = afs_unlink,
+	.rmdir = afs_rmdir,
+	.symlink = afs_symlink,
+	.rename = afs_rename,
+	.link = afs_link,
+	.open = afs_open,
+	.create = afs_create,
+	.read = afs_read,
+	.write = afs_write,
+	.flush = afs_flush,
+	.release = afs_release,
+	.fsync = afs_fsync,
+	.opendir = afs_opendir,
+	.readdir = afs_readdir,
+	.releasedir = afs_releasedir,
+	.fsyncdir = afs_fsyncdir,
+	.statfs = afs_statfs,
+	.setxattr = afs_setxattr,
+	.getxattr = afs_getxattr,
+	.listxattr = afs_listxattr,
+	.removexattr = afs_removexattr,
+	.access = afs_access,
+	.fallocate = afs_fallocate,
+	.copy_file_range = afs_copy_file_range,
+	.lseek = afs_lseek,
+	.flock = afs_flock,
+};

@@ -1034,6 +1034,88 @@ static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 	op_submit(op, readdir_done);
 }
 
+/*
+ * readdirplus: each entry the kernel will link gets an inode and one
+ * lookup reference, which are given back if the reply does not reach
+ * the kernel.  Entries without a usable handle go without attributes
+ * (nodeid 0), and the kernel looks them up by name when it needs them.
+ */
+static void readdirplus_done(struct op *op)
+{
+	const char *p = op->req.out, *end;
+	size_t size = op->req.len / 3, used = 0, nlinked = 0;
+	struct afs_inode **linked;
+	char *reply;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	reply = calloc(1, size); /* (gcc 12 cannot tell it gets filled) */
+	linked = malloc(sizeof(*linked) * (size / 32 + 1));
+	if (!reply || !linked) {
+		free(reply);
+		free(linked);
+		reply_err(op, ENOMEM);
+		return;
+	}
+	end = p + op->req.result;
+	for (; p < end; p += ((const struct aiod_direntplus *)p)->reclen) {
+		const struct aiod_direntplus *e = (const void *)p;
+		struct fuse_entry_param fe = { 0 };
+		struct afs_inode *in = NULL;
+		size_t need = fuse_add_direntry_plus(op->freq, NULL, 0, e->name,
+						     NULL, 0);
+
+		if (need > size - used)
+			break; /* the next readdirplus resumes from here */
+		if (e->err == 0) {
+			bool usable = afs.use_handles && e->fh.handle_bytes &&
+				      e->mount_id == afs.root_mount_id;
+
+			in = afs_inode_find(&e->stx, usable ? &e->fh : NULL);
+			if (!in && usable)
+				in = afs_inode_new(&e->stx, &e->fh, -1);
+		}
+		if (in) {
+			fe.ino = (fuse_ino_t)(uintptr_t)in;
+			stat_of(&e->stx, &fe.attr);
+			fe.attr_timeout = attr_timeout();
+			fe.entry_timeout = afs.opt.entry_timeout;
+			in->nlookup++;
+			linked[nlinked++] = in;
+		} else {
+			fe.attr.st_ino = e->ino;
+			fe.attr.st_mode = (mode_t)e->type << 12;
+		}
+		used += fuse_add_direntry_plus(op->freq, reply + used,
+					       size - used, e->name, &fe, e->off);
+	}
+	if (fuse_reply_buf(op->freq, reply, used) != 0)
+		for (size_t i = 0; i < nlinked; i++)
+			afs_inode_forget(linked[i], 1);
+	free(linked);
+	free(reply);
+	op_free(op);
+}
+
+static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	(void)ino;
+	if (!op)
+		return;
+	/*
+	 * A record of ours is at most 3 times the kernel's for the same
+	 * name, so this many bytes fill the kernel's buffer.
+	 */
+	aiod_prep_readdirplus(&op->req, -1, NULL, size * 3, off);
+	op_file(op, 0, fi);
+	op_submit(op, readdirplus_done);
+}
+
 static void afs_releasedir(fuse_req_t freq, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
@@ -1185,13 +1267,9 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	if (copts)
 		fuse_apply_conn_info_opts(copts, conn);
-	/*
-	 * Data must arrive in arena buffers, not through pipes; and there
-	 * is no readdirplus handler (yet) to answer it.
-	 */
+	/* Data must arrive in arena buffers, not through pipes. */
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
-			FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
-			FUSE_CAP_READDIRPLUS_AUTO);
+			FUSE_CAP_SPLICE_MOVE);
 	afs.init_done = true;
 }
 
@@ -1219,6 +1297,7 @@ const struct fuse_lowlevel_ops afs_ops = {
 	.fsync = afs_fsync,
 	.opendir = afs_opendir,
 	.readdir = afs_readdir,
+	.readdirplus = afs_readdirplus,
 	.releasedir = afs_releasedir,
 	.fsyncdir = afs_fsyncdir,
 	.statfs = afs_statfs,

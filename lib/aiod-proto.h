@@ -32,7 +32,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 2u
+#define AIOD_PROTO_VERSION 3u
 
 /* The fds a worker is started with. */
 #define AIOD_WORKER_SOCK_FD 3
@@ -134,6 +134,7 @@ _Static_assert(sizeof(struct aiod_done) == 16, "done layout");
 _Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");
 _Static_assert(sizeof(struct aiod_fh) == 8 + AIOD_FH_MAX, "fh layout");
 _Static_assert(sizeof(struct statx) == 256, "statx is kernel ABI");
+_Static_assert(sizeof(struct aiod_direntplus) == 424, "direntplus layout");
 _Static_assert(offsetof(struct aiod_msg, data_off) % 8 == 0, "msg align");
 _Static_assert(offsetof(struct aiod_msg, result) % 8 == 0, "msg align");
 _Static_assert(offsetof(struct aiod_msg, stx) % 8 == 0, "msg align");

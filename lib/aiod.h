@@ -123,6 +123,9 @@ enum aiod_op {
 	AIOD_OP_LOCK = 32,       /* OFD lock: fcntl(fd, arg[0] F_OFD_GETLK,
 				    F_OFD_SETLK or F_OFD_SETLKW, lk); a
 				    blocking wait can be cancelled */
+	AIOD_OP_READDIRPLUS = 33, /* as READDIR, but fill buf with struct
+				     aiod_direntplus records: each entry
+				     with its lstat and file handle */
 	AIOD_OP__COUNT
 };
 
@@ -157,6 +160,27 @@ struct aiod_fh {
 struct aiod_statfs {
 	uint64_t bsize, frsize, blocks, bfree, bavail;
 	uint64_t files, ffree, favail, fsid, flag, namemax;
+};
+
+/*
+ * One entry of AIOD_OP_READDIRPLUS's output.  Records follow each other
+ * in buf, each reclen bytes long and 8-aligned; the result is the bytes
+ * used.  Resume a listing from the off of the last record taken.
+ */
+struct aiod_direntplus {
+	uint64_t ino;           /* d_ino */
+	int64_t off;            /* d_off: the position after this entry */
+	uint16_t reclen;
+	uint8_t type;           /* d_type */
+	uint8_t pad;
+	int32_t err;            /* 0: stx, fh and mount_id describe the
+				   entry; -errno: looking it up failed;
+				   1: not looked up ("." and "..") */
+	int32_t mount_id;
+	uint32_t namelen;
+	struct statx stx;
+	struct aiod_fh fh;      /* handle_bytes 0 if the fs gives none */
+	char name[];            /* NUL-terminated */
 };
 
 /* A byte-range lock (AIOD_OP_LOCK), as in struct flock. */
@@ -413,6 +437,8 @@ void aiod_prep_copy_file_range(struct aiod_req *req, int fd_in, off_t off_in,
 void aiod_prep_lseek(struct aiod_req *req, int fd, off_t off, int whence);
 void aiod_prep_readdir(struct aiod_req *req, int dirfd, void *buf,
 		       size_t len, off_t pos);
+void aiod_prep_readdirplus(struct aiod_req *req, int dirfd, void *buf,
+			   size_t len, off_t pos);
 void aiod_prep_mkdir(struct aiod_req *req, int dirfd, const char *name,
 		     mode_t mode);
 void aiod_prep_mknod(struct aiod_req *req, int dirfd, const char *name,

@@ -51,6 +51,7 @@ static const struct {
 	[AIOD_OP_REMOVEXATTR] = { "removexattr", false },
 	[AIOD_OP_FLOCK] = { "flock", false },
 	[AIOD_OP_LOCK] = { "lock", false },
+	[AIOD_OP_READDIRPLUS] = { "readdirplus", true, OUT },
 };
 
 const char *aiod_op_name(unsigned op)
@@ -205,6 +206,13 @@ void aiod_prep_readdir(struct aiod_req *req, int dirfd, void *buf,
 		       size_t len, off_t pos)
 {
 	prep_buf(req, AIOD_OP_READDIR, dirfd, NULL, buf, len);
+	req->arg[0] = pos;
+}
+
+void aiod_prep_readdirplus(struct aiod_req *req, int dirfd, void *buf,
+			   size_t len, off_t pos)
+{
+	prep_buf(req, AIOD_OP_READDIRPLUS, dirfd, NULL, buf, len);
 	req->arg[0] = pos;
 }
 

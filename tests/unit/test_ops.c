@@ -1237,6 +1237,78 @@ static void assert_same_dirents(const char *a, const char *b, int64_t n)
 	}
 }
 
+/*
+ * READDIRPLUS lists every entry once across small buffers, each with
+ * the identity lstat and a lookup would give; "." and ".." unlooked-up.
+ */
+static void test_ops_readdirplus(void **state)
+{
+	static unsigned char seen[NENTRIES];
+	char buf[2048] __attribute__((aligned(8))), name[16];
+	struct aiod_req req;
+	int dots = 0, sub, fd;
+	off_t pos = 0;
+
+	(void)state;
+	memset(seen, 0, sizeof(seen));
+	assert_int_equal(mkdirat(d, "big", 0755), 0);
+	sub = open_at(d, "big", O_RDONLY | O_DIRECTORY);
+	for (int i = 0; i < NENTRIES; i++) {
+		snprintf(name, sizeof(name), "f%04d", i);
+		fd = openat(sub, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	assert_int_equal(symlinkat("f0000", sub, "ln"), 0);
+
+	for (;;) {
+		int64_t n;
+
+		aiod_prep_readdirplus(&req, sub, buf, sizeof(buf), pos);
+		n = run(&req);
+		assert_true(n >= 0 && n <= (int64_t)sizeof(buf));
+		if (n == 0)
+			break;
+		for (int64_t at = 0; at < n;) {
+			struct aiod_direntplus *e = (void *)(buf + at);
+			struct stat st;
+			int i;
+
+			assert_true(e->reclen % 8 == 0 && e->reclen > sizeof(*e));
+			at += e->reclen;
+			assert_true(at <= n);
+			pos = e->off;
+			assert_int_equal(strlen(e->name), e->namelen);
+			if (!strcmp(e->name, ".") || !strcmp(e->name, "..")) {
+				assert_int_equal(e->err, 1);
+				dots++;
+				continue;
+			}
+			assert_int_equal(e->err, 0);
+			st = lstat_at(sub, e->name);
+			assert_stx_is(&e->stx, &st);
+			assert_int_equal(e->ino, st.st_ino);
+			if (!strcmp(e->name, "ln")) {
+				assert_int_equal(e->type, DT_LNK);
+				continue;
+			}
+			assert_int_equal(e->type, DT_REG);
+			assert_true(e->fh.handle_bytes > 0);
+			assert_int_equal(sscanf(e->name, "f%d", &i), 1);
+			assert_true(i >= 0 && i < NENTRIES);
+			seen[i]++;
+		}
+	}
+	assert_int_equal(dots, 2);
+	for (int i = 0; i < NENTRIES; i++)
+		assert_int_equal(seen[i], 1);
+
+	/* Too small for one record. */
+	aiod_prep_readdirplus(&req, sub, buf, 64, 0);
+	assert_int_equal(run(&req), -EINVAL);
+	close(sub);
+}
+
 static void test_ops_readdir_arena_and_null(void **state)
 {
 	struct seen s = { .copy = malloc(8192), .copy_max = 8192 };
@@ -2193,6 +2265,7 @@ int main(void)
 		T(test_ops_submit_rejects_bad_requests),
 		T(test_ops_lookup_matches_lstat),
 		T(test_ops_object_by_handle),
+	T(test_ops_readdirplus),
 	T(test_ops_lookup_errors),
 		T(test_ops_name_too_long),
 		T(test_ops_statx_by_name),

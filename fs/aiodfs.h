@@ -37,6 +37,7 @@ struct afs_opts {
 	enum afs_cache cache;
 	bool writeback;
 	bool direct_io;
+	bool inode_fds;             /* name inodes by fd even with handles */
 	double attr_timeout;
 	double entry_timeout;
 	bool debug;

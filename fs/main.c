@@ -58,6 +58,7 @@ struct cli {
 	char *cache;
 	int writeback;
 	int direct_io;
+	int inode_fds;
 	double attr_timeout;
 	double entry_timeout;
 	unsigned max_read;
@@ -71,6 +72,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("writeback", writeback, 1),
 	CLI_OPT("no_writeback", writeback, 0),
 	CLI_OPT("direct_io", direct_io, 1),
+	CLI_OPT("inode_fds", inode_fds, 1),
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
@@ -102,7 +104,8 @@ static void usage(const char *prog)
 	       "    -o attr_timeout=SECS   how long the kernel trusts attributes\n"
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
 	       "    -o writeback           kernel write-back caching\n"
-	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n\n",
+	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
+	       "    -o inode_fds           known inodes hold an fd, not a file handle\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -135,37 +138,81 @@ static char *fsname_opt(const char *source)
 	return s;
 }
 
-/* Whether path is a mount point already (listed in mountinfo). */
+/* One line of /proc/self/mountinfo: what aiodfs needs of it. */
+struct mount_line {
+	int id;
+	char point[PATH_MAX + 1];   /* with mountinfo's octal escapes undone */
+	char fstype[64];
+};
+
+static void unescape(char *s)
+{
+	char *in, *out;
+
+	for (in = out = s; *in; in++, out++) {
+		if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] &&
+		    in[3]) {
+			*out = (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 +
+				      (in[3] - '0'));
+			in += 3;
+		} else {
+			*out = *in;
+		}
+	}
+	*out = 0;
+}
+
+/* Read the next line into *m.  Returns false at the end. */
+static bool next_mount(FILE *f, struct mount_line *m)
+{
+	char line[PATH_MAX * 3 + 256], *sep;
+
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent major:minor root point options... - fstype ... */
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%d %*s %*s %*s %4096s", &m->id,
+				   m->point) != 2 ||
+		    sscanf(sep + 3, "%63s", m->fstype) != 1)
+			continue;
+		unescape(m->point);
+		return true;
+	}
+	return false;
+}
+
+/* Whether path is a mount point already. */
 static bool is_mount_point(const char *path)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[PATH_MAX * 2 + 256];
+	struct mount_line m;
 	bool found = false;
 
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char mp[PATH_MAX + 1], *in, *out;
-
-		/* id parent major:minor root mount-point ... */
-		if (sscanf(line, "%*s %*s %*s %*s %4096s", mp) != 1)
-			continue;
-		/* Undo mountinfo's octal escapes (\040 for a space...). */
-		for (in = out = mp; *in; in++, out++) {
-			if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' &&
-			    in[2] && in[3]) {
-				*out = (char)((in[1] - '0') * 64 +
-					      (in[2] - '0') * 8 + (in[3] - '0'));
-				in += 3;
-			} else {
-				*out = *in;
-			}
-		}
-		*out = 0;
-		found = !strcmp(mp, path);
-	}
-	fclose(f);
+	while (f && !found && next_mount(f, &m))
+		found = !strcmp(m.point, path);
+	if (f)
+		fclose(f);
 	return found;
+}
+
+/*
+ * Whether mount id is a FUSE filesystem.  Those hand out file handles
+ * that reopen only what the kernel still caches, unless the filesystem
+ * asked for export support, which cannot be seen from here.
+ */
+static bool is_fuse_mount(int id)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	struct mount_line m;
+	bool fuse = false;
+
+	while (f && next_mount(f, &m))
+		if (m.id == id) {
+			fuse = !strncmp(m.fstype, "fuse", 4);
+			break;
+		}
+	if (f)
+		fclose(f);
+	return fuse;
 }
 
 /*
@@ -211,7 +258,8 @@ static int check_paths(const char *source, const char *mountpoint, char **src,
 		afs_log(LOG_ERR, "%s: already a mount point", mountpoint);
 		return -1;
 	}
-	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+	/* Existence only: fusermount3 opens it for ordinary users. */
+	if (access("/dev/fuse", F_OK) < 0) {
 		afs_log(LOG_ERR, "/dev/fuse: %s", strerror(errno));
 		return -1;
 	}
@@ -276,7 +324,7 @@ static int probe_root(void)
 	fh = req.fh;
 	afs.root.dev = makedev(req.stx.stx_dev_major, req.stx.stx_dev_minor);
 	afs.root.ino = req.stx.stx_ino;
-	if (!fh.handle_bytes)
+	if (!fh.handle_bytes || afs.opt.inode_fds || is_fuse_mount(req.mount_id))
 		return 0;
 	aiod_prep_open_by_handle(&req, afs.root_fd, &fh, O_PATH);
 	if (run_sync(&req) == 0) {
@@ -397,6 +445,7 @@ int main(int argc, char **argv)
 						       : timeout;
 	afs.opt.writeback = cli.writeback;
 	afs.opt.direct_io = cli.direct_io;
+	afs.opt.inode_fds = cli.inode_fds;
 	afs.opt.debug = copts.debug;
 
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The daemon's life on real mounts: bad input, detaching, one thread and
 # N workers, clean unmount on each signal, kill -9, mount(8) and fstab,
-# and a walk over more files than RLIMIT_NOFILE allows fds.
+# and a walk over far more files than the daemon may hold fds.
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/lifecycle.sh
 #
@@ -143,21 +143,31 @@ else
 fi
 umount "$T/mnt"
 
-# ---- more inodes than fds: 30,000 files walked and stat'ed ----
+# ---- more inodes than fds: 200,000 files, 100,000 of them in one directory ----
 # RLIMIT_NOFILE is 20000 here; ulimit -n lowers it further for the daemon,
 # so a known inode holding an fd would show as EMFILE.
-mkdir "$T/src/many"
-(cd "$T/src/many" && seq -f "d%g" 0 29 | xargs mkdir && for d in d*; do
+mkdir "$T/src/many" "$T/src/big"
+(cd "$T/src/many" && seq -f "d%g" 0 99 | xargs mkdir && for d in d*; do
 	(cd "$d" && seq -f "f%g" 0 999 | xargs touch)
 done)
+(cd "$T/src/big" && seq -f "entry-%g" 0 99999 | xargs touch)
 (ulimit -n 4096 && "$AIODFS" -o cache=always "$T/src" "$T/mnt")
-n=$(find "$T/mnt/many" -type f | wc -l)
-s=$(find "$T/mnt/many" -type f -exec stat -c %i {} + 2>&1 | grep -c '^[0-9]')
-if [ "$n" = 30000 ] && [ "$s" = 30000 ]; then
-	ok "30,000 files found and stat'ed with 4096 fds"
+# The big directory listed completely, each entry once.
+n=$(ls -f "$T/mnt/big" | grep -c '^entry-')
+u=$(ls -f "$T/mnt/big" | grep '^entry-' | sort -u | wc -l)
+[ "$n" = 100000 ] && [ "$u" = 100000 ] && ok "100,000 entries listed once each" ||
+	fail "big directory: $n entries, $u distinct"
+n=$(find "$T/mnt/many" "$T/mnt/big" -type f | wc -l)
+s=$(find "$T/mnt/many" "$T/mnt/big" -type f -exec stat -c %i {} + 2>&1 | grep -c '^[0-9]')
+if [ "$n" = 200000 ] && [ "$s" = 200000 ]; then
+	ok "200,000 files found and stat'ed by a daemon with 4096 fds"
 else
-	fail "walk: found $n, stat'ed $s of 30000"
+	fail "walk: found $n, stat'ed $s of 200000"
 fi
+# d_ino (readdir) is the source's st_ino.
+a=$(ls -i "$T/mnt/many/d7" | sort)
+b=$(ls -i "$T/src/many/d7" | sort)
+[ "$a" = "$b" ] && ok "inode numbers are the source's" || fail "inode numbers differ"
 fusermount3 -u "$T/mnt"
 
 echo "lifecycle: $fails failed"

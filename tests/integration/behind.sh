@@ -1,0 +1,114 @@
+#!/bin/bash
+# The source changes behind the mount's back: a directory the kernel
+# knows is renamed, replaced, swapped for a symlink; a file is deleted
+# and another takes its name (and maybe its inode number).  Operations
+# through the mount must act on the object they named or fail, never on
+# another file and never outside the source.
+#
+#   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/behind.sh
+set -u
+[ -e /dev/fuse ] || { echo "no /dev/fuse: skipped"; exit 77; }
+AIODFS=$(realpath "${AIODFS:-build/fs/aiodfs}")
+export AIOD_WORKER=$(realpath "${AIOD_WORKER:-build/aiod/aiod}")
+
+T=$(mktemp -d /tmp/aiodfs-behind.XXXXXX)
+cleanup() {
+	for m in "$T"/mnt-*; do
+		grep -q " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+status=0
+for mode in handles inode_fds; do
+	src=$T/src-$mode mnt=$T/mnt-$mode
+	mkdir -p "$src" "$mnt" "$T/outside-$mode"
+	opts=cache=never
+	[ $mode = inode_fds ] && opts=$opts,inode_fds
+	"$AIODFS" -o "$opts" "$src" "$mnt" || { status=1; continue; }
+	echo "== $mode"
+	python3 - "$src" "$mnt" "$T/outside-$mode" <<'PY' || status=1
+import errno, os, sys
+
+src, mnt, outside = sys.argv[1:]
+failed = 0
+
+def check(what, cond):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+def attempt(f):
+    try:
+        return f()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+def put(path, data):
+    with open(path, "w") as f:
+        f.write(data)
+
+def read_at(dirfd, name):
+    fd = os.open(name, os.O_RDONLY, dir_fd=dirfd)
+    try:
+        return os.read(fd, 100).decode()
+    finally:
+        os.close(fd)
+
+# A directory renamed, and a new one in its place: the held directory
+# still names the original.
+os.mkdir(f"{mnt}/a")
+put(f"{mnt}/a/f", "original")
+d = os.open(f"{mnt}/a", os.O_RDONLY | os.O_DIRECTORY)
+os.rename(f"{src}/a", f"{src}/moved")
+os.mkdir(f"{src}/a")
+put(f"{src}/a/f", "impostor")
+check("renamed directory: reads the original's file",
+      attempt(lambda: read_at(d, "f")) == "original")
+put(f"{src}/moved/g", "new in original")
+check("renamed directory: sees what is added to the original",
+      attempt(lambda: read_at(d, "g")) == "new in original")
+attempt(lambda: os.close(os.open("h", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)))
+check("renamed directory: creates inside the original",
+      os.path.exists(f"{src}/moved/h") and not os.path.exists(f"{src}/a/h"))
+os.close(d)
+
+# A directory swapped for a symlink that leads outside the source.
+os.mkdir(f"{mnt}/c")
+put(f"{outside}/secret", "outside")
+d = os.open(f"{mnt}/c", os.O_RDONLY | os.O_DIRECTORY)
+os.rename(f"{src}/c", f"{src}/c.old")
+os.symlink(outside, f"{src}/c")
+r = attempt(lambda: read_at(d, "secret"))
+check(f"symlink swap: no read outside the source (got {r})", r == "ENOENT")
+attempt(lambda: os.close(os.open("planted", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)))
+check("symlink swap: nothing created outside the source",
+      not os.path.exists(f"{outside}/planted"))
+os.close(d)
+
+# A file deleted and another created under its name (ext4 may even give
+# it the same inode number): the mount shows the new one.
+put(f"{mnt}/x", "old")
+st_old = os.stat(f"{mnt}/x")
+os.unlink(f"{src}/x")
+put(f"{src}/x", "new")
+check("replaced file: read gives the new content",
+      attempt(lambda: open(f"{mnt}/x").read()) == "new")
+check("replaced file: stat gives the new inode",
+      os.stat(f"{mnt}/x").st_ino == os.stat(f"{src}/x").st_ino)
+
+# A file open through the mount, deleted in the source: still readable.
+put(f"{mnt}/y", "kept")
+fd = os.open(f"{mnt}/y", os.O_RDONLY)
+os.unlink(f"{src}/y")
+check("deleted in source while open: still readable",
+      os.pread(fd, 10, 0).decode() == "kept")
+os.close(fd)
+check("deleted in source: gone through the mount",
+      attempt(lambda: os.stat(f"{mnt}/y")) == "ENOENT")
+sys.exit(1 if failed else 0)
+PY
+	fusermount3 -u "$mnt"
+done
+exit $status

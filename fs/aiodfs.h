@@ -80,6 +80,8 @@ struct afs {
 	uid_t uid;                  /* the daemon's own */
 	bool init_done;
 	unsigned max_read;          /* the mount's, which init() repeats */
+	bool shared_unchecked;      /* allow_other without default_permissions,
+				       credentials switched: see ops.c */
 	const char *mountpoint;
 };
 

@@ -62,9 +62,14 @@ struct cli {
 	double attr_timeout;
 	double entry_timeout;
 	unsigned max_read;
+	bool allow_other;
+	bool default_permissions;
 };
 
 #define CLI_OPT(t, f, v) { t, offsetof(struct cli, f), v }
+
+/* Mount options aiodfs notes and passes on to libfuse. */
+enum { KEY_ALLOW_OTHER, KEY_DEFAULT_PERMISSIONS };
 
 static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("workers=%u", workers, 0),
@@ -76,6 +81,8 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_END
 };
 
@@ -90,6 +97,10 @@ static int cli_proc(void *data, const char *arg, int key,
 		cli->source = strdup(arg);
 		return 0;
 	}
+	if (key == KEY_ALLOW_OTHER)
+		cli->allow_other = true;
+	if (key == KEY_DEFAULT_PERMISSIONS)
+		cli->default_permissions = true;
 	return 1;
 }
 
@@ -473,6 +484,8 @@ int main(int argc, char **argv)
 		goto out_session;
 	}
 	afs.uid = geteuid();
+	afs.shared_unchecked = afs.uid == 0 && cli.allow_other &&
+			       !cli.default_permissions;
 	afs_inode_init_root();
 
 	if (!copts.foreground) {

@@ -68,6 +68,18 @@ static double attr_timeout(void)
 	return afs.opt.attr_timeout;
 }
 
+/*
+ * Shared by users and checked by the source, a mount must not let the
+ * kernel reuse a name one user looked up for another: without
+ * default_permissions the kernel checks no search permission on cached
+ * names, and the request that follows reaches the object without a path.
+ * A timeout of 0 makes each path walk ask again, as the caller.
+ */
+static double entry_timeout(void)
+{
+	return afs.shared_unchecked ? 0.0 : afs.opt.entry_timeout;
+}
+
 static void stat_of(const struct statx *x, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -296,7 +308,7 @@ static void fill_entry(struct op *op, struct fuse_entry_param *e)
 	e->ino = (fuse_ino_t)(uintptr_t)op->made;
 	stat_of(&op->stx, &e->attr);
 	e->attr_timeout = attr_timeout();
-	e->entry_timeout = afs.opt.entry_timeout;
+	e->entry_timeout = entry_timeout();
 }
 
 /* Reply with the entry op->made, giving the kernel one reference. */
@@ -936,9 +948,20 @@ static void lseek_done(struct op *op)
 static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op;
 
 	(void)ino;
+	if (afs.opt.writeback) {
+		/*
+		 * The kernel sends SEEK_DATA and SEEK_HOLE without writing
+		 * its dirty pages back first, so the source would answer
+		 * for data it has not seen yet.  ENOSYS makes the kernel
+		 * answer itself, from its own file size: all data, no hole.
+		 */
+		fuse_reply_err(freq, ENOSYS);
+		return;
+	}
+	op = op_new(freq, NULL, NULL);
 	if (!op)
 		return;
 	aiod_prep_lseek(&op->req, -1, off, whence);
@@ -1081,7 +1104,7 @@ static void readdirplus_done(struct op *op)
 			fe.ino = (fuse_ino_t)(uintptr_t)in;
 			stat_of(&e->stx, &fe.attr);
 			fe.attr_timeout = attr_timeout();
-			fe.entry_timeout = afs.opt.entry_timeout;
+			fe.entry_timeout = entry_timeout();
 			in->nlookup++;
 			linked[nlinked++] = in;
 		} else {

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aiodfs.h"
@@ -50,6 +51,8 @@ struct op {
 	op_step *next;              /* the next step, run by the callback */
 	int stage;
 	bool has_cred;
+	bool as_daemon;             /* the next request alone runs as the daemon */
+	bool retried;               /* setattr: a refused step was retried */
 	struct aiod_cred cred;
 	uint32_t groups[MAX_GROUPS];
 	struct stat attr;           /* setattr: the wanted attributes */
@@ -201,7 +204,8 @@ static bool op_submit(struct op *op, op_step *next)
 	op->next = next;
 	op->req.cb = complete;
 	op->req.data = op;
-	op->req.cred = op->has_cred ? &op->cred : NULL;
+	op->req.cred = op->has_cred && !op->as_daemon ? &op->cred : NULL;
+	op->as_daemon = false;
 	err = aiod_submit(afs.pool, &op->req);
 	if (err < 0)
 		reply_err(op, -err);
@@ -520,6 +524,129 @@ static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
  */
 enum { SA_MODE, SA_OWNER, SA_SIZE, SA_TIMES, SA_STAT };
 
+static void setattr_step(struct op *op);
+
+/* Prepare the utimens of op->attr; now: both times UTIME_NOW instead. */
+static void prep_times(struct op *op, bool now)
+{
+	const struct stat *a = &op->attr;
+	struct timespec ts[2] = {
+		{ .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT },
+	};
+	int v = op->valid;
+
+	if (now || (v & FUSE_SET_ATTR_ATIME_NOW))
+		ts[0].tv_nsec = UTIME_NOW;
+	else if (v & FUSE_SET_ATTR_ATIME)
+		ts[0] = a->st_atim;
+	if (now || (v & FUSE_SET_ATTR_MTIME_NOW))
+		ts[1].tv_nsec = UTIME_NOW;
+	else if (v & FUSE_SET_ATTR_MTIME)
+		ts[1] = a->st_mtim;
+	aiod_prep_utimens(&op->req, -1, NULL, ts, AT_SYMLINK_NOFOLLOW);
+	afs_inode_set_obj(&op->req, 0, op->in[0]);
+}
+
+/* Is every time op->attr sets "now", to within the kernel's clock? */
+static bool times_are_now(const struct op *op)
+{
+	struct timespec now;
+	int v = op->valid;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if ((v & FUSE_SET_ATTR_ATIME) && !(v & FUSE_SET_ATTR_ATIME_NOW) &&
+	    llabs((long long)(op->attr.st_atim.tv_sec - now.tv_sec)) > 2)
+		return false;
+	if ((v & FUSE_SET_ATTR_MTIME) && !(v & FUSE_SET_ATTR_MTIME_NOW) &&
+	    llabs((long long)(op->attr.st_mtim.tv_sec - now.tv_sec)) > 2)
+		return false;
+	return true;
+}
+
+/*
+ * The set-id bits of a file the caller may write but does not own.  The
+ * kernel keeps no FUSE_CAP_HANDLE_KILLPRIV from us (under writeback the
+ * data arrives with no caller to act as), so a write or truncate by
+ * someone without CAP_FSETID comes as a chmod that clears S_ISUID and
+ * S_ISGID, which the source refuses to a non-owner.  The caller's own
+ * write on the source would clear them all the same, so a chmod that
+ * clears nothing but set-id bits of a file the caller may write runs as
+ * the daemon: first the file's mode, then the caller's W_OK, then the
+ * chmod.
+ */
+static void kill_setid_chmod(struct op *op)
+{
+	if (op->req.result < 0) {
+		reply_err(op, EPERM);
+		return;
+	}
+	aiod_prep_chmod(&op->req, -1, NULL, op->attr.st_mode & 07777, 0);
+	afs_inode_set_obj(&op->req, 0, op->in[0]);
+	op->as_daemon = true;
+	op_submit(op, setattr_step);
+}
+
+static void kill_setid_mode(struct op *op)
+{
+	mode_t old = op->req.stx.stx_mode & 07777;
+	mode_t new = op->attr.st_mode & 07777;
+	mode_t setid = S_ISUID | S_ISGID;
+
+	if (op->req.result < 0 || new == old || (new & ~old) ||
+	    ((old & ~new) & ~setid)) {
+		reply_err(op, EPERM);
+		return;
+	}
+	aiod_prep_access(&op->req, -1, NULL, W_OK, 0);
+	afs_inode_set_obj(&op->req, 0, op->in[0]);
+	op_submit(op, kill_setid_chmod);
+}
+
+/*
+ * A step the source refused the caller with EPERM, that the kernel asked
+ * for on the caller's behalf rather than the caller itself: retry it and
+ * return true, or return false to pass the EPERM on.
+ *   - chmod: see kill_setid_mode().
+ *   - times with a size or through an open file: under writeback the
+ *     kernel keeps mtime and ctime itself and sends them as values with
+ *     a truncate and when it flushes writes; no utimes() of a program
+ *     comes with either.  The size change or the open for writing
+ *     already passed the source's checks, so the times are set as the
+ *     daemon.
+ *   - other times, all "now" by the kernel's clock: utime(NULL) under
+ *     writeback arrives as values; run as UTIME_NOW, which the source
+ *     allows exactly to those who may write the file.
+ */
+static bool setattr_retry(struct op *op)
+{
+	int done = op->stage - 1;
+
+	if (op->retried)
+		return false;
+	op->retried = true;
+	if (done == SA_MODE &&
+	    (op->valid & ~FUSE_SET_ATTR_CTIME) == FUSE_SET_ATTR_MODE &&
+	    S_ISREG(op->in[0]->type)) {
+		prep_getattr(op, NULL);
+		op->as_daemon = true;
+		op_submit(op, kill_setid_mode);
+		return true;
+	}
+	if (done == SA_TIMES &&
+	    ((op->valid & FUSE_SET_ATTR_SIZE) || op->file[0])) {
+		prep_times(op, false);
+		op->as_daemon = true;
+		op_submit(op, setattr_step);
+		return true;
+	}
+	if (done == SA_TIMES && times_are_now(op)) {
+		prep_times(op, true);
+		op_submit(op, setattr_step);
+		return true;
+	}
+	return false;
+}
+
 static void setattr_step(struct op *op)
 {
 	struct aiod_req *req = &op->req;
@@ -527,9 +654,12 @@ static void setattr_step(struct op *op)
 	int v = op->valid;
 
 	if (op->stage > SA_MODE && req->result < 0) {
+		if (req->result == -EPERM && op->has_cred && setattr_retry(op))
+			return;
 		reply_err(op, (int)-req->result);
 		return;
 	}
+	op->retried = false;
 	for (;;) {
 		switch (op->stage++) {
 		case SA_MODE:
@@ -559,24 +689,12 @@ static void setattr_step(struct op *op)
 				return;
 			}
 			break;
-		case SA_TIMES: {
-			struct timespec ts[2] = {
-				{ .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT },
-			};
-
+		case SA_TIMES:
 			if (!(v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 				continue;
-			if (v & FUSE_SET_ATTR_ATIME_NOW)
-				ts[0].tv_nsec = UTIME_NOW;
-			else if (v & FUSE_SET_ATTR_ATIME)
-				ts[0] = a->st_atim;
-			if (v & FUSE_SET_ATTR_MTIME_NOW)
-				ts[1].tv_nsec = UTIME_NOW;
-			else if (v & FUSE_SET_ATTR_MTIME)
-				ts[1] = a->st_mtim;
-			aiod_prep_utimens(req, -1, NULL, ts, AT_SYMLINK_NOFOLLOW);
-			break;
-		}
+			prep_times(op, false);
+			op_submit(op, setattr_step);
+			return;
 		default:
 			prep_getattr(op, NULL);
 			op_submit(op, reply_attr);

@@ -7,18 +7,7 @@
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/behind.sh
 set -u
-[ -e /dev/fuse ] || { echo "no /dev/fuse: skipped"; exit 77; }
-AIODFS=$(realpath "${AIODFS:-build/fs/aiodfs}")
-export AIOD_WORKER=$(realpath "${AIOD_WORKER:-build/aiod/aiod}")
-
-T=$(mktemp -d /tmp/aiodfs-behind.XXXXXX)
-cleanup() {
-	for m in "$T"/mnt-*; do
-		grep -q " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh" behind
 
 status=0
 for mode in handles inode_fds; do

@@ -7,25 +7,9 @@
 #
 # Exits 77 (skip) only if /dev/fuse is missing.
 set -u
-[ -e /dev/fuse ] || { echo "no /dev/fuse: skipped"; exit 77; }
-AIODFS=$(realpath "${AIODFS:-build/fs/aiodfs}")
-export AIOD_WORKER=$(realpath "${AIOD_WORKER:-build/aiod/aiod}")
-
-T=$(mktemp -d /tmp/aiodfs-life.XXXXXX)
-cleanup() {
-	for m in "$T"/mnt*; do
-		grep -q " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh" lifecycle
 mkdir -p "$T/src" "$T/mnt" "$T/mnt2"
 echo data >"$T/src/file"
-
-fails=0
-ok() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-mounted() { grep -q " $1 fuse.aiodfs " /proc/mounts; }
 
 # The pid of the daemon serving mountpoint $1 (its command line names it).
 daemon_pid() {
@@ -39,11 +23,6 @@ daemon_pid() {
 # The daemon's worker processes (its children).
 workers_of() { cat "/proc/$1/task/$1/children" 2>/dev/null; }
 
-# Wait up to 2 s for a condition.
-wait_for() {
-	for _ in $(seq 40); do "$@" && return 0; sleep 0.05; done
-	return 1
-}
 gone() { for p in "$@"; do [ -d "/proc/$p" ] && return 1; done; return 0; }
 not_mounted() { ! mounted "$1"; }
 
@@ -112,7 +91,7 @@ case $err in
 *"not connected"*) ok "kill -9: ENOTCONN" ;;
 *) fail "kill -9: stat said: $err" ;;
 esac
-wait_for gone $ws && ok "kill -9: every worker gone within 2 s" || fail "kill -9: workers left: $ws"
+wait_for -t 1 gone $ws && ok "kill -9: every worker gone within 1 s" || fail "kill -9: workers left: $ws"
 umount -l "$T/mnt"
 if "$AIODFS" "$T/src" "$T/mnt" && [ "$(cat "$T/mnt/file")" = data ]; then
 	ok "a fresh mount after kill -9 works"
@@ -170,5 +149,5 @@ b=$(ls -i "$T/src/many/d7" | sort)
 [ "$a" = "$b" ] && ok "inode numbers are the source's" || fail "inode numbers differ"
 fusermount3 -u "$T/mnt"
 
-echo "lifecycle: $fails failed"
-[ $fails -eq 0 ]
+echo "lifecycle: $failures failed"
+[ $failures -eq 0 ]

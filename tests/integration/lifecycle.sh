@@ -28,11 +28,17 @@ not_mounted() { ! mounted "$1"; }
 
 # ---- bad input: one line on stderr, non-zero exit, nothing mounted ----
 nmounts() { grep -c " fuse.aiodfs " /proc/mounts; }
+# In a mount namespace of its own whose /dev has no fuse device.
+nofuse() {
+	unshare -m --propagation private sh -c \
+		'mount -t tmpfs none /dev && mknod /dev/null c 1 3 && exec "$@"' sh "$@"
+}
+# bad WHAT ARGS...: aiodfs ARGS (run by $run, if set) must be refused.
 bad() {
 	local what=$1 before rc lines
 	shift
 	before=$(nmounts)
-	"$AIODFS" "$@" 2>"$T/err" >/dev/null
+	${run:-} "$AIODFS" "$@" 2>"$T/err" >/dev/null
 	rc=$?
 	lines=$(wc -l <"$T/err")
 	if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && [ "$(nmounts)" = "$before" ]; then
@@ -51,6 +57,7 @@ bad "unknown option" -o no_such_option "$T/src" "$T/mnt"
 bad "workers=0" -o workers=0 "$T/src" "$T/mnt"
 bad "bad cache mode" -o cache=sometimes "$T/src" "$T/mnt"
 bad "extra argument" "$T/src" "$T/mnt" "$T/mnt2"
+run=nofuse bad "no /dev/fuse" "$T/src" "$T/mnt"
 
 # ---- detaching: live on return; one thread; workers=N ----
 if "$AIODFS" -o workers=3 "$T/src" "$T/mnt" && mounted "$T/mnt" &&

@@ -66,6 +66,7 @@ struct afs_inode {
 struct afs_file {
 	int fd;
 	unsigned refs;              /* the open itself, plus requests */
+	bool append;                /* fd is O_APPEND */
 };
 
 /* The daemon's state; one per process. */

@@ -798,13 +798,17 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 
 /* ---- open files ------------------------------------------------------------ */
 
-static struct afs_file *file_new(int fd)
+static int backing_flags(int flags);
+
+/* The open file for backing fd, opened with the kernel's open flags. */
+static struct afs_file *file_new(int fd, int flags)
 {
 	struct afs_file *f = malloc(sizeof(*f));
 
 	if (f) {
 		f->fd = fd;
 		f->refs = 1;
+		f->append = backing_flags(flags) & O_APPEND;
 	}
 	return f;
 }
@@ -852,7 +856,7 @@ static void open_done(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd);
+	f = file_new(op->req.ret_fd, op->fi.flags);
 	if (!f) {
 		afs_close_async(op->req.ret_fd);
 		reply_err(op, ENOMEM);
@@ -886,7 +890,7 @@ static void create_done(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd);
+	f = file_new(op->req.ret_fd, op->fi.flags);
 	if (!f) {
 		afs_close_async(op->req.ret_fd);
 		reply_err(op, ENOMEM);
@@ -969,6 +973,9 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	}
 	aiod_prep_pwrite(&op->req, -1, data, size, off);
 	op_file(op, 0, fi);
+	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
+	if (op->file[0]->append)
+		op->req.flags |= AIOD_F_NORETRY;
 	op_submit(op, write_done);
 }
 

@@ -131,7 +131,17 @@ enum aiod_op {
 
 /* Request flags, in req->flags. */
 enum {
-	/* Do not run the request again if its worker dies; fail with -EIO. */
+	/*
+	 * Do not run the request again if its worker dies; fail with -EIO.
+	 * Without it, a request whose worker dies runs once more if running
+	 * it twice does what running it once does: every op that only reads;
+	 * PREAD and PWRITE at an offset (the caller knows whether its fd is
+	 * O_APPEND, which makes a pwrite append again: it must set this
+	 * flag); COPY_FILE_RANGE with both offsets; LSEEK unless it moves by
+	 * SEEK_CUR; FSYNC, TRUNCATE, CHMOD, CHOWN, UTIMENS; OPEN and
+	 * OPEN_BY_HANDLE without O_TRUNC or O_EXCL; FALLOCATE but collapse
+	 * and insert range; SETXATTR without XATTR_CREATE.
+	 */
 	AIOD_F_NORETRY = 1u << 0,
 	/*
 	 * After an OPEN (of any kind), OPEN_BY_HANDLE, MKDIR, MKNOD, SYMLINK

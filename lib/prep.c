@@ -6,7 +6,10 @@
  * enum aiod_op documents for the op; they check nothing, so that all
  * checking happens in one place, aiod_submit().
  */
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <string.h>
+#include <sys/xattr.h>
 
 #include "aiod-internal.h"
 
@@ -21,14 +24,14 @@ static const struct {
 	[AIOD_OP_NOP] = { "nop", true },
 	[AIOD_OP_LOOKUP] = { "lookup", true },
 	[AIOD_OP_STATX] = { "statx", true },
-	[AIOD_OP_OPEN] = { "open", false },
-	[AIOD_OP_OPEN_BY_HANDLE] = { "open_by_handle", false, IN },
+	[AIOD_OP_OPEN] = { "open", true },
+	[AIOD_OP_OPEN_BY_HANDLE] = { "open_by_handle", true, IN },
 	[AIOD_OP_CLOSE] = { "close", false },
 	[AIOD_OP_PREAD] = { "pread", true, OUT },
 	[AIOD_OP_PWRITE] = { "pwrite", true, IN },
 	[AIOD_OP_FSYNC] = { "fsync", true },
 	[AIOD_OP_TRUNCATE] = { "truncate", true },
-	[AIOD_OP_FALLOCATE] = { "fallocate", false },
+	[AIOD_OP_FALLOCATE] = { "fallocate", true },
 	[AIOD_OP_COPY_FILE_RANGE] = { "copy_file_range", true },
 	[AIOD_OP_LSEEK] = { "lseek", true },
 	[AIOD_OP_READDIR] = { "readdir", true, OUT },
@@ -42,11 +45,11 @@ static const struct {
 	[AIOD_OP_RENAME] = { "rename", false },
 	[AIOD_OP_CHMOD] = { "chmod", true },
 	[AIOD_OP_CHOWN] = { "chown", true },
-	[AIOD_OP_UTIMENS] = { "utimens", false },
+	[AIOD_OP_UTIMENS] = { "utimens", true },
 	[AIOD_OP_STATFS] = { "statfs", true },
 	[AIOD_OP_ACCESS] = { "access", true },
 	[AIOD_OP_GETXATTR] = { "getxattr", true, OUT },
-	[AIOD_OP_SETXATTR] = { "setxattr", false, IN },
+	[AIOD_OP_SETXATTR] = { "setxattr", true, IN },
 	[AIOD_OP_LISTXATTR] = { "listxattr", true, OUT },
 	[AIOD_OP_REMOVEXATTR] = { "removexattr", false },
 	[AIOD_OP_FLOCK] = { "flock", false },
@@ -71,7 +74,16 @@ bool aiod__req_idempotent(const struct aiod_req *req)
 	case AIOD_OP_COPY_FILE_RANGE:
 		return req->arg[0] != -1 && req->arg[1] != -1;
 	case AIOD_OP_LSEEK:
-		return req->arg[1] != SEEK_CUR;
+		return req->arg[1] != SEEK_CUR || req->arg[0] == 0;
+	case AIOD_OP_OPEN:
+	case AIOD_OP_OPEN_BY_HANDLE:
+		/* O_CREAT alone finds the first run's file; these do not. */
+		return !(req->arg[0] & (O_TRUNC | O_EXCL));
+	case AIOD_OP_FALLOCATE:
+		return !(req->arg[0] &
+			 (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE));
+	case AIOD_OP_SETXATTR:
+		return !(req->arg[0] & XATTR_CREATE);
 	default:
 		return true;
 	}

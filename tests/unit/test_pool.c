@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,7 +28,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "aiod.h"
+#include "aiod-internal.h"
 
 static struct aiod_pool *new_pool(unsigned workers, size_t arena)
 {
@@ -330,6 +332,43 @@ static void test_pool_rerun_only_once(void **state)
 	wait_count(p, &count, 1, 5000);
 	assert_int_equal(req.result, -EIO);
 	aiod_pool_free(p);
+}
+
+/* Which requests may run a second time after their worker died. */
+static void test_pool_which_requests_rerun(void **state)
+{
+	struct aiod_req req;
+	char buf[8] = "x";
+
+	(void)state;
+	aiod_prep_pwrite(&req, 3, buf, sizeof(buf), 0);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_pwrite(&req, 3, buf, sizeof(buf), -1);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_open(&req, 3, "f", O_RDWR | O_CREAT, 0644, 0);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_open(&req, 3, "d", O_RDONLY | O_DIRECTORY, 0, 0);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_open(&req, 3, "f", O_RDWR | O_TRUNC, 0, 0);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_open(&req, 3, "f", O_RDWR | O_CREAT | O_EXCL, 0644, 0);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_fallocate(&req, 3, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_fallocate(&req, 3, FALLOC_FL_INSERT_RANGE, 0, 4096);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_lseek(&req, 3, 0, SEEK_CUR);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_lseek(&req, 3, 1, SEEK_CUR);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_setxattr(&req, 3, NULL, "user.x", buf, 1, 0);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_setxattr(&req, 3, NULL, "user.x", buf, 1, XATTR_CREATE);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_rename(&req, 3, "a", 3, "b", 0);
+	assert_false(aiod__req_idempotent(&req));
+	aiod_prep_unlink(&req, 3, "a");
+	assert_false(aiod__req_idempotent(&req));
 }
 
 /*
@@ -757,6 +796,7 @@ int main(void)
 		cmocka_unit_test(test_pool_worker_killed_mid_request),
 		cmocka_unit_test(test_pool_idempotent_request_reruns),
 		cmocka_unit_test(test_pool_rerun_only_once),
+		cmocka_unit_test(test_pool_which_requests_rerun),
 		cmocka_unit_test(test_pool_dead_idle_worker_no_sigpipe),
 		cmocka_unit_test(test_pool_cancel_queued_and_running),
 		cmocka_unit_test(test_pool_worker_isolation),

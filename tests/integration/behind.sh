@@ -7,7 +7,7 @@
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/behind.sh
 set -u
-. "$(dirname "$0")/lib.sh" behind
+. "$(dirname "$0")/../lib.sh" behind
 
 status=0
 for mode in handles inode_fds; do

@@ -7,7 +7,7 @@
 #
 # Exits 77 (skip) only if /dev/fuse is missing.
 set -u
-. "$(dirname "$0")/lib.sh" lifecycle
+. "$(dirname "$0")/../lib.sh" lifecycle
 mkdir -p "$T/src" "$T/mnt" "$T/mnt2"
 echo data >"$T/src/file"
 

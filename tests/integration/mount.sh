@@ -53,7 +53,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh" difftest
+. "$here/../lib.sh" difftest
 
 if [ "$(id -u)" = 0 ]; then
 	optsets=(

@@ -29,7 +29,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh" tree
+. "$here/../lib.sh" tree
 orig=/usr/include
 src=$T/src mnt=$T/mnt
 mkdir "$src" "$mnt" || exit 1

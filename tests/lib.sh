@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 #
-# lib.sh - sourced by the integration scripts: where the binaries are,
-# a scratch directory whose mounts are undone on exit, and small checks.
+# lib.sh - sourced by the integration and stress scripts: where the
+# binaries are, a scratch directory whose mounts are undone on exit, and
+# small checks.
 #
-#   . "$(dirname "$0")/lib.sh" NAME
+#   . "$(dirname "$0")/../lib.sh" NAME
 #
 # Sets AIODFS (the daemon, absolute), exports AIOD_WORKER (default: the
 # worker in the daemon's build directory), and T, a fresh directory
@@ -13,7 +14,7 @@
 # Exits 77 (skip) if /dev/fuse is missing, 1 if the daemon is.
 
 [ -c /dev/fuse ] || { echo "$1: /dev/fuse is missing; skipping"; exit 77; }
-_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AIODFS=$(realpath "${AIODFS:-$_top/build/fs/aiodfs}")
 export AIOD_WORKER=${AIOD_WORKER:-$(dirname "$(dirname "$AIODFS")")/aiod/aiod}
 [ -x "$AIODFS" ] || { echo "$1: no aiodfs at $AIODFS (set AIODFS)" >&2; exit 1; }

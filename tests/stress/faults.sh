@@ -1,0 +1,249 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# faults.sh - a mount that keeps serving when the source fails it.
+#
+#   faults.sh [full|hang|fds]...      (default: all three)
+#
+#   full  The source is a 32 MiB ext4 image, loop-mounted.  Writes
+#         through the mount that fill it fail with ENOSPC (under
+#         writeback, at the latest the fsync does); the daemon keeps
+#         serving; a file written before reads back intact; once space
+#         is freed, writes work again.
+#   hang  With workers=2, one caller waits through the mount for a
+#         flock held directly on the source: the wait holds one worker,
+#         and unrelated requests are answered meanwhile.  SIGINT to the
+#         waiter ends its wait with EINTR within a second and frees the
+#         worker: a second waiter then holds it, and requests are still
+#         answered by the other.  Released, the second waiter gets the
+#         lock.
+#   fds   10,000 files held open at once through one mount all read
+#         back.  Then, with the daemon limited to 1,024 fds, a caller
+#         opens files until an open fails: it fails with EMFILE or
+#         ENFILE, the daemon still serves, and once the files are
+#         closed, opens work again.
+#
+# (The daemon killed with SIGKILL is lifecycle.sh's; workers killed under
+# load are chaos.sh's.)  Environment: AIODFS and AIOD_WORKER as for
+# tests/lib.sh.  Exits 0 if every check passed, 1 if any failed, 77
+# (skip) only if /dev/fuse is missing.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh" faults
+
+loop_mounted=
+before_cleanup() {
+	local m
+	for m in "$T"/mnt-*; do mounted "$m" && unmount "$m"; done
+	[ -n "$loop_mounted" ] && umount "$loop_mounted"
+}
+
+# ---- a full source --------------------------------------------------------
+full() {
+	local opts
+	for opts in cache=auto writeback; do
+		full_with "$opts"
+	done
+}
+
+full_with() {
+	local opts=$1 img=$T/small.img small=$T/small mnt=$T/mnt-full
+	mkdir -p "$small" "$mnt"
+	truncate -s 32M "$img" && mkfs.ext4 -q -F "$img" &&
+		mount -o loop "$img" "$small" || { fail "full: loop-mount an ext4 image"; return; }
+	loop_mounted=$small
+	mkdir "$small/src"
+	"$AIODFS" -o "$opts" "$small/src" "$mnt" || { fail "full: mount -o $opts"; return; }
+	python3 - "$mnt" <<'PY' && ok "full -o $opts: ENOSPC, still serving, old data intact, writes again after a delete" || fail "full -o $opts"
+import errno, os, sys
+
+mnt = sys.argv[1]
+os.chdir(mnt)
+keep = os.urandom(1 << 20)
+with open("keep", "wb") as f:
+    f.write(keep)
+    os.fsync(f.fileno())
+
+def fill(name):
+    """Write until the source is full; return the errno that stopped it."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    chunk = b"\xa5" * (1 << 20)
+    try:
+        for _ in range(64):
+            os.write(fd, chunk)
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return 0
+
+def check(what, cond):
+    if not cond:
+        print("FAIL", what)
+        sys.exit(1)
+    print("ok  ", what)
+
+err = fill("fill")
+check(f"filling the source fails with ENOSPC (got {errno.errorcode.get(err, err)})",
+      err == errno.ENOSPC)
+err = fill("more")
+check("a second file fails with ENOSPC too", err == errno.ENOSPC)
+names = sorted(os.listdir("."))
+check(f"the daemon still serves: listing {names}", names == ["fill", "keep", "more"])
+check("the file written before reads back intact", open("keep", "rb").read() == keep)
+os.unlink("fill")
+os.unlink("more")
+data = os.urandom(4 << 20)
+with open("after", "wb") as f:
+    f.write(data)
+    os.fsync(f.fileno())
+check("after a delete, 4 MiB write and read back", open("after", "rb").read() == data)
+PY
+	unmount "$mnt"
+	umount "$small" && loop_mounted=
+	rm -f "$img"
+}
+
+# ---- a source syscall that hangs ------------------------------------------
+hang() {
+	local src=$T/src-hang mnt=$T/mnt-hang
+	mkdir -p "$src" "$mnt"
+	"$AIODFS" -o workers=2 "$src" "$mnt" || { fail "hang: mount"; return; }
+	python3 - "$src" "$mnt" <<'PY' && ok "hang: waits hold one worker, others serve, SIGINT frees it" || fail "hang"
+import fcntl, os, signal, sys, time
+
+src, mnt = sys.argv[1:]
+for name in ("locked", "other"):
+    with open(os.path.join(src, name), "w") as f:
+        f.write(name)
+
+def check(what, cond):
+    if not cond:
+        print("FAIL", what)
+        sys.exit(1)
+    print("ok  ", what)
+
+def waiter(tag):
+    """A child blocked in flock through the mount; reports on a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        def on_int(signum, frame):
+            raise InterruptedError
+        signal.signal(signal.SIGINT, on_int)
+        fd = os.open(os.path.join(mnt, "locked"), os.O_RDWR)
+        os.write(w, b"waiting\n")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(w, b"locked\n")
+        except InterruptedError:
+            os.write(w, b"EINTR\n")
+        except OSError as e:
+            os.write(w, f"errno {e.errno}\n".encode())
+        os._exit(0)
+    os.close(w)
+    f = os.fdopen(r)
+    check(f"{tag}: started", f.readline() == "waiting\n")
+    time.sleep(0.3)  # into the wait, on a worker
+    return pid, f
+
+def others_served(what):
+    """Unrelated requests through the mount, each answered promptly."""
+    start = time.monotonic()
+    for i in range(200):
+        os.stat(os.path.join(mnt, "other"), follow_symlinks=False)
+        with open(os.path.join(mnt, "other")) as f:
+            assert f.read() == "other"
+        with open(os.path.join(mnt, f"new{i}"), "w") as f:
+            f.write("x")
+    took = time.monotonic() - start
+    check(f"{what}: 600 unrelated requests answered in {took:.2f} s", took < 10)
+
+holder = os.open(os.path.join(src, "locked"), os.O_RDWR)
+fcntl.flock(holder, fcntl.LOCK_EX)
+
+pid, f = waiter("first waiter")
+others_served("while the first waiter waits")
+start = time.monotonic()
+os.kill(pid, signal.SIGINT)
+line = f.readline().strip()
+took = time.monotonic() - start
+check(f"SIGINT ends the wait with EINTR (got {line!r}) in {took:.2f} s",
+      line == "EINTR" and took < 1.0)
+os.waitpid(pid, 0)
+
+pid, f = waiter("second waiter")
+others_served("while the second waiter waits (the first one's worker is free)")
+fcntl.flock(holder, fcntl.LOCK_UN)
+line = f.readline().strip()
+check(f"released on the source, the second waiter locks (got {line!r})", line == "locked")
+os.waitpid(pid, 0)
+PY
+	unmount "$mnt"
+}
+
+# ---- file descriptor pressure ---------------------------------------------
+fds() {
+	local src=$T/src-fds mnt=$T/mnt-fds dpid
+	mkdir -p "$src" "$mnt"
+	"$AIODFS" "$src" "$mnt" || { fail "fds: mount"; return; }
+	python3 - "$mnt" 10000 <<'PY' && ok "fds: 10,000 files open at once" || fail "fds: 10,000 files open at once"
+import os, resource, sys
+
+mnt, n = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+fds = [os.open(os.path.join(mnt, f"f{i}"), os.O_RDWR | os.O_CREAT, 0o644) for i in range(n)]
+for i, fd in enumerate(fds):
+    os.pwrite(fd, str(i).encode(), 0)
+bad = [i for i, fd in enumerate(fds) if os.pread(fd, 10, 0) != str(i).encode()]
+for fd in fds:
+    os.close(fd)
+print(f"     {n} open, {len(bad)} read back wrong")
+sys.exit(1 if bad else 0)
+PY
+	unmount "$mnt"
+
+	# A daemon with few fds, and a caller with many.
+	(ulimit -n 1024 && exec "$AIODFS" "$src" "$mnt") || { fail "fds: mount with 1024 fds"; return; }
+	python3 - "$mnt" <<'PY' && ok "fds: past the daemon's limit, EMFILE/ENFILE; it survives and recovers" || fail "fds: past the daemon's limit"
+import errno, os, resource, sys
+
+mnt = sys.argv[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (10000, 10000))
+fds, err = [], None
+for i in range(5000):
+    try:
+        fds.append(os.open(os.path.join(mnt, f"f{i}"), os.O_RDONLY))
+    except OSError as e:
+        err = e.errno
+        break
+print(f"     {len(fds)} opened, then {errno.errorcode.get(err, err)}")
+ok = err in (errno.EMFILE, errno.ENFILE) and len(fds) > 500
+ok = ok and os.stat(os.path.join(mnt, "f1")).st_size > 0
+for fd in fds:
+    os.close(fd)
+again = [os.open(os.path.join(mnt, f"f{i}"), os.O_RDONLY) for i in range(500)]
+ok = ok and os.read(again[7], 10) == b"7"
+for fd in again:
+    os.close(fd)
+sys.exit(0 if ok else 1)
+PY
+	dpid=$(awk -v m="$mnt" '$2 == m' /proc/mounts | wc -l)
+	[ "$dpid" = 1 ] && ok "fds: still mounted" || fail "fds: the mount is gone"
+	unmount "$mnt"
+}
+
+parts=${*:-full hang fds}
+for part in $parts; do
+	case $part in
+	full | hang | fds) echo "== $part"; $part ;;
+	*) echo "faults.sh: unknown part $part (full, hang, fds)" >&2; exit 2 ;;
+	esac
+done
+echo "faults: $failures failed"
+[ "$failures" = 0 ]

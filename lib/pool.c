@@ -24,7 +24,8 @@
  * the worker finished is never failed.  The dead worker's request is put
  * back at the head of the queue if it may run twice, otherwise it ends
  * with -EIO; a new worker is spawned at once; the corpse is reaped
- * through its pidfd, without blocking.  Worker structs are freed only
+ * through its pidfd, without blocking (where pidfd_open() is missing, at
+ * the pool's next event).  Worker structs are freed only
  * between event batches, since one batch may carry both of a worker's
  * fds.
  */
@@ -62,7 +63,7 @@ enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE };
 
 struct worker {
 	int sock;               /* -1 once lost */
-	int pidfd;
+	int pidfd;              /* -1 where pidfd_open() is missing */
 	pid_t pid;
 	bool hello;             /* it spoke our protocol version */
 	bool lost;              /* socket gone; waiting to be reaped */
@@ -84,6 +85,7 @@ struct aiod_pool {
 	struct worker **idle;   /* stack of idle live workers */
 	unsigned nidle;
 	struct worker *dying;   /* lost, not yet reaped */
+	bool no_pidfd;          /* pidfd_open() said ENOSYS */
 	unsigned spawn_failures;
 	int early_exit;         /* exit code of a worker gone before hello */
 	bool setup, closing;
@@ -446,11 +448,25 @@ static void close_fds(const int *fds, int n)
 		close(fds[i]);
 }
 
+/*
+ * Signal a worker.  Its pid cannot be reused before the pool reaps it,
+ * so without a pidfd (see spawn_one()) kill() is as safe.
+ */
+static void signal_worker(struct worker *w, int sig)
+{
+	if (w->reaped)
+		return;
+	if (w->pidfd >= 0)
+		pidfd_send_signal(w->pidfd, sig, NULL, 0);
+	else
+		kill(w->pid, sig);
+}
+
 /* A protocol violation: the worker is not to be trusted any further. */
 static void worker_bad(struct aiod_pool *p, struct worker *w, const char *why)
 {
 	fprintf(stderr, "libaiod: worker %d: %s; killing it\n", (int)w->pid, why);
-	pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+	signal_worker(w, SIGKILL);
 	worker_lost(p, w);
 }
 
@@ -598,9 +614,15 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 		goto out_sock;
 
 	w->sock = sv[0];
-	/* Until it is reaped, the pid cannot be reused: no race here. */
-	w->pidfd = pidfd_open(w->pid, 0);
-	if (w->pidfd < 0) {
+	/*
+	 * Until it is reaped, the pid cannot be reused: no race here.
+	 * Where pidfd_open() does not exist (valgrind 3.19 does not know
+	 * it), a dead worker is reaped at the pool's next event instead.
+	 */
+	w->pidfd = p->no_pidfd ? -1 : pidfd_open(w->pid, 0);
+	if (w->pidfd < 0 && !p->no_pidfd && errno == ENOSYS)
+		p->no_pidfd = true;
+	if (w->pidfd < 0 && !p->no_pidfd) {
 		err = -errno;
 		kill(w->pid, SIGKILL);
 		waitpid(w->pid, NULL, 0);
@@ -608,11 +630,13 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 	}
 	ev.data.ptr = w;
 	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->sock, &ev) < 0 ||
-	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) < 0) {
+	    (w->pidfd >= 0 &&
+	     epoll_ctl(p->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) < 0)) {
 		err = -errno;
-		pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+		kill(w->pid, SIGKILL);
 		waitpid(w->pid, NULL, 0);
-		close(w->pidfd);
+		if (w->pidfd >= 0)
+			close(w->pidfd);
 		goto out_sock;
 	}
 	*wp = w;
@@ -685,8 +709,10 @@ static void try_reap(struct aiod_pool *p, struct worker *w)
 	w->reaped = true;
 	if (!w->hello)
 		p->early_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
-	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
-	close(w->pidfd);
+	if (w->pidfd >= 0) {
+		epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+		close(w->pidfd);
+	}
 }
 
 /* Free the reaped workers; called between event batches only. */
@@ -898,13 +924,13 @@ void aiod_pool_free(struct aiod_pool *p)
 		if (w->cur) {
 			__atomic_store_n(&msg_of(p, w->cur)->cancel, 1,
 					 __ATOMIC_RELEASE);
-			pidfd_send_signal(w->pidfd, AIOD_CANCEL_SIGNAL, NULL, 0);
+			signal_worker(w, AIOD_CANCEL_SIGNAL);
 		}
 		worker_lost(p, w);      /* EOF tells it to exit */
 	}
 	reap_all(p, 1000);
 	for (struct worker *w = p->dying; w; w = w->next)
-		pidfd_send_signal(w->pidfd, SIGKILL, NULL, 0);
+		signal_worker(w, SIGKILL);
 	reap_all(p, 1000);
 	for (struct worker *w = p->dying; w; w = w->next)
 		fprintf(stderr, "libaiod: worker %d does not die\n", (int)w->pid);
@@ -948,6 +974,9 @@ static int run(struct aiod_pool *p, int timeout_ms)
 		else
 			try_reap(p, w);
 	}
+	for (struct worker *w = p->dying; w; w = w->next)
+		if (w->pidfd < 0)
+			try_reap(p, w);
 	if (wake || p->done_head) {
 		err = run_done_list(p);
 		if (err > 0)
@@ -1043,7 +1072,7 @@ int aiod_cancel(struct aiod_pool *p, struct aiod_req *req)
 	case REQ_RUNNING:
 		w = req->worker_;
 		__atomic_store_n(&msg_of(p, req)->cancel, 1, __ATOMIC_RELEASE);
-		pidfd_send_signal(w->pidfd, AIOD_CANCEL_SIGNAL, NULL, 0);
+		signal_worker(w, AIOD_CANCEL_SIGNAL);
 		return 0;
 	case REQ_DONE:
 		return 0;

@@ -1,0 +1,226 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# stress.sh - fsx and parallel load through real mounts, calm and with
+# workers killed under them.
+#
+#   stress.sh [fsx] [parallel] [chaos]     (default: all three)
+#   stress.sh soak SECONDS                 (the long run; not in the suite)
+#
+#   fsx       fsx with every operation class on: 50,000 operations on a
+#             default mount, 20,000 under writeback,cache=always, 10,000
+#             with O_DIRECT (-Z) under cache=never.
+#   parallel  On one mount, at once: 4 fsx processes (10,000 operations
+#             each, a file each) and load.py (4 processes); afterwards
+#             the tree through the mount equals the source's.
+#   chaos     The same while a random worker is killed with SIGKILL every
+#             300 ms.  Every fsx and the load must still pass: requests
+#             of a killed worker run again or fail with EIO, and no
+#             acknowledged write is lost.  Afterwards the pool is back to
+#             full size.
+#   quick     fsx for 5,000 operations, and 2,000 with -Z: what the
+#             sanitizer build runs.
+#   soak      chaos for SECONDS: fsx runs until stopped (-N 0), the load
+#             for the same time; prints operations, kills and failures.
+#
+# Seeds come from STRESS_SEED (default: the clock) and are printed, so a
+# failure can be replayed: each fsx prints its own seed and the command
+# that replays it.  Environment: AIODFS and AIOD_WORKER as for
+# tests/lib.sh; FSX (default: the fsx beside the daemon's build).  Exits
+# 0 if every check passed, 1 if any failed, 77 (skip) without /dev/fuse.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh" stress
+FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/stress/fsx}
+LOAD=$here/load.py
+[ -x "$FSX" ] || { echo "stress.sh: no fsx at $FSX (set FSX)" >&2; exit 1; }
+seed=${STRESS_SEED:-$(date +%s)}
+echo "stress.sh: seed $seed"
+
+pid=
+killer=
+before_cleanup() {
+	[ -n "$killer" ] && kill "$killer" 2>/dev/null
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		wait "$pid" 2>/dev/null
+	fi
+}
+
+# mount_fg OPTS: mount $T/src at $T/mnt with aiodfs -f in the background
+# of this script, so that $pid is the daemon's.
+mount_fg() {
+	rm -rf "$T/src" && mkdir -p "$T/src" "$T/mnt"
+	"$AIODFS" -f -o "$1" "$T/src" "$T/mnt" &
+	pid=$!
+	wait_for mounted "$T/mnt" || { fail "mount -o $1"; return 1; }
+}
+
+# umount_fg: unmount; the daemon must exit 0.
+umount_fg() {
+	local rc
+	unmount "$T/mnt"
+	wait "$pid"
+	rc=$?
+	pid=
+	check "the daemon exits 0 (got $rc)" [ "$rc" = 0 ]
+}
+
+workers() { cat "/proc/$pid/task/$pid/children" 2>/dev/null; }
+nworkers() { [ "$(workers | wc -w)" = "$1" ]; }
+
+# run_fsx NAME ARGS...: fsx on $T/mnt/NAME with a seed derived from ours.
+run_fsx() {
+	local name=$1 s
+	s=$((seed + $(cksum <<<"$name" | cut -d' ' -f1) % 100000))
+	shift
+	"$FSX" -S "$s" "$@" "$T/mnt/$name" >"$T/$name.log" 2>&1
+}
+
+# passed NAME: the operations an fsx that passed reports.
+passed() { sed -n 's/^fsx: passed: \([0-9]*\) operations.*/\1/p' "$T/$1.log"; }
+
+# show NAME: the tail of an fsx log (its summary, or the failure report).
+show() { sed 's/^/     /' "$T/$1.log" | tail -n "${2:-4}"; }
+
+# fsx_on "OPTS|FSX ARGS"...: one fsx on a fresh mount per pair.
+fsx_on() {
+	local opts args
+	for opts in "$@"; do
+		args=${opts#*|} opts=${opts%|*}
+		mount_fg "$opts" || continue
+		# $args is split into words on purpose.
+		if run_fsx fsx-one $args; then
+			ok "fsx $args on -o $opts"
+		else
+			fail "fsx $args on -o $opts"
+			show fsx-one 40
+		fi
+		umount_fg
+	done
+}
+
+phase_fsx() {
+	fsx_on "cache=auto|-N 50000" "writeback,cache=always|-N 20000" \
+		"cache=never|-Z -N 10000"
+}
+
+# Short, for the sanitizer build.
+phase_quick() {
+	fsx_on "cache=auto|-N 5000" "cache=never|-Z -N 2000"
+}
+
+# The parallel load: 4 fsx and load.py at once.  Returns 1 if any failed.
+parallel_load() {
+	local fsx_ops=$1 load_args=$2 i pids=() bad=0
+	for i in 1 2 3 4; do
+		run_fsx "fsx-$i" -N "$fsx_ops" &
+		pids+=($!)
+	done
+	mkdir -p "$T/mnt/load"
+	# $load_args is split into words on purpose.
+	python3 "$LOAD" -p 4 -s "$seed" $load_args --source "$T/src/load" "$T/mnt/load" \
+		>"$T/load.log" 2>&1 &
+	pids+=($!)
+	for i in 0 1 2 3; do
+		if wait "${pids[$i]}"; then
+			ok "fsx-$((i + 1)): $(passed "fsx-$((i + 1))") operations"
+		else
+			fail "fsx-$((i + 1))"
+			show "fsx-$((i + 1))" 40
+			bad=1
+		fi
+	done
+	if wait "${pids[4]}"; then
+		ok "load.py"
+		show load 3
+	else
+		fail "load.py"
+		show load 30
+		bad=1
+	fi
+	return $bad
+}
+
+phase_parallel() {
+	mount_fg "cache=auto" || return
+	parallel_load 10000 "-n 1500"
+	umount_fg
+}
+
+# kill_workers INTERVAL: kill a random worker of $pid every INTERVAL
+# seconds until terminated; the count goes to $T/kills.
+kill_workers() {
+	local n=0 ws
+	trap 'echo $n >"$T/kills"; exit 0' TERM
+	while :; do
+		sleep "$1" &
+		wait $!
+		ws=($(workers))
+		[ ${#ws[@]} -gt 0 ] || continue
+		kill -KILL "${ws[RANDOM % ${#ws[@]}]}" 2>/dev/null && n=$((n + 1))
+	done
+}
+
+stop_killer() {
+	kill -TERM "$killer"
+	wait "$killer"
+	killer=
+	kills=$(cat "$T/kills")
+}
+
+phase_chaos() {
+	mount_fg "workers=4" || return
+	kill_workers 0.3 &
+	killer=$!
+	parallel_load 10000 "-n 1500 --chaos"
+	stop_killer
+	check "workers killed during the run: $kills" [ "$kills" -gt 10 ]
+	check "the pool is back to 4 workers" wait_for nworkers 4
+	umount_fg
+}
+
+# soak SECONDS: the chaos phase for SECONDS, fsx running until stopped.
+soak() {
+	local secs=$1 i pids=() ops=0 n
+	mount_fg "workers=4" || return
+	kill_workers 0.3 &
+	killer=$!
+	for i in 1 2 3 4; do
+		run_fsx "fsx-$i" -N 0 -l 1M -o 128K &
+		pids+=($!)
+	done
+	mkdir -p "$T/mnt/load"
+	python3 "$LOAD" -p 4 -s "$seed" --chaos --seconds "$secs" --source "$T/src/load" \
+		"$T/mnt/load" >"$T/load.log" 2>&1
+	check "load.py for $secs s" [ $? = 0 ]
+	show load 6
+	kill -TERM "${pids[@]}"
+	for i in 0 1 2 3; do
+		if wait "${pids[$i]}"; then
+			n=$(passed "fsx-$((i + 1))")
+			ops=$((ops + ${n:-0}))
+			ok "fsx-$((i + 1)): ${n:-?} operations"
+		else
+			fail "fsx-$((i + 1))"
+			show "fsx-$((i + 1))" 40
+		fi
+	done
+	stop_killer
+	check "the pool is back to 4 workers" wait_for nworkers 4
+	umount_fg
+	echo "soak: $secs s, $ops fsx operations, $kills workers killed, $failures failed"
+}
+
+if [ "${1:-}" = soak ]; then
+	soak "${2:?stress.sh soak SECONDS}"
+else
+	for part in ${*:-fsx parallel chaos}; do
+		case $part in
+		fsx | parallel | chaos | quick) echo "== $part"; "phase_$part" ;;
+		*) echo "stress.sh: unknown part $part (fsx, parallel, chaos, quick, soak)" >&2; exit 2 ;;
+		esac
+	done
+fi
+echo "stress: $failures failed"
+[ "$failures" = 0 ]

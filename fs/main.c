@@ -413,41 +413,42 @@ int main(int argc, char **argv)
 	struct cli cli = { .workers = (unsigned)-1, .attr_timeout = -1,
 			   .entry_timeout = -1, .max_read = 1u << 20 };
 	struct fuse_cmdline_opts copts = { 0 };
-	struct fuse_conn_info_opts *conn_opts;
+	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
-	char *src = NULL, *mnt = NULL, *fsname, max_read[32];
+	char *src = NULL, *mnt = NULL, *fsname = NULL, max_read[32];
 	int ret = 1, pipe_fd = -1, err;
 	double timeout;
 
 	afs.opt.workers = default_workers();
-	if (fuse_opt_parse(&args, &cli, cli_spec, cli_proc) < 0)
-		return 1;
-	if (fuse_parse_cmdline(&args, &copts) < 0)
-		return 1;
+	if (fuse_opt_parse(&args, &cli, cli_spec, cli_proc) < 0 ||
+	    fuse_parse_cmdline(&args, &copts) < 0)
+		goto out;
 	if (copts.show_help) {
 		usage(argv[0]);
-		return 0;
+		ret = 0;
+		goto out;
 	}
 	if (copts.show_version) {
 		printf("aiodfs %s\n", AIODFS_VERSION);
 		fuse_lowlevel_version();
-		return 0;
+		ret = 0;
+		goto out;
 	}
 	if (!cli.source || !copts.mountpoint) {
 		afs_log(LOG_ERR, "missing %s (usage: aiodfs [options] SOURCE "
 			"MOUNTPOINT; -h for help)", cli.source ? "MOUNTPOINT" : "SOURCE");
-		return 1;
+		goto out;
 	}
 	if (cli.workers == 0) {
 		afs_log(LOG_ERR, "workers=0: at least one worker is needed");
-		return 1;
+		goto out;
 	}
 	if (cli.workers != (unsigned)-1)
 		afs.opt.workers = cli.workers;
 	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
 		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
 			cli.cache);
-		return 1;
+		goto out;
 	}
 	timeout = afs.opt.cache == AFS_CACHE_NEVER ? 0.0
 		  : afs.opt.cache == AFS_CACHE_ALWAYS ? 86400.0 : 1.0;
@@ -460,7 +461,7 @@ int main(int argc, char **argv)
 	afs.opt.debug = copts.debug;
 
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)
-		return 1;
+		goto out;
 	afs.opt.source = src;
 	afs.mountpoint = mnt;
 	/* The kernel is told max_read at mount time, and init() again. */
@@ -470,13 +471,13 @@ int main(int argc, char **argv)
 	if (!fsname || fuse_opt_insert_arg(&args, 1, fsname) < 0 ||
 	    fuse_opt_insert_arg(&args, 1, "-osubtype=aiodfs") < 0 ||
 	    fuse_opt_insert_arg(&args, 1, max_read) < 0)
-		return 1;
+		goto out;
 	conn_opts = fuse_parse_conn_info_opts(&args);
 	if (!conn_opts)
-		return 1;
+		goto out;
 	afs.se = fuse_session_new(&args, &afs_ops, sizeof(afs_ops), conn_opts);
 	if (!afs.se)
-		return 1; /* libfuse said why, in one line */
+		goto out; /* libfuse said why, in one line */
 
 	afs.root_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (afs.root_fd < 0) {
@@ -535,6 +536,7 @@ out_report:
 	report(pipe_fd, 1);
 out_session:
 	fuse_session_destroy(afs.se);
+out:
 	fuse_opt_free_args(&args);
 	free(conn_opts);
 	free(copts.mountpoint);

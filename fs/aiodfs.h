@@ -108,6 +108,10 @@ void afs_close_async(int fd);
 /* ops.c */
 void afs_file_put(struct afs_file *f);
 extern const struct fuse_lowlevel_ops afs_ops;
+/* Parked lock waits: ms until one is due (-1: none), run those due, end all. */
+int afs_ops_timeout(void);
+void afs_ops_tick(void);
+void afs_ops_shutdown(void);
 
 /* loop.c */
 int afs_loop_run(void);

@@ -7,6 +7,9 @@
  *   the pool fd           finished aiod requests: their callbacks reply
  *   a signalfd            SIGINT, SIGTERM, SIGHUP: leave the loop
  *
+ * and a timeout: lock waits parked in the daemon (ops.c) try again when
+ * they are due.
+ *
  * Nothing here blocks on the source: the session fd is non-blocking, and
  * every syscall on the source runs in a worker.
  *
@@ -230,8 +233,9 @@ int afs_loop_run(void)
 
 	while (!err && !fuse_session_exited(afs.se)) {
 		struct epoll_event evs[4];
-		int n = epoll_wait(epfd, evs, 4, -1);
+		int n = epoll_wait(epfd, evs, 4, afs_ops_timeout());
 
+		afs_ops_tick();
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {

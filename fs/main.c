@@ -526,8 +526,10 @@ int main(int argc, char **argv)
 		ret = 0;
 out_unmount:
 	/* Requests still out complete (and reply) while still mounted. */
+	afs_ops_shutdown();
 	aiod_pool_free(afs.pool);
 	afs.pool = NULL;
+	afs_ops_shutdown(); /* a try the pool's end answered */
 	fuse_session_unmount(afs.se);
 out_pool:
 	if (afs.pool)

@@ -60,6 +60,12 @@ struct op {
 	struct fuse_file_info fi;   /* create, open */
 	struct afs_inode *made;     /* an entry's inode, once known */
 	struct statx stx;           /* an entry's identity */
+	int lock;                   /* flock: where a wait stands, LK_* */
+	bool interrupted;           /* flock: the caller gave up */
+	int lock_op;                /* flock: LOCK_SH or LOCK_EX */
+	unsigned park_ms;           /* flock: parked, tries every park_ms */
+	int64_t park_due;           /* flock: parked, next try (ms) */
+	struct op *park_next;       /* flock: on the parked list */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
 };
@@ -1094,13 +1100,146 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 	op_submit(op, lseek_done);
 }
 
-/* ^C on a process waiting for a lock: end the worker's wait. */
+/*
+ * Blocking lock waits.  A flock that must wait does so in a worker (the
+ * loop never waits), but never in all of them: at most workers - 1 wait
+ * at once, so one worker is always free for everything else, the
+ * holder's LOCK_UN among it.  A wait beyond that bound is parked in the
+ * daemon and tries LOCK_NB from time to time, every 5 ms at first and
+ * less often the longer it waits (up to every 200 ms); it takes a
+ * worker's blocking wait as soon as one is free.  ^C (FUSE_INTERRUPT)
+ * ends a wait wherever it stands: a worker's with a signal, a parked one
+ * at once, a try in flight when it returns.
+ */
+enum { LK_NONE, LK_WAIT, LK_TRY, LK_PARKED };
+
+#define PARK_MS_MIN 5
+#define PARK_MS_MAX 200
+
+static struct op *parked;       /* parked waits, in no particular order */
+static unsigned lock_waits;     /* blocking waits on workers */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void lock_submit(struct op *op);
+
+static void park(struct op *op)
+{
+	op->lock = LK_PARKED;
+	op->park_ms = op->park_ms ? op->park_ms * 2 : PARK_MS_MIN;
+	if (op->park_ms > PARK_MS_MAX)
+		op->park_ms = PARK_MS_MAX;
+	op->park_due = now_ms() + op->park_ms;
+	op->park_next = parked;
+	parked = op;
+}
+
+static void unpark(struct op *op)
+{
+	struct op **pp = &parked;
+
+	while (*pp != op)
+		pp = &(*pp)->park_next;
+	*pp = op->park_next;
+	op->lock = LK_NONE;
+}
+
+static void flock_done(struct op *op)
+{
+	int64_t res = op->req.result;
+
+	if (op->lock == LK_WAIT)
+		lock_waits--;
+	if (op->lock == LK_TRY && res == -EWOULDBLOCK) {
+		if (op->interrupted)
+			reply_err(op, EINTR);
+		else
+			park(op);
+		return;
+	}
+	op->lock = LK_NONE;
+	reply_status(op);
+}
+
+/* A blocking wait on a worker if the bound allows, else a LOCK_NB try. */
+static void lock_submit(struct op *op)
+{
+	bool wait = lock_waits + 1 < afs.opt.workers;
+
+	aiod_prep_flock(&op->req, op->file[0]->fd,
+			op->lock_op | (wait ? 0 : LOCK_NB));
+	op->lock = wait ? LK_WAIT : LK_TRY;
+	if (wait)
+		lock_waits++;
+	if (!op_submit(op, flock_done) && wait)
+		lock_waits--;
+}
+
+/* ^C on a process waiting for a lock: end its wait. */
 static void interrupted(fuse_req_t freq, void *data)
 {
 	struct op *op = data;
 
 	(void)freq;
-	aiod_cancel(afs.pool, &op->req);
+	op->interrupted = true;
+	if (op->lock == LK_WAIT)
+		aiod_cancel(afs.pool, &op->req);
+	else if (op->lock == LK_PARKED) {
+		unpark(op);
+		reply_err(op, EINTR);
+	}
+}
+
+int afs_ops_timeout(void)
+{
+	int64_t now, due = INT64_MAX;
+
+	if (!parked)
+		return -1;
+	for (struct op *op = parked; op; op = op->park_next)
+		if (op->park_due < due)
+			due = op->park_due;
+	now = now_ms();
+	return due <= now ? 0 : (int)(due - now);
+}
+
+void afs_ops_tick(void)
+{
+	int64_t now;
+	struct op *due = NULL, *op, *next;
+
+	if (!parked)
+		return;
+	now = now_ms();
+	for (op = parked; op; op = next) {
+		next = op->park_next;
+		if (op->park_due <= now) {
+			unpark(op);
+			op->park_next = due;
+			due = op;
+		}
+	}
+	for (op = due; op; op = next) {
+		next = op->park_next;
+		lock_submit(op);
+	}
+}
+
+/* The session ends: parked waits end with EINTR. */
+void afs_ops_shutdown(void)
+{
+	while (parked) {
+		struct op *op = parked;
+
+		unpark(op);
+		reply_err(op, EINTR);
+	}
 }
 
 static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
@@ -1111,10 +1250,20 @@ static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
 	(void)ino;
 	if (!op)
 		return;
-	aiod_prep_flock(&op->req, -1, operation);
 	op_file(op, 0, fi);
-	if (op_submit(op, reply_status) && !(operation & (LOCK_NB | LOCK_UN)))
-		fuse_req_interrupt_func(freq, interrupted, op);
+	if (operation & (LOCK_NB | LOCK_UN)) {
+		aiod_prep_flock(&op->req, -1, operation);
+		op->req.fd[0] = op->file[0]->fd;
+		op_submit(op, reply_status);
+		return;
+	}
+	op->lock_op = operation;
+	fuse_req_interrupt_func(freq, interrupted, op);
+	if (op->interrupted) {
+		reply_err(op, EINTR);
+		return;
+	}
+	lock_submit(op);
 }
 
 /* ---- directories ---------------------------------------------------------- */

@@ -21,19 +21,18 @@
 #   allow_other,default_permissions   the kernel checks permissions
 #   allow_other                       the daemon checks them: each worker
 #                                     acts with the caller's credentials
-#   allow_other,default_permissions,writeback,cache=always,workers=2
+#   allow_other,default_permissions,writeback,cache=always,workers=1
 #   allow_other,default_permissions,cache=never,workers=2
 # Under writeback the kernel keeps dirty pages the source has not seen
 # and sends SEEK_DATA/SEEK_HOLE without writing them back; aiodfs then
 # declines lseek (ENOSYS) and the kernel answers from its own size, as
 # if the whole file were data.  POSIX allows that, a local disk does
 # better, so sparse_seek is left out of that set (-x sparse_seek).
-# The writeback set has two workers, not one: a blocking lock wait holds
-# its worker, and with one the holder's unlock would queue behind it
-# (bounding the workers held in waits is issue 6's).  No set runs the
-# tmpfile scenario: libfuse 3.14 has no tmpfile operation, so the kernel
-# answers O_TMPFILE on a FUSE mount with EOPNOTSUPP itself, as on any
-# filesystem without it.
+# The writeback set has one worker: a blocking lock wait must then not
+# take it, or the holder's unlock would queue behind the wait.  No set
+# runs the tmpfile scenario: libfuse 3.14 has no tmpfile operation, so
+# the kernel answers O_TMPFILE on a FUSE mount with EOPNOTSUPP itself,
+# as on any filesystem without it.
 # All have allow_other, so difftest.py runs its non-root scenarios
 # (--allow-other): without it the kernel refuses other users at the
 # mountpoint itself and those scenarios would test nothing.  Run by an
@@ -59,7 +58,7 @@ if [ "$(id -u)" = 0 ]; then
 	optsets=(
 		"allow_other,default_permissions -x tmpfile"
 		"allow_other -x tmpfile"
-		"allow_other,default_permissions,writeback,cache=always,workers=2 -x sparse_seek -x tmpfile"
+		"allow_other,default_permissions,writeback,cache=always,workers=1 -x sparse_seek -x tmpfile"
 		"allow_other,default_permissions,cache=never,workers=2 -x tmpfile"
 	)
 	other=--allow-other

@@ -3,7 +3,7 @@
 #
 # faults.sh - a mount that keeps serving when the source fails it.
 #
-#   faults.sh [full|hang|fds]...      (default: all three)
+#   faults.sh [full|hang|waits|fds]...      (default: all four)
 #
 #   full  The source is a 32 MiB ext4 image, loop-mounted.  Writes
 #         through the mount that fill it fail with ENOSPC (under
@@ -17,6 +17,11 @@
 #         worker: a second waiter then holds it, and requests are still
 #         answered by the other.  Released, the second waiter gets the
 #         lock.
+#   waits 50 callers wait through the mount for a flock held on the
+#         source, with 1 worker and with 4: at most all workers but one
+#         wait (the rest try now and then), so unrelated requests are
+#         answered; ^C ends 10 waits with EINTR; released, the other 40
+#         each get the lock in turn.
 #   fds   10,000 files held open at once through one mount all read
 #         back.  Then, with the daemon limited to 1,024 fds, a caller
 #         opens files until an open fails: it fails with EMFILE or
@@ -187,6 +192,83 @@ PY
 	unmount "$mnt"
 }
 
+# ---- many lock waits -------------------------------------------------------
+waits() {
+	local opts src=$T/src-waits mnt=$T/mnt-waits
+	mkdir -p "$src" "$mnt"
+	for opts in workers=1 workers=4; do
+		"$AIODFS" -o "$opts" "$src" "$mnt" || { fail "waits: mount -o $opts"; continue; }
+		python3 - "$src" "$mnt" <<'PY' && ok "waits -o $opts: 50 waiters, others served, ^C and release" || fail "waits -o $opts"
+import fcntl, os, signal, sys, time
+
+src, mnt = sys.argv[1:]
+with open(os.path.join(src, "locked"), "w") as f:
+    f.write("locked")
+with open(os.path.join(src, "other"), "w") as f:
+    f.write("other")
+
+def check(what, cond):
+    if not cond:
+        print("FAIL", what)
+        sys.exit(1)
+    print("ok  ", what)
+
+holder = os.open(os.path.join(src, "locked"), os.O_RDWR)
+fcntl.flock(holder, fcntl.LOCK_EX)
+
+def on_int(signum, frame):
+    raise InterruptedError
+
+waiters = {}
+for i in range(50):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        signal.signal(signal.SIGINT, on_int)
+        fd = os.open(os.path.join(mnt, "locked"), os.O_RDWR)
+        os.write(w, b"w")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(w, b"L")
+        except InterruptedError:
+            os.write(w, b"I")
+        os._exit(0)
+    os.close(w)
+    waiters[pid] = r
+for r in waiters.values():
+    os.read(r, 1)
+time.sleep(0.5)
+
+start = time.monotonic()
+for i in range(100):
+    os.stat(os.path.join(mnt, "other"))
+    with open(os.path.join(mnt, "other")) as f:
+        assert f.read() == "other"
+took = time.monotonic() - start
+check(f"50 waiting: 200 unrelated requests answered in {took:.2f} s", took < 10)
+
+pids = list(waiters)
+start = time.monotonic()
+for pid in pids[:10]:
+    os.kill(pid, signal.SIGINT)
+got = [os.read(waiters[pid], 1) for pid in pids[:10]]
+took = time.monotonic() - start
+check(f"^C on 10 waiters: all EINTR in {took:.2f} s", got == [b"I"] * 10 and took < 2)
+
+start = time.monotonic()
+fcntl.flock(holder, fcntl.LOCK_UN)
+got = [os.read(waiters[pid], 1) for pid in pids[10:]]
+took = time.monotonic() - start
+check(f"released on the source: the other 40 lock in turn, in {took:.2f} s",
+      got == [b"L"] * 40 and took < 30)
+for pid in pids:
+    os.waitpid(pid, 0)
+PY
+		unmount "$mnt"
+	done
+}
+
 # ---- file descriptor pressure ---------------------------------------------
 fds() {
 	local src=$T/src-fds mnt=$T/mnt-fds dpid
@@ -238,11 +320,11 @@ PY
 	unmount "$mnt"
 }
 
-parts=${*:-full hang fds}
+parts=${*:-full hang waits fds}
 for part in $parts; do
 	case $part in
-	full | hang | fds) echo "== $part"; $part ;;
-	*) echo "faults.sh: unknown part $part (full, hang, fds)" >&2; exit 2 ;;
+	full | hang | waits | fds) echo "== $part"; $part ;;
+	*) echo "faults.sh: unknown part $part (full, hang, waits, fds)" >&2; exit 2 ;;
 	esac
 done
 echo "faults: $failures failed"

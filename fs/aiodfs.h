@@ -38,6 +38,7 @@ struct afs_opts {
 	bool writeback;
 	bool direct_io;
 	bool inode_fds;             /* name inodes by fd even with handles */
+	bool posix_locks;           /* fcntl locks reach the source */
 	double attr_timeout;
 	double entry_timeout;
 	bool debug;
@@ -60,6 +61,7 @@ struct afs_inode {
 	mode_t type;                /* S_IFMT bits */
 	int fd;                     /* pinned O_PATH fd, or -1 */
 	struct aiod_fh fh;          /* handle_bytes 0 when fd is used */
+	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
 };
 
 /* A FUSE open file or directory: one canonical open file description. */
@@ -67,6 +69,7 @@ struct afs_file {
 	int fd;
 	unsigned refs;              /* the open itself, plus requests */
 	bool append;                /* fd is O_APPEND */
+	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
 };
 
 /* The daemon's state; one per process. */
@@ -112,6 +115,7 @@ extern const struct fuse_lowlevel_ops afs_ops;
 int afs_ops_timeout(void);
 void afs_ops_tick(void);
 void afs_ops_shutdown(void);
+void afs_lock_owners_free(struct afs_inode *in);
 
 /* loop.c */
 int afs_loop_run(void);

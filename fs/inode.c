@@ -166,6 +166,7 @@ int afs_inode_init_root(void)
 static void free_inode(struct afs_inode *in)
 {
 	unhash(in);
+	afs_lock_owners_free(in);
 	if (in->fd >= 0)
 		afs_close_async(in->fd);
 	free(in);

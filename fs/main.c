@@ -59,6 +59,7 @@ struct cli {
 	int writeback;
 	int direct_io;
 	int inode_fds;
+	int posix_locks;
 	double attr_timeout;
 	double entry_timeout;
 	unsigned max_read;
@@ -78,6 +79,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("no_writeback", writeback, 0),
 	CLI_OPT("direct_io", direct_io, 1),
 	CLI_OPT("inode_fds", inode_fds, 1),
+	CLI_OPT("posix_locks", posix_locks, 1),
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
@@ -116,7 +118,8 @@ static void usage(const char *prog)
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
 	       "    -o writeback           kernel write-back caching\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
-	       "    -o inode_fds           known inodes hold an fd, not a file handle\n\n",
+	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
+	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -458,6 +461,7 @@ int main(int argc, char **argv)
 	afs.opt.writeback = cli.writeback;
 	afs.opt.direct_io = cli.direct_io;
 	afs.opt.inode_fds = cli.inode_fds;
+	afs.opt.posix_locks = cli.posix_locks;
 	afs.opt.debug = copts.debug;
 
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)

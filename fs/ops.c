@@ -60,12 +60,14 @@ struct op {
 	struct fuse_file_info fi;   /* create, open */
 	struct afs_inode *made;     /* an entry's inode, once known */
 	struct statx stx;           /* an entry's identity */
-	int lock;                   /* flock: where a wait stands, LK_* */
-	bool interrupted;           /* flock: the caller gave up */
-	int lock_op;                /* flock: LOCK_SH or LOCK_EX */
-	unsigned park_ms;           /* flock: parked, tries every park_ms */
-	int64_t park_due;           /* flock: parked, next try (ms) */
-	struct op *park_next;       /* flock: on the parked list */
+	int lock;                   /* locks: where a wait stands, LK_* */
+	bool interrupted;           /* locks: the caller gave up */
+	int lock_op;                /* flock: LOCK_SH or LOCK_EX; 0: fcntl */
+	struct aiod_lock lk;        /* fcntl: the range */
+	uint64_t owner;             /* fcntl: the kernel's lock owner */
+	unsigned park_ms;           /* locks: parked, tries every park_ms */
+	int64_t park_due;           /* locks: parked, next try (ms) */
+	struct op *park_next;       /* locks: on the parked list */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
 };
@@ -815,6 +817,7 @@ static struct afs_file *file_new(int fd, int flags)
 		f->fd = fd;
 		f->refs = 1;
 		f->append = backing_flags(flags) & O_APPEND;
+		f->accmode = backing_flags(flags) & O_ACCMODE;
 	}
 	return f;
 }
@@ -985,6 +988,9 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	op_submit(op, write_done);
 }
 
+static void owner_closed(struct afs_inode *in, uint64_t owner);
+static void file_released(struct afs_inode *in, const struct afs_file *f);
+
 /*
  * flush comes with every close(2) of a descriptor.  The worker that runs
  * any request on the file closes its own copy of the fd afterwards,
@@ -995,9 +1001,10 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct op *op = op_new(freq, NULL, NULL);
 
-	(void)ino;
 	if (!op)
 		return;
+	if (afs.opt.posix_locks)
+		owner_closed(afs_inode_get(ino), fi->lock_owner);
 	aiod_prep_lseek(&op->req, -1, 0, SEEK_CUR);
 	op_file(op, 0, fi);
 	op_submit(op, reply_status);
@@ -1006,8 +1013,11 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 static void afs_release(fuse_req_t freq, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
-	(void)ino;
-	afs_file_put((struct afs_file *)(uintptr_t)fi->fh);
+	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
+
+	if (afs.opt.posix_locks)
+		file_released(afs_inode_get(ino), f);
+	afs_file_put(f);
 	fuse_reply_err(freq, 0);
 }
 
@@ -1101,11 +1111,12 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 }
 
 /*
- * Blocking lock waits.  A flock that must wait does so in a worker (the
+ * Blocking lock waits.  A flock or F_SETLKW that must wait does so in a
+ * worker (the
  * loop never waits), but never in all of them: at most workers - 1 wait
  * at once, so one worker is always free for everything else, the
  * holder's LOCK_UN among it.  A wait beyond that bound is parked in the
- * daemon and tries LOCK_NB from time to time, every 5 ms at first and
+ * daemon and tries without waiting from time to time, every 5 ms at first and
  * less often the longer it waits (up to every 200 ms); it takes a
  * worker's blocking wait as soon as one is free.  ^C (FUSE_INTERRUPT)
  * ends a wait wherever it stands: a worker's with a signal, a parked one
@@ -1167,13 +1178,20 @@ static void flock_done(struct op *op)
 	reply_status(op);
 }
 
-/* A blocking wait on a worker if the bound allows, else a LOCK_NB try. */
+/*
+ * A blocking wait on a worker if the bound allows, else a try that does
+ * not wait: flock(LOCK_NB), or F_OFD_SETLK on the owner's description.
+ */
 static void lock_submit(struct op *op)
 {
 	bool wait = lock_waits + 1 < afs.opt.workers;
 
-	aiod_prep_flock(&op->req, op->file[0]->fd,
-			op->lock_op | (wait ? 0 : LOCK_NB));
+	if (op->lock_op)
+		aiod_prep_flock(&op->req, op->file[0]->fd,
+				op->lock_op | (wait ? 0 : LOCK_NB));
+	else
+		aiod_prep_lock(&op->req, op->file[1]->fd,
+			       wait ? F_OFD_SETLKW : F_OFD_SETLK, &op->lk);
 	op->lock = wait ? LK_WAIT : LK_TRY;
 	if (wait)
 		lock_waits++;
@@ -1229,6 +1247,189 @@ void afs_ops_tick(void)
 		next = op->park_next;
 		lock_submit(op);
 	}
+}
+
+/*
+ * POSIX record locks (-o posix_locks).  Without the option the kernel
+ * keeps fcntl locks itself, inside the mount.  With it they reach the
+ * source as OFD locks, never as classic POSIX locks: those belong to a
+ * process, and a worker's would be dropped by any close in it.  Each
+ * lock owner the kernel names (a process for F_SETLK, an open file for
+ * F_OFD_SETLK) gets, per inode, an open file description of its own,
+ * opened on its first lock there with the access mode of the file it
+ * locks through; its locks are that description's.  Closing it drops
+ * them on the source, and it is closed when POSIX says the owner's locks
+ * go: at the owner's close of any fd on the file (FLUSH with its
+ * lock_owner), and, for an open file's own OFD locks, when that file is
+ * released.  A conflicting lock reported by F_GETLK carries no pid (OFD
+ * locks have none).
+ */
+struct afs_lock_owner {
+	struct afs_lock_owner *next;
+	uint64_t owner;
+	const struct afs_file *via; /* the file of its first lock */
+	struct afs_file *ofd;       /* its open file description */
+};
+
+static struct afs_lock_owner **owner_find(struct afs_inode *in, uint64_t owner)
+{
+	struct afs_lock_owner **pp = &in->owners;
+
+	while (*pp && (*pp)->owner != owner)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void owner_drop(struct afs_lock_owner **pp)
+{
+	struct afs_lock_owner *o = *pp;
+
+	*pp = o->next;
+	afs_file_put(o->ofd);
+	free(o);
+}
+
+void afs_lock_owners_free(struct afs_inode *in)
+{
+	while (in->owners)
+		owner_drop(&in->owners);
+}
+
+/* FLUSH: the owner closed an fd on the file, which ends its locks. */
+static void owner_closed(struct afs_inode *in, uint64_t owner)
+{
+	struct afs_lock_owner **pp = owner_find(in, owner);
+
+	if (*pp)
+		owner_drop(pp);
+}
+
+/* RELEASE of f: the OFD locks taken through it end with it. */
+static void file_released(struct afs_inode *in, const struct afs_file *f)
+{
+	struct afs_lock_owner **pp = &in->owners;
+
+	while (*pp) {
+		if ((*pp)->via == f)
+			owner_drop(pp);
+		else
+			pp = &(*pp)->next;
+	}
+}
+
+static void lock_run(struct op *op);
+static void getlk_done(struct op *op);
+
+/* The owner's description is open (op->req.ret_fd): keep it, then run. */
+static void owner_opened(struct op *op)
+{
+	struct afs_lock_owner **pp, *o;
+	struct afs_file *ofd;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	pp = owner_find(op->in[0], op->owner);
+	if (*pp) {
+		/* Another request of this owner opened one first. */
+		afs_close_async(op->req.ret_fd);
+	} else {
+		o = malloc(sizeof(*o));
+		ofd = o ? file_new(op->req.ret_fd, op->file[0]->accmode) : NULL;
+		if (!ofd) {
+			free(o);
+			afs_close_async(op->req.ret_fd);
+			reply_err(op, ENOLCK);
+			return;
+		}
+		o->owner = op->owner;
+		o->via = op->file[0];
+		o->ofd = ofd;
+		o->next = NULL;
+		*pp = o;
+	}
+	lock_run(op);
+}
+
+/* Hold the owner's description in op->file[1], then run the lock. */
+static void lock_run(struct op *op)
+{
+	struct afs_lock_owner *o = *owner_find(op->in[0], op->owner);
+
+	if (!o) {
+		if (op->lk.type == F_UNLCK && op->stage != F_OFD_GETLK) {
+			reply_err(op, 0); /* it holds nothing here */
+			return;
+		}
+		aiod_prep_open(&op->req, -1, NULL, op->file[0]->accmode, 0, 0);
+		afs_inode_set_obj(&op->req, 0, op->in[0]);
+		op->as_daemon = true; /* the file is open already: no new check */
+		op_submit(op, owner_opened);
+		return;
+	}
+	o->ofd->refs++;
+	op->file[1] = o->ofd;
+	if (op->stage == F_OFD_SETLKW) {
+		fuse_req_interrupt_func(op->freq, interrupted, op);
+		if (op->interrupted) {
+			reply_err(op, EINTR);
+			return;
+		}
+		lock_submit(op);
+		return;
+	}
+	aiod_prep_lock(&op->req, o->ofd->fd, op->stage, &op->lk);
+	op_submit(op, op->stage == F_OFD_GETLK ? getlk_done : reply_status);
+}
+
+static void getlk_done(struct op *op)
+{
+	struct flock fl = { 0 };
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	fl.l_type = op->req.lk.type;
+	fl.l_whence = op->req.lk.whence;
+	fl.l_start = op->req.lk.start;
+	fl.l_len = op->req.lk.len;
+	fl.l_pid = 0;
+	fuse_reply_lock(op->freq, &fl);
+	op_free(op);
+}
+
+/* getlk and setlk: stage is the fcntl command for the owner's fd. */
+static void fcntl_lock(fuse_req_t freq, fuse_ino_t ino,
+		       struct fuse_file_info *fi, struct flock *lock, int cmd)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	op_obj(op, 0, ino);
+	op_file(op, 0, fi);
+	op->owner = fi->lock_owner;
+	op->stage = cmd;
+	op->lk.type = (int16_t)lock->l_type;
+	op->lk.whence = (int16_t)lock->l_whence;
+	op->lk.start = lock->l_start;
+	op->lk.len = lock->l_len;
+	lock_run(op);
+}
+
+static void afs_getlk(fuse_req_t freq, fuse_ino_t ino,
+		      struct fuse_file_info *fi, struct flock *lock)
+{
+	fcntl_lock(freq, ino, fi, lock, F_OFD_GETLK);
+}
+
+static void afs_setlk(fuse_req_t freq, fuse_ino_t ino,
+		      struct fuse_file_info *fi, struct flock *lock, int sleep)
+{
+	fcntl_lock(freq, ino, fi, lock,
+		   sleep && lock->l_type != F_UNLCK ? F_OFD_SETLKW : F_OFD_SETLK);
 }
 
 /* The session ends: parked waits end with EINTR. */
@@ -1562,6 +1763,10 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (afs.opt.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (afs.opt.posix_locks && (conn->capable & FUSE_CAP_POSIX_LOCKS))
+		conn->want |= FUSE_CAP_POSIX_LOCKS;
+	else
+		conn->want &= ~FUSE_CAP_POSIX_LOCKS;
 	if (copts)
 		fuse_apply_conn_info_opts(copts, conn);
 	/* Data must arrive in arena buffers, not through pipes. */
@@ -1607,4 +1812,6 @@ const struct fuse_lowlevel_ops afs_ops = {
 	.copy_file_range = afs_copy_file_range,
 	.lseek = afs_lseek,
 	.flock = afs_flock,
+	.getlk = afs_getlk,
+	.setlk = afs_setlk,
 };

@@ -27,7 +27,8 @@ gone() { for p in "$@"; do [ -d "/proc/$p" ] && return 1; done; return 0; }
 not_mounted() { ! mounted "$1"; }
 
 # ---- bad input: one line on stderr, non-zero exit, nothing mounted ----
-nmounts() { grep -c " fuse.aiodfs " /proc/mounts; }
+# Mounts under our scratch directory (other mounts on the machine may come and go).
+nmounts() { awk -v t="$T/" 'index($2, t) == 1' /proc/mounts | wc -l; }
 # In a mount namespace of its own whose /dev has no fuse device.
 nofuse() {
 	unshare -m --propagation private sh -c \

@@ -34,7 +34,8 @@ load never does) and is also counted on its own.  A worker gives up
 after MAX_FAILURES failures or at the first ENOTCONN, since after that
 every call fails the same way.  With --chaos (the mount's workers are
 being killed), EIO is an outcome too: a request that may not run twice
-failed with its worker, and the operation may or may not have happened.
+failed with its worker, and the operation may or may not have happened
+(a write the kernel split may come back short for the same reason).
 
 Data races make the content of the shared files unknowable, so each
 worker also keeps one private file, pK/private, that no one else names.
@@ -322,6 +323,10 @@ class Worker:
         n = self.fdcall(os.write, fd, buf) if off is None else \
             self.fdcall(os.pwrite, fd, buf, off)
         if n != len(buf):
+            if self.args.chaos:
+                # The kernel split the write and a later part failed
+                # with its worker: POSIX reports what was written.
+                raise FdError(OSError(errno.EIO, "short write"))
             raise Failed(f"short write: {n} of {len(buf)} bytes at {off}")
 
     def keep_or_close(self, fd):

@@ -70,18 +70,22 @@ workers() { cat "/proc/$pid/task/$pid/children" 2>/dev/null; }
 nworkers() { [ "$(workers | wc -w)" = "$1" ]; }
 
 # run_fsx NAME ARGS...: fsx on $T/mnt/NAME with a seed derived from ours.
+# Run in the background, the subshell becomes fsx, so $! is fsx's pid.
 run_fsx() {
 	local name=$1 s
 	s=$((seed + $(cksum <<<"$name" | cut -d' ' -f1) % 100000))
 	shift
-	"$FSX" -S "$s" "$@" "$T/mnt/$name" >"$T/$name.log" 2>&1
+	exec "$FSX" -S "$s" "$@" "$T/mnt/$name" >"$T/$name.log" 2>&1
 }
 
 # passed NAME: the operations an fsx that passed reports.
 passed() { sed -n 's/^fsx: passed: \([0-9]*\) operations.*/\1/p' "$T/$1.log"; }
 
-# show NAME: the tail of an fsx log (its summary, or the failure report).
-show() { sed 's/^/     /' "$T/$1.log" | tail -n "${2:-4}"; }
+# show NAME [N]: the failure lines of a log and its last N lines.
+show() {
+	grep -h '^FAIL' "$T/$1.log" | head -n 20 | sed 's/^/     /'
+	sed 's/^/     /' "$T/$1.log" | tail -n "${2:-4}"
+}
 
 # fsx_on "OPTS|FSX ARGS"...: one fsx on a fresh mount per pair.
 fsx_on() {
@@ -90,7 +94,7 @@ fsx_on() {
 		args=${opts#*|} opts=${opts%|*}
 		mount_fg "$opts" || continue
 		# $args is split into words on purpose.
-		if run_fsx fsx-one $args; then
+		if (run_fsx fsx-one $args); then
 			ok "fsx $args on -o $opts"
 		else
 			fail "fsx $args on -o $opts"

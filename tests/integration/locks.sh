@@ -1,0 +1,197 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# locks.sh - locks through the mount mean what they mean on the source.
+#
+#   locks.sh
+#
+# flock: a holder through the mount excludes a holder on the source and
+# the other way round.  fcntl locks, with -o posix_locks: two processes
+# through the mount and one on the source exclude each other (classic
+# F_SETLK and F_OFD_SETLK alike); F_GETLK through the mount sees a lock
+# held on the source; a process's close of an fd on another file, or
+# another process's close, leaves a lock alone, while the holder's close
+# of any fd on the file ends it; F_SETLKW waits until the holder lets
+# go, and ^C ends the wait with EINTR.  Without the option, fcntl locks
+# stay inside the mount: the source does not see them.  The posix_locks
+# mount has one worker, so waits there are the parked kind (ops.c).
+#
+# Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
+# every check passed, 1 if any failed, 77 (skip) without /dev/fuse.
+set -u
+. "$(dirname "$0")/../lib.sh" locks
+
+for opts in posix_locks default; do
+	src=$T/src-$opts mnt=$T/mnt-$opts
+	mkdir -p "$src" "$mnt"
+	o=cache=never
+	[ $opts = posix_locks ] && o=$o,posix_locks,workers=1
+	"$AIODFS" -o "$o" "$src" "$mnt" || { fail "mount -o $o"; continue; }
+	echo "== -o $o"
+	python3 - "$src" "$mnt" "$opts" <<'PY' || fail "locks -o $o"
+import errno, fcntl, os, signal, struct, sys, time
+
+src, mnt, mode = sys.argv[1:]
+posix = mode == "posix_locks"
+for name in ("f", "g"):
+    with open(os.path.join(src, name), "wb") as f:
+        f.write(b"x" * 100)
+failed = 0
+
+def check(what, cond):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+def child(fn):
+    """Run fn in a child; returns (pid, a file whose lines it writes)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        out = os.fdopen(w, "w", buffering=1)
+        try:
+            fn(out)
+        except Exception as e:
+            out.write(f"exception {e!r}\n")
+        os._exit(0)
+    os.close(w)
+    return pid, os.fdopen(r)
+
+def ask(fn):
+    """fn's one-line answer, from a child process."""
+    pid, f = child(lambda out: out.write(fn() + "\n"))
+    line = f.readline().strip()
+    os.waitpid(pid, 0)
+    return line
+
+def try_flock(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return "locked"
+    except BlockingIOError:
+        return "EWOULDBLOCK"
+
+def try_posix(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+        return "locked"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+OFD_SETLK, OFD_GETLK = 37, 36
+
+def try_ofd(path):
+    fd = os.open(path, os.O_RDWR)
+    lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 10, 0)
+    try:
+        fcntl.fcntl(fd, OFD_SETLK, lk)
+        return "locked"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+def getlk(path):
+    fd = os.open(path, os.O_RDWR)
+    lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 10, 0)
+    typ = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, lk))[0]
+    return {fcntl.F_UNLCK: "F_UNLCK", fcntl.F_WRLCK: "F_WRLCK", fcntl.F_RDLCK: "F_RDLCK"}[typ]
+
+m, s = os.path.join(mnt, "f"), os.path.join(src, "f")
+
+# flock, both ways.
+fd = os.open(m, os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+check("flock held through the mount excludes flock on the source",
+      ask(lambda: try_flock(s)) == "EWOULDBLOCK")
+os.close(fd)
+check("closed, the source may flock", ask(lambda: try_flock(s)) == "locked")
+fd = os.open(s, os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+check("flock held on the source excludes flock through the mount",
+      ask(lambda: try_flock(m)) == "EWOULDBLOCK")
+os.close(fd)
+
+if not posix:
+    fd = os.open(m, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+    check("without posix_locks, a lock through the mount stays inside it",
+          ask(lambda: try_posix(s)) == "locked")
+    check("... and excludes another process through the mount",
+          ask(lambda: try_posix(m)) == "EAGAIN")
+    os.close(fd)
+    sys.exit(1 if failed else 0)
+
+# fcntl locks, with posix_locks.  Process A (this one) holds [0, 10).
+fd = os.open(m, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+check("F_SETLK through the mount excludes F_SETLK on the source",
+      ask(lambda: try_posix(s)) == "EAGAIN")
+check("... and F_OFD_SETLK on the source", ask(lambda: try_ofd(s)) == "EAGAIN")
+check("... and another process through the mount", ask(lambda: try_posix(m)) == "EAGAIN")
+check("... and an OFD lock through the mount", ask(lambda: try_ofd(m)) == "EAGAIN")
+check("F_GETLK through the mount sees it", ask(lambda: getlk(m)) == "F_WRLCK")
+other = os.open(os.path.join(mnt, "g"), os.O_RDWR)
+os.close(other)
+check("closing an fd on another file leaves the lock",
+      ask(lambda: try_posix(s)) == "EAGAIN")
+check("another process's open and close leave the lock",
+      ask(lambda: (os.close(os.open(m, os.O_RDONLY)), try_posix(s))[1]) == "EAGAIN")
+fd2 = os.open(m, os.O_RDONLY)
+os.close(fd2)
+check("the holder's close of another fd on the file ends its lock (POSIX)",
+      ask(lambda: try_posix(s)) == "locked")
+os.close(fd)
+
+# A lock held on the source, seen and waited for through the mount.
+sfd = os.open(s, os.O_RDWR)
+fcntl.lockf(sfd, fcntl.LOCK_EX, 10, 0)
+check("F_GETLK through the mount sees a lock held on the source",
+      ask(lambda: getlk(m)) == "F_WRLCK")
+
+def waiter(out):
+    def on_int(signum, frame):
+        raise InterruptedError
+    signal.signal(signal.SIGINT, on_int)
+    wfd = os.open(m, os.O_RDWR)
+    out.write("waiting\n")
+    try:
+        fcntl.lockf(wfd, fcntl.LOCK_EX, 10, 0)
+        out.write("locked\n")
+    except InterruptedError:
+        out.write("EINTR\n")
+
+pid, f = child(waiter)
+f.readline()
+time.sleep(0.3)
+start = time.monotonic()
+os.kill(pid, signal.SIGINT)
+line = f.readline().strip()
+check(f"^C on F_SETLKW through the mount: {line} in {time.monotonic() - start:.2f} s",
+      line == "EINTR" and time.monotonic() - start < 1)
+os.waitpid(pid, 0)
+pid, f = child(waiter)
+f.readline()
+time.sleep(0.3)
+fcntl.lockf(sfd, fcntl.LOCK_UN, 10, 0)
+line = f.readline().strip()
+check(f"F_SETLKW through the mount waits for the source's holder: {line}", line == "locked")
+os.waitpid(pid, 0)
+os.close(sfd)
+
+# OFD locks through the mount: the open file's, until its release.
+fd = os.open(m, os.O_RDWR)
+fcntl.fcntl(fd, OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 10, 0))
+check("F_OFD_SETLK through the mount excludes the source", ask(lambda: try_posix(s)) == "EAGAIN")
+os.close(os.open(m, os.O_RDONLY))
+check("... and survives this process's close of another fd", ask(lambda: try_posix(s)) == "EAGAIN")
+os.close(fd)
+time.sleep(0.2)  # the release follows the close
+check("... and ends with its file", ask(lambda: try_posix(s)) == "locked")
+sys.exit(1 if failed else 0)
+PY
+	unmount "$mnt"
+done
+echo "locks: $failures failed"
+[ "$failures" = 0 ]

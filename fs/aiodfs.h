@@ -39,6 +39,7 @@ struct afs_opts {
 	bool direct_io;
 	bool inode_fds;             /* name inodes by fd even with handles */
 	bool posix_locks;           /* fcntl locks reach the source */
+	bool default_permissions;   /* the kernel checks permissions too */
 	double attr_timeout;
 	double entry_timeout;
 	bool debug;

@@ -462,6 +462,7 @@ int main(int argc, char **argv)
 	afs.opt.direct_io = cli.direct_io;
 	afs.opt.inode_fds = cli.inode_fds;
 	afs.opt.posix_locks = cli.posix_locks;
+	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)

@@ -1763,6 +1763,13 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (afs.opt.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	/*
+	 * The kernel's own checks must see the source's ACLs; asking for
+	 * them also turns those checks on, so only with
+	 * default_permissions.
+	 */
+	if (afs.opt.default_permissions && (conn->capable & FUSE_CAP_POSIX_ACL))
+		conn->want |= FUSE_CAP_POSIX_ACL;
 	if (afs.opt.posix_locks && (conn->capable & FUSE_CAP_POSIX_LOCKS))
 		conn->want |= FUSE_CAP_POSIX_LOCKS;
 	else

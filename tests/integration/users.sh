@@ -1,0 +1,112 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# users.sh - a mount shared by users: the source decides, as the caller.
+#
+#   users.sh
+#
+# Creates (if missing) group aiodtg and users aiodt1 (in aiodtg as a
+# supplementary group) and aiodt2, mounts as root with allow_other, and
+# without and with default_permissions checks, for each user through
+# the mount, that: a root 0600 file cannot be read; a file in a root
+# 0755 directory cannot be deleted; a 0640 root:aiodtg file is readable
+# through the supplementary group only; an ACL on the source that grants
+# aiodt2 read access to a 0600 file is honoured, and one that denies
+# aiodt1 a 0644 file is too; a file created in a 1777 directory belongs
+# to its creator in the source, with the caller's umask applied, and
+# another user cannot delete it from the sticky directory.  (Escapes
+# from the source are behind.sh's.)  Needs useradd, groupadd, setfacl.
+#
+# Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
+# every check passed, 1 if any failed, 77 (skip) without /dev/fuse or
+# when not run as root.
+set -u
+[ "$(id -u)" = 0 ] || { echo "users.sh: needs root; skipping"; exit 77; }
+. "$(dirname "$0")/../lib.sh" users
+
+getent group aiodtg >/dev/null || groupadd aiodtg || exit 1
+id aiodt1 >/dev/null 2>&1 || useradd -M -N -g nogroup -G aiodtg -s /usr/sbin/nologin aiodt1 || exit 1
+id aiodt2 >/dev/null 2>&1 || useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt2 || exit 1
+
+for opts in allow_other allow_other,default_permissions; do
+	src=$T/src-$opts mnt=$T/mnt-$opts
+	mkdir -p "$src" "$mnt"
+	(
+		cd "$src" || exit 1
+		echo secret >secret && chmod 600 secret
+		mkdir rootdir && echo z >rootdir/z
+		echo group >group && chgrp aiodtg group && chmod 640 group
+		echo granted >granted && chmod 600 granted && setfacl -m u:aiodt2:r granted
+		echo denied >denied && chmod 644 denied && setfacl -m u:aiodt1:- denied
+		mkdir tmp && chmod 1777 tmp
+	) || { fail "setting up the source"; continue; }
+	"$AIODFS" -o "$opts" "$src" "$mnt" || { fail "mount -o $opts"; continue; }
+	echo "== -o $opts"
+	python3 - "$src" "$mnt" <<'PY' || fail "users -o $opts"
+import errno, grp, os, pwd, sys
+
+src, mnt = sys.argv[1:]
+failed = 0
+
+def check(what, cond):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+def as_user(name, fn):
+    """fn() run by user name with its groups; its result or errno name."""
+    pw = pwd.getpwnam(name)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgroups(os.getgrouplist(name, pw.pw_gid))
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+        os.umask(0o027)
+        try:
+            res = str(fn())
+        except OSError as e:
+            res = errno.errorcode[e.errno]
+        os.write(w, res.encode())
+        os._exit(0)
+    os.close(w)
+    out = os.read(r, 4096).decode()
+    os.waitpid(pid, 0)
+    return out
+
+def read(path):
+    with open(os.path.join(mnt, path)) as f:
+        return f.read().strip()
+
+def create(path):
+    fd = os.open(os.path.join(mnt, path), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o666)
+    os.close(fd)
+    return "created"
+
+for user in ("aiodt1", "aiodt2"):
+    check(f"{user} cannot read a root 0600 file", as_user(user, lambda: read("secret")) == "EACCES")
+    check(f"{user} cannot delete from a root 0755 directory",
+          as_user(user, lambda: os.unlink(os.path.join(mnt, "rootdir/z"))) == "EACCES")
+check("aiodt1 reads a 0640 file of its supplementary group",
+      as_user("aiodt1", lambda: read("group")) == "group")
+check("aiodt2, not in the group, cannot", as_user("aiodt2", lambda: read("group")) == "EACCES")
+check("an ACL grants aiodt2 a root 0600 file", as_user("aiodt2", lambda: read("granted")) == "granted")
+check("... not aiodt1", as_user("aiodt1", lambda: read("granted")) == "EACCES")
+check("an ACL denies aiodt1 a 0644 file", as_user("aiodt1", lambda: read("denied")) == "EACCES")
+check("... not aiodt2", as_user("aiodt2", lambda: read("denied")) == "denied")
+
+check("aiodt1 creates in a 1777 directory", as_user("aiodt1", lambda: create("tmp/mine")) == "created")
+st = os.stat(os.path.join(src, "tmp/mine"))
+check(f"owned by aiodt1:nogroup in the source, mode 0640 after umask 027 "
+      f"(got {pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name} {st.st_mode & 0o7777:o})",
+      st.st_uid == pwd.getpwnam("aiodt1").pw_uid and st.st_gid == grp.getgrnam("nogroup").gr_gid
+      and st.st_mode & 0o7777 == 0o640)
+check("aiodt2 cannot delete it from the sticky directory",
+      as_user("aiodt2", lambda: os.unlink(os.path.join(mnt, "tmp/mine"))) == "EPERM")
+sys.exit(1 if failed else 0)
+PY
+	unmount "$mnt"
+done
+echo "users: $failures failed"
+[ "$failures" = 0 ]

@@ -54,7 +54,9 @@
  * TRUST
  *
  * The worker trusts its client: it runs what it is asked, with the
- * credentials it is given, within what its own privileges allow.  It
+ * credentials it is given, within what its own privileges allow.  Of
+ * those it keeps only what file operations on behalf of any caller need
+ * (see drop_privileges()), and can gain none through exec.  It
  * still checks every offset and length against the arena's bounds, so a
  * client bug shows as -EINVAL rather than a wild write.  The client, for
  * its part, keeps its allocator's bookkeeping outside the arena.
@@ -66,6 +68,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -76,6 +79,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -86,6 +90,51 @@
 static char *arena;
 static size_t arena_size;
 static bool trace;
+
+/*
+ * The capabilities a worker keeps, where it has them (a root client's):
+ * those a file operation may need to act as any caller, root included
+ * (permission overrides, ownership, set-id bits, devices, immutable
+ * files, trusted xattrs and quotas, open by handle, leases) and those
+ * that switch identity.  Everything else (network, modules, ptrace, raw
+ * I/O, signals to others, clocks...) goes from the permitted, effective
+ * and bounding sets, and no_new_privs keeps an exec from bringing any
+ * back.
+ */
+static const int kept_caps[] = {
+	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
+	CAP_FSETID, CAP_SETGID, CAP_SETUID, CAP_LINUX_IMMUTABLE, CAP_MKNOD,
+	CAP_LEASE, CAP_SYS_ADMIN, CAP_SYS_RESOURCE,
+};
+
+static int drop_privileges(void)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct data[2];
+	uint64_t keep = 0, eff, perm;
+
+	for (size_t i = 0; i < sizeof(kept_caps) / sizeof(kept_caps[0]); i++)
+		keep |= 1ull << kept_caps[i];
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	eff = ((uint64_t)data[1].effective << 32 | data[0].effective) & keep;
+	perm = ((uint64_t)data[1].permitted << 32 | data[0].permitted) & keep;
+	/* The bounding set first: dropping from it needs CAP_SETPCAP. */
+	for (int cap = 0; cap < 64; cap++)
+		if (!(keep & (1ull << cap)))
+			prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); /* EINVAL past the last */
+	data[0].effective = (uint32_t)eff;
+	data[1].effective = (uint32_t)(eff >> 32);
+	data[0].permitted = (uint32_t)perm;
+	data[1].permitted = (uint32_t)(perm >> 32);
+	data[0].inheritable = data[1].inheritable = 0;
+	if (syscall(SYS_capset, &hdr, data) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
 
 /* The credentials the worker has now, and its own from the start. */
 static struct {
@@ -426,6 +475,11 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)ppid)
 		return AIOD_EXIT_USAGE;
 	trace = getenv("AIOD_TRACE") && strcmp(getenv("AIOD_TRACE"), "0");
+	err = drop_privileges();
+	if (err) {
+		fprintf(stderr, "aiod: capabilities: %s\n", strerror(-err));
+		return AIOD_EXIT_USAGE;
+	}
 
 	err = map_arena();
 	if (err) {

@@ -11,7 +11,7 @@
 #     (type fuse.aiodfs, source SRC).
 #  2. The daemon has exactly one thread (Threads: in /proc/PID/status)
 #     and exactly 3 children (/proc/PID/task/PID/children), each running
-#     the worker binary.
+#     the worker binary with only the capabilities file operations need.
 #  3. cp -a /usr/include into the mount; diff -r the mount's copy and the
 #     source's copy against /usr/include; compare the copy's metadata
 #     (modes, owners, mtimes, symlinks, hard links) with the original,
@@ -98,6 +98,19 @@ check "the daemon has one thread (Threads: $(threads))" [ "$(threads)" = 1 ]
 before=$(children | xargs)
 check "workers=3 gives 3 children ($before)" [ "$(echo $before | wc -w)" = 3 ]
 check "each child runs $AIOD_WORKER" workers_are_aiod
+
+# A root daemon's workers keep the file capabilities (CAP_DAC_OVERRIDE,
+# bit 1), not others (CAP_NET_ADMIN 12, CAP_SYS_MODULE 16, CAP_SYS_PTRACE
+# 19), even in their bounding set, and cannot gain any by exec.
+worker_caps_trimmed() {
+	local w=$1 eff bnd
+	eff=$((16#$(awk '/^CapEff:/ { print $2 }' "/proc/$w/status")))
+	bnd=$((16#$(awk '/^CapBnd:/ { print $2 }' "/proc/$w/status")))
+	((eff & (1 << 1))) && ! ((bnd & (1 << 12 | 1 << 16 | 1 << 19))) &&
+		grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$w/status"
+}
+check "a worker keeps only file capabilities, no_new_privs set" \
+	worker_caps_trimmed "$(children | cut -d' ' -f1)"
 
 # 3: a real tree through the mount.
 check "cp -a $orig into the mount" cp -a "$orig" "$mnt/include"

@@ -31,7 +31,8 @@
  *    (an intrusive queue; the library allocates nothing per request) and
  *    are dispatched in FIFO order as room frees up.
  *  - When a worker dies, only the request it held is affected: it runs
- *    once more on another worker if it is idempotent (see AIOD_F_NORETRY),
+ *    again on another worker if it is idempotent (see AIOD_F_NORETRY; up
+ *    to twice, so a request that kills every worker it runs on ends),
  *    otherwise it completes with -EIO.  A new worker takes the dead one's
  *    place.  The caller never receives SIGPIPE.
  *  - Workers exit when the pool is freed or the caller's process dies.
@@ -133,8 +134,9 @@ enum aiod_op {
 enum {
 	/*
 	 * Do not run the request again if its worker dies; fail with -EIO.
-	 * Without it, a request whose worker dies runs once more if running
-	 * it twice does what running it once does: every op that only reads;
+	 * Without it, a request whose worker dies runs again (up to twice)
+	 * if running it twice does what running it once does: every op that
+	 * only reads;
 	 * PREAD and PWRITE at an offset (the caller knows whether its fd is
 	 * O_APPEND, which makes a pwrite append again: it must set this
 	 * flag); COPY_FILE_RANGE with both offsets; LSEEK unless it moves by

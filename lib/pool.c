@@ -22,7 +22,8 @@
  * it becomes a zombie) and then as its pidfd turning readable.  Replies
  * already in the socket are consumed before EOF is believed, so a request
  * the worker finished is never failed.  The dead worker's request is put
- * back at the head of the queue if it may run twice, otherwise it ends
+ * back at the head of the queue if it may run twice (up to RERUNS_MAX
+ * times), otherwise it ends
  * with -EIO; a new worker is spawned at once; the corpse is reaped
  * through its pidfd, without blocking (where pidfd_open() is missing, at
  * the pool's next event).  Worker structs are freed only
@@ -58,6 +59,13 @@ enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE };
 /* Consecutive workers that die before saying hello stop the respawning. */
 #define SPAWN_FAILURES_MAX 3
 #define HELLO_TIMEOUT_MS 5000
+/*
+ * Re-runs of an idempotent request whose worker died: more than one, so
+ * that workers killed at random (an operator, the OOM killer) do not fail
+ * it twice in a row; few, so that a request which kills every worker
+ * that runs it ends.
+ */
+#define RERUNS_MAX 2
 
 #define ALIGN8(x) (((x) + 7) & ~(size_t)7)
 
@@ -764,7 +772,7 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	if (req) {
 		w->cur = NULL;
 		if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
-		    aiod__req_idempotent(req) && !req->tries_ &&
+		    aiod__req_idempotent(req) && req->tries_ < RERUNS_MAX &&
 		    !msg_of(p, req)->cancel) {
 			req->tries_++;
 			p->retries++;

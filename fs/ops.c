@@ -65,6 +65,7 @@ struct op {
 	int lock_op;                /* flock: LOCK_SH or LOCK_EX; 0: fcntl */
 	struct aiod_lock lk;        /* fcntl: the range */
 	uint64_t owner;             /* fcntl: the kernel's lock owner */
+	int lock_cmd;               /* fcntl: F_OFD_GETLK, _SETLK, _SETLKW */
 	unsigned park_ms;           /* locks: parked, tries every park_ms */
 	int64_t park_due;           /* locks: parked, next try (ms) */
 	struct op *park_next;       /* locks: on the parked list */
@@ -1112,13 +1113,12 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 
 /*
  * Blocking lock waits.  A flock or F_SETLKW that must wait does so in a
- * worker (the
- * loop never waits), but never in all of them: at most workers - 1 wait
- * at once, so one worker is always free for everything else, the
- * holder's LOCK_UN among it.  A wait beyond that bound is parked in the
- * daemon and tries without waiting from time to time, every 5 ms at first and
- * less often the longer it waits (up to every 200 ms); it takes a
- * worker's blocking wait as soon as one is free.  ^C (FUSE_INTERRUPT)
+ * worker (the loop never waits), but never in all of them: at most
+ * workers - 1 wait at once, so one worker is always free for everything
+ * else, the holder's unlock among it.  A wait beyond that bound is
+ * parked in the daemon and tries without waiting from time to time,
+ * every 5 ms at first and less often the longer it waits (up to every
+ * 200 ms); it takes a worker's blocking wait as soon as one is free.  ^C (FUSE_INTERRUPT)
  * ends a wait wherever it stands: a worker's with a signal, a parked one
  * at once, a try in flight when it returns.
  */
@@ -1161,7 +1161,7 @@ static void unpark(struct op *op)
 	op->lock = LK_NONE;
 }
 
-static void flock_done(struct op *op)
+static void lock_done(struct op *op)
 {
 	int64_t res = op->req.result;
 
@@ -1195,7 +1195,7 @@ static void lock_submit(struct op *op)
 	op->lock = wait ? LK_WAIT : LK_TRY;
 	if (wait)
 		lock_waits++;
-	if (!op_submit(op, flock_done) && wait)
+	if (!op_submit(op, lock_done) && wait)
 		lock_waits--;
 }
 
@@ -1358,7 +1358,7 @@ static void lock_run(struct op *op)
 	struct afs_lock_owner *o = *owner_find(op->in[0], op->owner);
 
 	if (!o) {
-		if (op->lk.type == F_UNLCK && op->stage != F_OFD_GETLK) {
+		if (op->lk.type == F_UNLCK && op->lock_cmd != F_OFD_GETLK) {
 			reply_err(op, 0); /* it holds nothing here */
 			return;
 		}
@@ -1370,7 +1370,7 @@ static void lock_run(struct op *op)
 	}
 	o->ofd->refs++;
 	op->file[1] = o->ofd;
-	if (op->stage == F_OFD_SETLKW) {
+	if (op->lock_cmd == F_OFD_SETLKW) {
 		fuse_req_interrupt_func(op->freq, interrupted, op);
 		if (op->interrupted) {
 			reply_err(op, EINTR);
@@ -1379,8 +1379,8 @@ static void lock_run(struct op *op)
 		lock_submit(op);
 		return;
 	}
-	aiod_prep_lock(&op->req, o->ofd->fd, op->stage, &op->lk);
-	op_submit(op, op->stage == F_OFD_GETLK ? getlk_done : reply_status);
+	aiod_prep_lock(&op->req, o->ofd->fd, op->lock_cmd, &op->lk);
+	op_submit(op, op->lock_cmd == F_OFD_GETLK ? getlk_done : reply_status);
 }
 
 static void getlk_done(struct op *op)
@@ -1400,7 +1400,7 @@ static void getlk_done(struct op *op)
 	op_free(op);
 }
 
-/* getlk and setlk: stage is the fcntl command for the owner's fd. */
+/* getlk and setlk: cmd is the fcntl command for the owner's fd. */
 static void fcntl_lock(fuse_req_t freq, fuse_ino_t ino,
 		       struct fuse_file_info *fi, struct flock *lock, int cmd)
 {
@@ -1411,7 +1411,7 @@ static void fcntl_lock(fuse_req_t freq, fuse_ino_t ino,
 	op_obj(op, 0, ino);
 	op_file(op, 0, fi);
 	op->owner = fi->lock_owner;
-	op->stage = cmd;
+	op->lock_cmd = cmd;
 	op->lk.type = (int16_t)lock->l_type;
 	op->lk.whence = (int16_t)lock->l_whence;
 	op->lk.start = lock->l_start;

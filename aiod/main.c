@@ -95,17 +95,48 @@ static bool trace;
  * The capabilities a worker keeps, where it has them (a root client's):
  * those a file operation may need to act as any caller, root included
  * (permission overrides, ownership, set-id bits, devices, immutable
- * files, trusted xattrs and quotas, open by handle, leases) and those
- * that switch identity.  Everything else (network, modules, ptrace, raw
- * I/O, signals to others, clocks...) goes from the permitted, effective
- * and bounding sets, and no_new_privs keeps an exec from bringing any
- * back.
+ * files, file capabilities, trusted xattrs and quotas, open by handle,
+ * leases) and those that switch identity.  Everything else (network,
+ * modules, ptrace, raw I/O, signals to others, clocks...) goes from the
+ * permitted, effective and bounding sets, and no_new_privs keeps an exec
+ * from bringing any back.
  */
 static const int kept_caps[] = {
 	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
 	CAP_FSETID, CAP_SETGID, CAP_SETUID, CAP_LINUX_IMMUTABLE, CAP_MKNOD,
-	CAP_LEASE, CAP_SYS_ADMIN, CAP_SYS_RESOURCE,
+	CAP_LEASE, CAP_SETFCAP, CAP_SYS_ADMIN, CAP_SYS_RESOURCE,
 };
+
+/*
+ * The effective set kept, and whether it is in effect now.  A caller's
+ * fsuid other than 0 clears only the filesystem capabilities from the
+ * effective set; trusted xattrs (CAP_SYS_ADMIN), file capabilities
+ * (CAP_SETFCAP), quotas (CAP_SYS_RESOURCE) and leases would still be
+ * granted to any caller.  So a request with an ordinary caller's
+ * credentials runs with an empty effective set (see apply_cred()).
+ */
+static uint64_t own_caps;
+static bool caps_on;
+
+static int set_caps(bool on)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct data[2];
+	uint64_t eff = on ? own_caps : 0;
+
+	if (on == caps_on || !own_caps)
+		return 0;
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	data[0].effective = (uint32_t)eff;
+	data[1].effective = (uint32_t)(eff >> 32);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -errno;
+	caps_on = on;
+	return 0;
+}
 
 static int drop_privileges(void)
 {
@@ -133,6 +164,8 @@ static int drop_privileges(void)
 	if (syscall(SYS_capset, &hdr, data) < 0 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
+	own_caps = eff;
+	caps_on = true;
 	return 0;
 }
 
@@ -234,8 +267,10 @@ static int set_fsuid(uid_t uid)
 
 /*
  * Become the request's fsuid, fsgid and groups, or our own again when it
- * carries none.  Switches only what differs, since setgroups is not free.
- * Returns 0 or -EPERM if the kernel refused.
+ * carries none, with our capabilities in effect only for fsuid 0 (root
+ * callers, and ourselves when root).  Switches only what differs, since
+ * setgroups is not free; switching needs the capabilities on.  Returns 0
+ * or -EPERM if the kernel refused.
  */
 static int apply_cred(const struct aiod_msg *m)
 {
@@ -251,6 +286,10 @@ static int apply_cred(const struct aiod_msg *m)
 		groups = (const uint32_t *)((const char *)m + m->groups_off);
 		ngroups = (int)m->ngroups;
 	}
+	if ((uid != cur.uid || gid != cur.gid ||
+	     !same_groups(cur.groups, cur.ngroups, groups, ngroups)) &&
+	    set_caps(true) < 0)
+		return -EPERM;
 	if (!same_groups(cur.groups, cur.ngroups, groups, ngroups)) {
 		if (setgroups((size_t)ngroups, (const gid_t *)groups) < 0)
 			return -EPERM;
@@ -263,7 +302,9 @@ static int apply_cred(const struct aiod_msg *m)
 			return -EPERM;
 		cur.gid = gid;
 	}
-	return set_fsuid(uid);
+	if (set_fsuid(uid) < 0 || set_caps(uid == 0) < 0)
+		return -EPERM;
+	return 0;
 }
 
 /*
@@ -273,6 +314,8 @@ static int apply_cred(const struct aiod_msg *m)
  */
 static int become_self(void)
 {
+	if (set_caps(true) < 0)
+		return -EPERM;
 	return set_fsuid(own.uid);
 }
 

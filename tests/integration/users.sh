@@ -14,7 +14,9 @@
 # aiodt2 read access to a 0600 file is honoured, and one that denies
 # aiodt1 a 0644 file is too; a file created in a 1777 directory belongs
 # to its creator in the source, with the caller's umask applied, and
-# another user cannot delete it from the sticky directory.  (Escapes
+# another user cannot delete it from the sticky directory; that user
+# cannot set a trusted xattr or file capabilities on its own file, which
+# root can.  (Escapes
 # from the source are behind.sh's.)  Needs useradd, groupadd, setfacl.
 #
 # Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
@@ -104,6 +106,22 @@ check(f"owned by aiodt1:nogroup in the source, mode 0640 after umask 027 "
       and st.st_mode & 0o7777 == 0o640)
 check("aiodt2 cannot delete it from the sticky directory",
       as_user("aiodt2", lambda: os.unlink(os.path.join(mnt, "tmp/mine"))) == "EPERM")
+
+# Privileges only root has, on the caller's own file: refused to a user
+# (the kernel checks the caller, and workers run an ordinary caller's
+# requests with no capability in effect); granted to root (the workers
+# keep CAP_SETFCAP and CAP_SYS_ADMIN for it).
+mine = os.path.join(mnt, "tmp/mine")
+check("aiodt1 cannot set a trusted xattr on its own file",
+      as_user("aiodt1", lambda: os.setxattr(mine, "trusted.x", b"1")) == "EPERM")
+caps = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+ep
+check("aiodt1 cannot give its own file capabilities",
+      as_user("aiodt1", lambda: os.setxattr(mine, "security.capability", caps)) == "EPERM")
+os.setxattr(mine, "trusted.x", b"1")
+os.setxattr(mine, "security.capability", caps)
+check("root can do both through the mount",
+      os.getxattr(os.path.join(src, "tmp/mine"), "trusted.x") == b"1" and
+      os.getxattr(os.path.join(src, "tmp/mine"), "security.capability") == caps)
 sys.exit(1 if failed else 0)
 PY
 	unmount "$mnt"

@@ -63,6 +63,7 @@ struct afs_inode {
 	int fd;                     /* pinned O_PATH fd, or -1 */
 	struct aiod_fh fh;          /* handle_bytes 0 when fd is used */
 	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
+	int64_t nocaps_until;       /* ms: no security.capability till then */
 };
 
 /* A FUSE open file or directory: one canonical open file description. */

@@ -80,6 +80,14 @@ static double attr_timeout(void)
 	return afs.opt.attr_timeout;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * Shared by users and checked by the source, a mount must not let the
  * kernel reuse a name one user looked up for another: without
@@ -1130,14 +1138,6 @@ enum { LK_NONE, LK_WAIT, LK_TRY, LK_PARKED };
 static struct op *parked;       /* parked waits, in no particular order */
 static unsigned lock_waits;     /* blocking waits on workers */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void lock_submit(struct op *op);
 
 static void park(struct op *op)
@@ -1673,11 +1673,36 @@ static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
 
 /* ---- extended attributes -------------------------------------------------- */
 
+/*
+ * The kernel asks for security.capability before every write to a file
+ * (to know whether the write must drop it), which would double the
+ * requests of a write-heavy load.  Its absence is kept with the inode,
+ * like an attribute, for attr_timeout: the kernel's view may be that
+ * stale anyway, and the source drops the capability itself when a
+ * worker writes.  Setting or removing it through the mount forgets it.
+ */
+static bool is_caps(const char *name)
+{
+	return strcmp(name, "security.capability") == 0;
+}
+
+static void caps_learn(struct afs_inode *in, const char *name, int64_t result)
+{
+	if (!is_caps(name))
+		return;
+	if (result == -ENODATA && attr_timeout() > 0)
+		in->nocaps_until = now_ms() + (int64_t)(attr_timeout() * 1000);
+	else
+		in->nocaps_until = 0;
+}
+
 /* getxattr and listxattr: the size asked for (size 0), or the bytes. */
 static void xattr_done(struct op *op)
 {
 	int64_t n = op->req.result;
 
+	if (op->req.op == AIOD_OP_GETXATTR)
+		caps_learn(op->in[0], op->name[0], n);
 	if (n < 0) {
 		reply_err(op, (int)-n);
 		return;
@@ -1692,8 +1717,14 @@ static void xattr_done(struct op *op)
 static void afs_getxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct afs_inode *in = afs_inode_get(ino);
+	struct op *op;
 
+	if (is_caps(name) && in->nocaps_until > now_ms()) {
+		fuse_reply_err(freq, ENODATA);
+		return;
+	}
+	op = op_new(freq, name, NULL);
 	if (!op)
 		return;
 	set_cred(op);
@@ -1714,6 +1745,16 @@ static void afs_listxattr(fuse_req_t freq, fuse_ino_t ino, size_t size)
 	op_submit(op, xattr_done);
 }
 
+/*
+ * setxattr and removexattr: a getxattr that ran meanwhile may have
+ * learnt the old state.
+ */
+static void xattr_changed(struct op *op)
+{
+	caps_learn(op->in[0], op->name[0], 0);
+	reply_status(op);
+}
+
 static void afs_setxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
@@ -1730,10 +1771,11 @@ static void afs_setxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 	}
 	op->name[0] = op->extra;
 	copy = memcpy(op->extra + strlen(name) + 1, value, size);
+	caps_learn(afs_inode_get(ino), name, 0);
 	set_cred(op);
 	aiod_prep_setxattr(&op->req, -1, NULL, op->name[0], copy, size, flags);
 	op_obj(op, 0, ino);
-	op_submit(op, reply_status);
+	op_submit(op, xattr_changed);
 }
 
 static void afs_removexattr(fuse_req_t freq, fuse_ino_t ino, const char *name)
@@ -1742,10 +1784,11 @@ static void afs_removexattr(fuse_req_t freq, fuse_ino_t ino, const char *name)
 
 	if (!op)
 		return;
+	caps_learn(afs_inode_get(ino), name, 0);
 	set_cred(op);
 	aiod_prep_removexattr(&op->req, -1, NULL, op->name[0]);
 	op_obj(op, 0, ino);
-	op_submit(op, reply_status);
+	op_submit(op, xattr_changed);
 }
 
 /* ---- session ---------------------------------------------------------------- */

@@ -100,4 +100,29 @@ sys.exit(1 if failed else 0)
 PY
 	fusermount3 -u "$mnt"
 done
+
+# security.capability: the daemon keeps its absence for attr_timeout (the
+# kernel asks before every write).  A capability set through the mount is
+# seen at once, one set behind the mount once attr_timeout has passed, and
+# a write through the mount drops it in the source.
+src=$T/src-caps mnt=$T/mnt-caps
+mkdir -p "$src" "$mnt"
+"$AIODFS" -o attr_timeout=1 "$src" "$mnt" || exit 1
+echo "== capabilities (attr_timeout=1)"
+caps() { getfattr --absolute-names -n security.capability -e hex "$1" 2>/dev/null | grep -c '^security.capability='; }
+echo data > "$mnt/prog"
+check "no capability: ENODATA" test "$(caps "$mnt/prog")" = 0
+echo more >> "$mnt/prog"
+setcap cap_net_raw+ep "$mnt/prog"
+check "set through the mount: seen at once" test "$(caps "$mnt/prog")" = 1
+echo again >> "$mnt/prog"
+check "a write through the mount drops it in the source" test "$(caps "$src/prog")" = 0
+check "and through the mount" test "$(caps "$mnt/prog")" = 0
+setcap cap_net_raw+ep "$src/prog"
+sleep 1.2
+check "set behind the mount: seen after attr_timeout" test "$(caps "$mnt/prog")" = 1
+setcap -r "$mnt/prog"
+check "removed through the mount: gone at once" test "$(caps "$mnt/prog")" = 0
+fusermount3 -u "$mnt"
+[ "$failures" = 0 ] || status=1
 exit $status

@@ -10,6 +10,8 @@
  * started by libaiod (posix_spawn), never by hand, with:
  *   fd 3  one end of a SOCK_SEQPACKET socketpair; the client has the other
  *   fd 4  the arena, a sealed memfd the client created and sized
+ *   fd 5  and up: the pool's shared fds (as many as the arena's header
+ *         says), kept for the worker's life
  * and no other fds beyond 0-2, the default disposition for every signal,
  * a signal mask holding only the cancel signal (unblocked once its
  * handler is in place), and a process group of its own, so that a ^C on
@@ -89,6 +91,7 @@
 
 static char *arena;
 static size_t arena_size;
+static unsigned nshared;        /* fds from AIOD_WORKER_SHARED_FD on */
 static bool trace;
 
 /*
@@ -239,8 +242,10 @@ static int map_arena(void)
 	close(AIOD_WORKER_ARENA_FD);
 	hdr = (const struct aiod_arena_hdr *)arena;
 	if (hdr->magic != AIOD_PROTO_MAGIC || hdr->version != AIOD_PROTO_VERSION ||
-	    hdr->size != arena_size || hdr->msg_size != sizeof(struct aiod_msg))
+	    hdr->size != arena_size || hdr->msg_size != sizeof(struct aiod_msg) ||
+	    hdr->nshared > AIOD_MAX_SHARED_FDS)
 		return -EPROTO;
+	nshared = hdr->nshared;
 	return 0;
 }
 
@@ -384,6 +389,9 @@ static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
 
 		if (f == AIOD_WIRE_FD_CWD)
 			c->fd[i] = AT_FDCWD;
+		else if (f <= AIOD_WIRE_FD_SHARED &&
+			 f > AIOD_WIRE_FD_SHARED - (int32_t)nshared)
+			c->fd[i] = AIOD_WORKER_SHARED_FD + (AIOD_WIRE_FD_SHARED - f);
 		else if (f == AIOD_WIRE_FD_NONE)
 			c->fd[i] = -1;
 		else if (f >= 0 && f < nfds)

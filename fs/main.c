@@ -503,6 +503,9 @@ int main(int argc, char **argv)
 	umask(0);
 	popts.workers = afs.opt.workers;
 	popts.arena_size = ARENA_SIZE;
+	/* Requests name most inodes by handle under the root: no fd to pass. */
+	popts.shared_fds = &afs.root_fd;
+	popts.nshared = 1;
 	err = aiod_pool_new(&afs.pool, &popts);
 	if (err < 0) {
 		afs_log(LOG_ERR, "cannot start aiod workers: %s", strerror(-err));

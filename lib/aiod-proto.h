@@ -16,8 +16,9 @@
  * Each worker has a SOCK_SEQPACKET socket to the client:
  *  - worker -> client, once at start: struct aiod_done with kind HELLO.
  *  - client -> worker: struct aiod_bell, one datagram per request, with
- *    the request's fds (0 to AIOD_WIRE_MAXFD) as SCM_RIGHTS.  The worker
- *    closes them when the request is done.
+ *    the request's fds (0 to AIOD_WIRE_MAXFD) as SCM_RIGHTS, but for the
+ *    shared fds each worker got at start.  The worker closes the fds it
+ *    received when the request is done.
  *  - worker -> client: struct aiod_done with kind REPLY when the request
  *    is done, with the new fd as SCM_RIGHTS if it opened one.
  * A worker holds at most one request at a time.
@@ -32,11 +33,15 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 3u
+#define AIOD_PROTO_VERSION 4u
 
-/* The fds a worker is started with. */
+/*
+ * The fds a worker is started with: its socket, the arena, and from
+ * AIOD_WORKER_SHARED_FD on the pool's shared fds (arena_hdr.nshared).
+ */
 #define AIOD_WORKER_SOCK_FD 3
 #define AIOD_WORKER_ARENA_FD 4
+#define AIOD_WORKER_SHARED_FD 5
 
 /*
  * The client sends this signal to a worker after setting msg->cancel; the
@@ -61,7 +66,7 @@ struct aiod_arena_hdr {
 	uint32_t version;
 	uint64_t size;          /* bytes mapped */
 	uint32_t msg_size;      /* sizeof(struct aiod_msg) */
-	uint32_t pad;
+	uint32_t nshared;       /* shared fds, from AIOD_WORKER_SHARED_FD */
 };
 
 struct aiod_bell {
@@ -85,6 +90,7 @@ struct aiod_done {
 /* Values of aiod_msg.fd[] other than an index into the SCM_RIGHTS array. */
 #define AIOD_WIRE_FD_NONE (-1)
 #define AIOD_WIRE_FD_CWD (-100) /* AT_FDCWD */
+#define AIOD_WIRE_FD_SHARED (-200) /* minus k: shared fd k */
 
 /* aiod_msg.wflags: what the variable part holds. */
 enum {

@@ -299,9 +299,23 @@ struct aiod_req {
 
 struct aiod_pool;
 
+/* Most fds a pool shares with every worker (aiod_pool_opts.shared_fds). */
+#define AIOD_MAX_SHARED_FDS 8
+
 struct aiod_pool_opts {
 	unsigned workers;       /* 0: a default for this machine */
 	size_t arena_size;      /* 0: 64 MiB; rounded up to a power of two */
+	/*
+	 * Fds every worker holds for the pool's whole life, such as the
+	 * root directory a program works under: a request naming one (by
+	 * the same number, in fd[] or as the directory of a file handle)
+	 * does not carry it to the worker, which saves passing it over the
+	 * worker's socket each time.  The pool keeps its own copies; the
+	 * caller must not close these numbers, nor reuse them for other
+	 * files, while the pool lives, nor submit AIOD_OP_CLOSE on them.
+	 */
+	const int *shared_fds;
+	unsigned nshared;       /* at most AIOD_MAX_SHARED_FDS */
 };
 
 /* Counters for monitoring. */

@@ -86,6 +86,9 @@ struct aiod_pool {
 	int wakefd;
 	char *worker_path;
 	pid_t self;
+	unsigned nshared;
+	int shared[AIOD_MAX_SHARED_FDS];     /* the caller's numbers */
+	int shared_own[AIOD_MAX_SHARED_FDS]; /* our copies, above the targets */
 
 	unsigned nworkers;      /* the size the pool keeps itself at */
 	unsigned nlive;         /* slots holding a worker */
@@ -339,6 +342,15 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 
 /* ---- talking to a worker ------------------------------------------- */
 
+/* Which shared fd fd is, or -1. */
+static int shared_index(const struct aiod_pool *p, int fd)
+{
+	for (unsigned k = 0; k < p->nshared; k++)
+		if (fd >= 0 && p->shared[k] == fd)
+			return (int)k;
+	return -1;
+}
+
 /*
  * Ring w's doorbell for req, passing its fds.  The same fd in both slots
  * (a rename within one directory) travels once.  Returns 0 or -errno:
@@ -361,8 +373,12 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	for (int i = 0; i < AIOD_WIRE_MAXFD; i++) {
 		int fd = req->fd[i];
 
+		int k = shared_index(p, fd);
+
 		if (fd == AT_FDCWD)
 			m->fd[i] = AIOD_WIRE_FD_CWD;
+		else if (k >= 0)
+			m->fd[i] = AIOD_WIRE_FD_SHARED - k;
 		else if (fd < 0)
 			m->fd[i] = AIOD_WIRE_FD_NONE;
 		else if (i > 0 && fd == req->fd[0])
@@ -560,14 +576,20 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 
 /* ---- spawning and reaping ------------------------------------------ */
 
-/* An fd at 5 or above, so that dup2 onto 3 and 4 cannot clobber it. */
-static int fd_above_4(int fd)
+/*
+ * The first fd no dup2 of spawn_one() targets, so that one cannot
+ * clobber another's source.
+ */
+#define FD_ABOVE_TARGETS (AIOD_WORKER_SHARED_FD + AIOD_MAX_SHARED_FDS)
+
+/* fd itself if it is above the targets, else a copy there (fd closed). */
+static int fd_above_targets(int fd)
 {
 	int high;
 
-	if (fd > 4)
+	if (fd >= FD_ABOVE_TARGETS)
 		return fd;
-	high = fcntl(fd, F_DUPFD_CLOEXEC, 5);
+	high = fcntl(fd, F_DUPFD_CLOEXEC, FD_ABOVE_TARGETS);
 	close(fd);
 	return high < 0 ? -errno : high;
 }
@@ -589,7 +611,7 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 		err = -errno;
 		goto out_free;
 	}
-	sv[1] = fd_above_4(sv[1]);
+	sv[1] = fd_above_targets(sv[1]);
 	if (sv[1] < 0 || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
 		err = sv[1] < 0 ? sv[1] : -errno;
 		goto out_close;
@@ -607,7 +629,11 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], AIOD_WORKER_SOCK_FD);
 	posix_spawn_file_actions_adddup2(&fa, p->arena.fd, AIOD_WORKER_ARENA_FD);
-	posix_spawn_file_actions_addclosefrom_np(&fa, AIOD_WORKER_ARENA_FD + 1);
+	for (unsigned k = 0; k < p->nshared; k++)
+		posix_spawn_file_actions_adddup2(&fa, p->shared_own[k],
+						 AIOD_WORKER_SHARED_FD + (int)k);
+	posix_spawn_file_actions_addclosefrom_np(&fa, AIOD_WORKER_SHARED_FD +
+						 (int)p->nshared);
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
 				 POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
@@ -786,6 +812,13 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 
 /* ---- the public calls ---------------------------------------------- */
 
+static void close_shared(struct aiod_pool *p)
+{
+	for (unsigned k = 0; k < p->nshared; k++)
+		close(p->shared_own[k]);
+	p->nshared = 0;
+}
+
 static unsigned default_workers(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -858,6 +891,10 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		free(p);
 		return -EINVAL;
 	}
+	if (opts && opts->nshared > AIOD_MAX_SHARED_FDS) {
+		free(p);
+		return -EINVAL;
+	}
 	p->worker_path = strdup(path && *path ? path : AIOD_WORKER_PATH);
 	p->slots = calloc(p->nworkers, sizeof(*p->slots));
 	p->idle = calloc(p->nworkers, sizeof(*p->idle));
@@ -868,10 +905,22 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 	err = aiod__arena_init(&p->arena, round_pow2(size));
 	if (err)
 		goto out_free;
-	err = fd_above_4(p->arena.fd);
+	err = fd_above_targets(p->arena.fd);
 	if (err < 0)
 		goto out_arena;
 	p->arena.fd = err;
+	for (; opts && p->nshared < opts->nshared; p->nshared++) {
+		int fd = opts->shared_fds[p->nshared];
+
+		p->shared[p->nshared] = fd;
+		p->shared_own[p->nshared] = fd < 0 ? -1 :
+			fcntl(fd, F_DUPFD_CLOEXEC, FD_ABOVE_TARGETS);
+		if (p->shared_own[p->nshared] < 0) {
+			err = fd < 0 ? -EBADF : -errno;
+			goto out_arena;
+		}
+	}
+	((struct aiod_arena_hdr *)p->arena.base)->nshared = p->nshared;
 
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -897,6 +946,7 @@ out_arena:
 		close(p->epfd);
 	if (p->wakefd >= 0)
 		close(p->wakefd);
+	close_shared(p);
 	aiod__arena_fini(&p->arena);
 out_free:
 	free(p->worker_path);
@@ -947,6 +997,7 @@ void aiod_pool_free(struct aiod_pool *p)
 	run_done_list(p);
 	close(p->epfd);
 	close(p->wakefd);
+	close_shared(p);
 	aiod__arena_fini(&p->arena);
 	free(p->worker_path);
 	free(p->slots);
@@ -1039,6 +1090,8 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 		return -ESHUTDOWN;
 	if (req->op >= AIOD_OP__COUNT || req->state_ != REQ_IDLE ||
 	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP)))
+		return -EINVAL;
+	if (req->op == AIOD_OP_CLOSE && shared_index(p, req->fd[0]) >= 0)
 		return -EINVAL;
 	if (!name_ok(req->name[0]) || !name_ok(req->name[1]))
 		return -ENAMETOOLONG;

@@ -647,6 +647,98 @@ static void test_pool_bad_fd_fails_only_its_request(void **state)
 	aiod_pool_free(p);
 }
 
+/* The target of /proc/PID/fd/FD, or "" if there is none. */
+static void fd_target(pid_t pid, int fd, char *buf, size_t size)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	n = readlink(path, buf, size - 1);
+	buf[n > 0 ? n : 0] = 0;
+}
+
+/* How many of this process's children have path open as fd 5. */
+static int children_holding(const char *path)
+{
+	char list[256], got[PATH_MAX], *tok, *save = NULL;
+	int n = 0;
+	FILE *f;
+
+	snprintf(list, sizeof(list), "/proc/self/task/%d/children", (int)gettid());
+	f = fopen(list, "r");
+	assert_non_null(f);
+	if (!fgets(list, sizeof(list), f))
+		list[0] = 0;
+	fclose(f);
+	for (tok = strtok_r(list, " \n", &save); tok;
+	     tok = strtok_r(NULL, " \n", &save)) {
+		fd_target(atoi(tok), AIOD_WORKER_SHARED_FD, got, sizeof(got));
+		n += strcmp(got, path) == 0;
+	}
+	return n;
+}
+
+/* Statx of name under dirfd through the pool; returns the result. */
+static int64_t pool_statx(struct aiod_pool *p, int dirfd, const char *name,
+			  struct aiod_req *req, int *count)
+{
+	int want = *count + 1;
+
+	aiod_prep_statx(req, dirfd, name, 0, STATX_SIZE);
+	req->cb = count_cb;
+	req->data = count;
+	assert_int_equal(aiod_submit(p, req), 0);
+	wait_count(p, count, want, 2000);
+	return req->result;
+}
+
+/*
+ * Shared fds: every worker, a replacement too, holds one at fd 5 and
+ * on, requests naming it work; closing one through the pool is refused.
+ */
+static void test_pool_shared_fds(void **state)
+{
+	char dir[] = "/tmp/aiod-shared-XXXXXX", path[PATH_MAX];
+	struct aiod_pool_opts opts = { .workers = 2, .nshared = 1 };
+	struct aiod_pool *p = NULL;
+	struct aiod_req req, hold;
+	int count = 0, held = 0, dfd, fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/f", dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	assert_int_equal(write(fd, "hello", 5), 5);
+	close(fd);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	opts.shared_fds = &dfd;
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+
+	/* Both workers: one is held busy while the other answers. */
+	start_nop(p, &hold, &held, 300000, 0);
+	assert_int_equal(pool_statx(p, dfd, "f", &req, &count), 0);
+	assert_int_equal(req.stx.stx_size, 5);
+	wait_count(p, &held, 1, 2000);
+
+	/* A replacement for a killed worker holds it too. */
+	start_nop(p, &hold, &held, 1000000, 0);
+	kill(aiod_req_worker(&hold), SIGKILL);
+	wait_count(p, &held, 2, 2000);
+	assert_int_equal(pool_statx(p, dfd, "missing", &req, &count), -ENOENT);
+	assert_int_equal(children_holding(dir), 2);
+
+	aiod_prep_close(&req, dfd);
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	aiod_pool_free(p);
+
+	opts.nshared = AIOD_MAX_SHARED_FDS + 1;
+	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
+	unlink(path);
+	close(dfd);
+	rmdir(dir);
+}
+
 /* Room the caller frees in the arena goes to a request waiting for it. */
 static void test_pool_buf_free_lets_waiting_request_go(void **state)
 {
@@ -814,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_pool_buf_alloc_is_page_aligned),
 		cmocka_unit_test(test_pool_new_reports_worker_failures),
 		cmocka_unit_test(test_pool_bad_fd_fails_only_its_request),
+		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),

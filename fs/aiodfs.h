@@ -24,6 +24,8 @@
 
 #include "aiod.h"
 
+struct op;
+
 enum afs_cache {
 	AFS_CACHE_NEVER,
 	AFS_CACHE_AUTO,
@@ -64,6 +66,8 @@ struct afs_inode {
 	struct aiod_fh fh;          /* handle_bytes 0 when fd is used */
 	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
 	int64_t nocaps_until;       /* ms: no security.capability till then */
+	unsigned closing;           /* closes of its files in flight */
+	struct op *after_close;     /* lock requests waiting for those */
 };
 
 /* A FUSE open file or directory: one canonical open file description. */
@@ -72,6 +76,7 @@ struct afs_file {
 	unsigned refs;              /* the open itself, plus requests */
 	bool append;                /* fd is O_APPEND */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
+	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 
 /* The daemon's state; one per process. */

@@ -73,6 +73,13 @@ struct op {
 	char extra[];
 };
 
+/*
+ * Where a lock request stands (op->lock): waiting in a worker, trying
+ * without waiting, parked in the daemon (see "Blocking lock waits"), or
+ * waiting for closes on its inode (see "Closing a file drops its locks").
+ */
+enum { LK_NONE, LK_WAIT, LK_TRY, LK_PARKED, LK_CLOSING };
+
 /* ---- timeouts and conversions ----------------------------------------- */
 
 static double attr_timeout(void)
@@ -332,6 +339,15 @@ static void fill_entry(struct op *op, struct fuse_entry_param *e)
 	e->entry_timeout = entry_timeout();
 }
 
+/* The open file f is of inode in, which it holds (once known). */
+static void file_set_inode(struct afs_file *f, struct afs_inode *in)
+{
+	if (in && !f->in) {
+		afs_inode_hold(in);
+		f->in = in;
+	}
+}
+
 /* Reply with the entry op->made, giving the kernel one reference. */
 static void reply_entry(struct op *op)
 {
@@ -343,6 +359,7 @@ static void reply_entry(struct op *op)
 		 * kernel takes over from the op. */
 		op->made->nlookup++;
 		op->file[1]->refs++;
+		file_set_inode(op->file[1], op->made);
 		if (fuse_reply_create(op->freq, &e, &op->fi) != 0) {
 			afs_inode_forget(op->made, 1);
 			afs_file_put(op->file[1]);
@@ -817,8 +834,11 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 
 static int backing_flags(int flags);
 
-/* The open file for backing fd, opened with the kernel's open flags. */
-static struct afs_file *file_new(int fd, int flags)
+/*
+ * The open file for backing fd of inode in (NULL: not known yet), opened
+ * with the kernel's open flags.
+ */
+static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 {
 	struct afs_file *f = malloc(sizeof(*f));
 
@@ -827,16 +847,88 @@ static struct afs_file *file_new(int fd, int flags)
 		f->refs = 1;
 		f->append = backing_flags(flags) & O_APPEND;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
+		f->in = NULL;
+		file_set_inode(f, in);
 	}
 	return f;
 }
 
+/*
+ * Closing a file drops its locks, but the kernel does not wait for that:
+ * a process's close() returns before its RELEASE (or, with posix_locks,
+ * the close of its owner's description) has reached the source, and
+ * another process's lock request may come right behind it.  So lock
+ * requests on an inode wait until the closes of its files in flight are
+ * done; the closes of other inodes, hung or not, do not hold them up.
+ */
+struct closing {
+	struct aiod_req req;        /* first: the callback gets its address */
+	struct afs_inode *in;
+};
+
+static void closes_done(struct afs_inode *in)
+{
+	struct op *op;
+
+	while (!in->closing && (op = in->after_close)) {
+		in->after_close = op->park_next;
+		op->lock = LK_NONE;
+		op->next(op);
+	}
+}
+
+static void file_closed(struct aiod_req *req)
+{
+	struct closing *c = (struct closing *)req;
+	struct afs_inode *in = c->in;
+
+	free(c);
+	in->closing--;
+	closes_done(in);
+	afs_inode_put(in);
+}
+
 void afs_file_put(struct afs_file *f)
 {
+	struct afs_inode *in = f->in;
+	struct closing *c;
+
 	if (--f->refs)
 		return;
-	afs_close_async(f->fd);
+	c = in ? malloc(sizeof(*c)) : NULL;
+	if (!c) {
+		afs_close_async(f->fd);
+		if (in)
+			afs_inode_put(in);
+		free(f);
+		return;
+	}
+	c->in = in; /* f's hold passes to the close */
+	in->closing++;
+	aiod_prep_close(&c->req, f->fd);
+	c->req.cb = file_closed;
 	free(f);
+	if (aiod_submit(afs.pool, &c->req) < 0) {
+		close(c->req.fd[0]); /* shutting down: better late than leaked */
+		file_closed(&c->req);
+	}
+}
+
+/*
+ * A lock request on op->in[0]: if closes of its files are in flight, it
+ * waits for them and then resumes at step; returns whether it waits.
+ */
+static bool after_closes(struct op *op, op_step *step)
+{
+	struct afs_inode *in = op->in[0];
+
+	if (!in->closing)
+		return false;
+	op->next = step;
+	op->lock = LK_CLOSING;
+	op->park_next = in->after_close;
+	in->after_close = op;
+	return true;
 }
 
 /* The flags a backing open gets for the kernel's open flags. */
@@ -874,7 +966,7 @@ static void open_done(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd, op->fi.flags);
+	f = file_new(op->req.ret_fd, op->fi.flags, op->in[0]);
 	if (!f) {
 		afs_close_async(op->req.ret_fd);
 		reply_err(op, ENOMEM);
@@ -908,7 +1000,7 @@ static void create_done(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd, op->fi.flags);
+	f = file_new(op->req.ret_fd, op->fi.flags, NULL);
 	if (!f) {
 		afs_close_async(op->req.ret_fd);
 		reply_err(op, ENOMEM);
@@ -1130,8 +1222,6 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
  * ends a wait wherever it stands: a worker's with a signal, a parked one
  * at once, a try in flight when it returns.
  */
-enum { LK_NONE, LK_WAIT, LK_TRY, LK_PARKED };
-
 #define PARK_MS_MIN 5
 #define PARK_MS_MAX 200
 
@@ -1210,6 +1300,13 @@ static void interrupted(fuse_req_t freq, void *data)
 		aiod_cancel(afs.pool, &op->req);
 	else if (op->lock == LK_PARKED) {
 		unpark(op);
+		reply_err(op, EINTR);
+	} else if (op->lock == LK_CLOSING) {
+		struct op **pp = &op->in[0]->after_close;
+
+		while (*pp != op)
+			pp = &(*pp)->park_next;
+		*pp = op->park_next;
 		reply_err(op, EINTR);
 	}
 }
@@ -1336,7 +1433,8 @@ static void owner_opened(struct op *op)
 		afs_close_async(op->req.ret_fd);
 	} else {
 		o = malloc(sizeof(*o));
-		ofd = o ? file_new(op->req.ret_fd, op->file[0]->accmode) : NULL;
+		ofd = o ? file_new(op->req.ret_fd, op->file[0]->accmode,
+				   op->in[0]) : NULL;
 		if (!ofd) {
 			free(o);
 			afs_close_async(op->req.ret_fd);
@@ -1371,7 +1469,6 @@ static void lock_run(struct op *op)
 	o->ofd->refs++;
 	op->file[1] = o->ofd;
 	if (op->lock_cmd == F_OFD_SETLKW) {
-		fuse_req_interrupt_func(op->freq, interrupted, op);
 		if (op->interrupted) {
 			reply_err(op, EINTR);
 			return;
@@ -1416,7 +1513,10 @@ static void fcntl_lock(fuse_req_t freq, fuse_ino_t ino,
 	op->lk.whence = (int16_t)lock->l_whence;
 	op->lk.start = lock->l_start;
 	op->lk.len = lock->l_len;
-	lock_run(op);
+	if (cmd == F_OFD_SETLKW)
+		fuse_req_interrupt_func(freq, interrupted, op);
+	if (!after_closes(op, lock_run))
+		lock_run(op);
 }
 
 static void afs_getlk(fuse_req_t freq, fuse_ino_t ino,
@@ -1443,28 +1543,35 @@ void afs_ops_shutdown(void)
 	}
 }
 
-static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
-		      struct fuse_file_info *fi, int operation)
+static void flock_run(struct op *op)
 {
-	struct op *op = op_new(freq, NULL, NULL);
-
-	(void)ino;
-	if (!op)
-		return;
-	op_file(op, 0, fi);
-	if (operation & (LOCK_NB | LOCK_UN)) {
-		aiod_prep_flock(&op->req, -1, operation);
+	if (op->lock_op & (LOCK_NB | LOCK_UN)) {
+		aiod_prep_flock(&op->req, -1, op->lock_op);
 		op->req.fd[0] = op->file[0]->fd;
 		op_submit(op, reply_status);
 		return;
 	}
-	op->lock_op = operation;
-	fuse_req_interrupt_func(freq, interrupted, op);
 	if (op->interrupted) {
 		reply_err(op, EINTR);
 		return;
 	}
 	lock_submit(op);
+}
+
+static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
+		      struct fuse_file_info *fi, int operation)
+{
+	struct op *op = op_new(freq, NULL, NULL);
+
+	if (!op)
+		return;
+	op_obj(op, 0, ino);
+	op_file(op, 0, fi);
+	op->lock_op = operation;
+	if (!(operation & (LOCK_NB | LOCK_UN)))
+		fuse_req_interrupt_func(freq, interrupted, op);
+	if (!after_closes(op, flock_run))
+		flock_run(op);
 }
 
 /* ---- directories ---------------------------------------------------------- */

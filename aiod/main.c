@@ -31,6 +31,9 @@
  * SCM_RIGHTS.  It closes the fds it received once the request is done;
  * the client kept its own copies, except for CLOSE, whose fd the worker
  * closes last.  EOF on fd 3 means the client is done: the worker exits.
+ * With the arena header's poll_us set, a worker that has replied polls
+ * for its next doorbell for that long before it blocks, if no other
+ * worker is polling (see poll_bell()).
  *
  * WHY THESE MECHANISMS
  *
@@ -72,6 +75,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +87,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "worker.h"
@@ -92,6 +97,8 @@
 static char *arena;
 static size_t arena_size;
 static unsigned nshared;        /* fds from AIOD_WORKER_SHARED_FD on */
+static unsigned poll_us;        /* see poll_bell() */
+static pid_t self;
 static bool trace;
 
 /*
@@ -243,9 +250,10 @@ static int map_arena(void)
 	hdr = (const struct aiod_arena_hdr *)arena;
 	if (hdr->magic != AIOD_PROTO_MAGIC || hdr->version != AIOD_PROTO_VERSION ||
 	    hdr->size != arena_size || hdr->msg_size != sizeof(struct aiod_msg) ||
-	    hdr->nshared > AIOD_MAX_SHARED_FDS)
+	    hdr->nshared > AIOD_MAX_SHARED_FDS || hdr->poll_us > 10000)
 		return -EPROTO;
 	nshared = hdr->nshared;
+	poll_us = hdr->poll_us;
 	return 0;
 }
 
@@ -502,6 +510,50 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	return err;
 }
 
+static int64_t elapsed_us(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/*
+ * With poll_us set, and no other worker polling (the arena header's
+ * poller word), poll the socket for the next doorbell that long, giving
+ * the CPU to any other runnable task between two looks: the client gives
+ * its next request to the poller, which then needs no wake-up.  Returns what recvmsg() returned; -1 with errno EAGAIN when
+ * nothing came (or another worker polls).
+ */
+static ssize_t poll_bell(struct msghdr *mh)
+{
+	int32_t *poller = &((struct aiod_arena_hdr *)arena)->poller;
+	int32_t none = 0, me = (int32_t)self;
+	struct timespec t0;
+	ssize_t n = -1;
+	int err = EAGAIN;
+
+	if (!poll_us || !__atomic_compare_exchange_n(poller, &none, me, false,
+						     __ATOMIC_ACQ_REL,
+						     __ATOMIC_RELAXED)) {
+		errno = EAGAIN;
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		n = recvmsg(AIOD_WORKER_SOCK_FD, mh,
+			    MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		err = errno;
+		if (n >= 0 || err != EAGAIN || elapsed_us(&t0) >= poll_us)
+			break;
+		sched_yield();  /* polling uses only an otherwise idle CPU */
+	}
+	__atomic_compare_exchange_n(poller, &me, 0, false, __ATOMIC_ACQ_REL,
+				    __ATOMIC_RELAXED);
+	errno = err;
+	return n;
+}
+
 static int hello(void)
 {
 	struct aiod_done done = {
@@ -526,6 +578,7 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)ppid)
 		return AIOD_EXIT_USAGE;
 	trace = getenv("AIOD_TRACE") && strcmp(getenv("AIOD_TRACE"), "0");
+	self = getpid();
 	err = drop_privileges();
 	if (err) {
 		fprintf(stderr, "aiod: capabilities: %s\n", strerror(-err));
@@ -560,7 +613,9 @@ int main(int argc, char **argv)
 		int fds[AIOD_WIRE_MAXFD], nfds = 0;
 		ssize_t n;
 
-		n = recvmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
+		n = poll_bell(&mh);
+		if (n < 0 && errno == EAGAIN)
+			n = recvmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0)

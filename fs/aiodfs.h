@@ -36,6 +36,7 @@ enum afs_cache {
 struct afs_opts {
 	const char *source;         /* absolute path */
 	unsigned workers;
+	unsigned poll_us;           /* -o poll: the loop's and workers' */
 	enum afs_cache cache;
 	bool writeback;
 	bool direct_io;

@@ -55,6 +55,7 @@ void afs_log(int prio, const char *fmt, ...)
 struct cli {
 	char *source;
 	unsigned workers;
+	unsigned poll;
 	char *cache;
 	int writeback;
 	int direct_io;
@@ -74,6 +75,7 @@ enum { KEY_ALLOW_OTHER, KEY_DEFAULT_PERMISSIONS };
 
 static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("workers=%u", workers, 0),
+	CLI_OPT("poll=%u", poll, 0),
 	CLI_OPT("cache=%s", cache, 0),
 	CLI_OPT("writeback", writeback, 1),
 	CLI_OPT("no_writeback", writeback, 0),
@@ -113,6 +115,8 @@ static void usage(const char *prog)
 	       "SOURCE in a pool of aiod worker processes.\n\n"
 	       "aiodfs options:\n"
 	       "    -o workers=N           worker processes (default: %u)\n"
+	       "    -o poll=US             poll US microseconds before sleeping\n"
+	       "                           (default 50, at most 10000; 0: never)\n"
 	       "    -o cache=MODE          never, auto (default) or always\n"
 	       "    -o attr_timeout=SECS   how long the kernel trusts attributes\n"
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
@@ -124,6 +128,14 @@ static void usage(const char *prog)
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
+
+/*
+ * The loop and one worker poll this long (µs) before they sleep: waking
+ * a sleeping process costs 30-70 µs on a virtual machine without halt
+ * polling; polling, only on an otherwise idle CPU, saves that per request
+ * of a steady stream (statx round trip 79 -> 12 µs, creates 2x).
+ */
+#define DEFAULT_POLL_US 50
 
 static unsigned default_workers(void)
 {
@@ -413,8 +425,9 @@ static void report(int fd, char status)
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cli cli = { .workers = (unsigned)-1, .attr_timeout = -1,
-			   .entry_timeout = -1, .max_read = 1u << 20 };
+	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
+			   .attr_timeout = -1, .entry_timeout = -1,
+			   .max_read = 1u << 20 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
@@ -448,6 +461,11 @@ int main(int argc, char **argv)
 	}
 	if (cli.workers != (unsigned)-1)
 		afs.opt.workers = cli.workers;
+	if (cli.poll > 10000) {
+		afs_log(LOG_ERR, "poll=%u: at most 10000 microseconds", cli.poll);
+		goto out;
+	}
+	afs.opt.poll_us = cli.poll;
 	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
 		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
 			cli.cache);
@@ -506,6 +524,7 @@ int main(int argc, char **argv)
 	/* Requests name most inodes by handle under the root: no fd to pass. */
 	popts.shared_fds = &afs.root_fd;
 	popts.nshared = 1;
+	popts.poll_us = afs.opt.poll_us;
 	err = aiod_pool_new(&afs.pool, &popts);
 	if (err < 0) {
 		afs_log(LOG_ERR, "cannot start aiod workers: %s", strerror(-err));

@@ -21,7 +21,10 @@
  *    received when the request is done.
  *  - worker -> client: struct aiod_done with kind REPLY when the request
  *    is done, with the new fd as SCM_RIGHTS if it opened one.
- * A worker holds at most one request at a time.
+ * A worker holds at most one request at a time.  With poll_us set in the
+ * arena header, a worker that has replied and wins the header's poller
+ * word polls its socket for the next doorbell that long before it
+ * sleeps, and the client hands its next request to that worker first.
  */
 #ifndef AIOD_PROTO_H
 #define AIOD_PROTO_H
@@ -67,6 +70,8 @@ struct aiod_arena_hdr {
 	uint64_t size;          /* bytes mapped */
 	uint32_t msg_size;      /* sizeof(struct aiod_msg) */
 	uint32_t nshared;       /* shared fds, from AIOD_WORKER_SHARED_FD */
+	uint32_t poll_us;       /* aiod_pool_opts.poll_us */
+	int32_t poller;         /* pid of the worker polling now, or 0 */
 };
 
 struct aiod_bell {
@@ -134,7 +139,7 @@ struct aiod_msg {
 	/* The variable part follows: names, groups, inline data. */
 };
 
-_Static_assert(sizeof(struct aiod_arena_hdr) == 24, "arena header layout");
+_Static_assert(sizeof(struct aiod_arena_hdr) == 32, "arena header layout");
 _Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
 _Static_assert(sizeof(struct aiod_done) == 16, "done layout");
 _Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");

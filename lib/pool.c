@@ -108,6 +108,11 @@ struct aiod_pool {
 	uint64_t submitted, completed, deaths, retries;
 };
 
+static struct aiod_arena_hdr *hdr_of(struct aiod_pool *p)
+{
+	return (struct aiod_arena_hdr *)p->arena.base;
+}
+
 static struct aiod_msg *msg_of(struct aiod_pool *p, const struct aiod_req *req)
 {
 	return (struct aiod_msg *)(p->arena.base + req->msg_off_);
@@ -415,6 +420,26 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 
 static void worker_lost(struct aiod_pool *p, struct worker *w);
 
+/*
+ * The idle worker for the next request: the one polling for it if there
+ * is one (see aiod_pool_opts.poll_us), else the last one to go idle.
+ */
+static struct worker *pick_idle(struct aiod_pool *p)
+{
+	pid_t poller = __atomic_load_n(&hdr_of(p)->poller, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; poller && i + 1 < p->nidle; i++) {
+		struct worker *w = p->idle[i];
+
+		if (w->pid != poller)
+			continue;
+		p->idle[i] = p->idle[p->nidle - 1];
+		p->idle[p->nidle - 1] = w;
+		break;
+	}
+	return p->idle[--p->nidle];
+}
+
 /* Hand queued requests to idle workers while there is room. */
 static void dispatch(struct aiod_pool *p)
 {
@@ -426,7 +451,7 @@ static void dispatch(struct aiod_pool *p)
 		if (prepare(p, req) < 0)
 			return;
 		queue_pop(p);
-		w = p->idle[--p->nidle];
+		w = pick_idle(p);
 		err = ring(p, w, req);
 		if (err == -EPIPE || err == -ECONNRESET) {
 			/* It never reached the worker: not a try. */
@@ -773,10 +798,14 @@ static void bury(struct aiod_pool *p)
 static void worker_lost(struct aiod_pool *p, struct worker *w)
 {
 	struct aiod_req *req = w->cur;
+	int32_t pid = w->pid;
 
 	if (w->lost)
 		return;
 	w->lost = true;
+	/* Died polling: let another worker poll. */
+	__atomic_compare_exchange_n(&hdr_of(p)->poller, &pid, 0, false,
+				    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->sock, NULL);
 	close(w->sock);
 	w->sock = -1;
@@ -891,7 +920,8 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		free(p);
 		return -EINVAL;
 	}
-	if (opts && opts->nshared > AIOD_MAX_SHARED_FDS) {
+	if (opts && (opts->nshared > AIOD_MAX_SHARED_FDS ||
+		     opts->poll_us > 10000)) {
 		free(p);
 		return -EINVAL;
 	}
@@ -920,7 +950,8 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 			goto out_arena;
 		}
 	}
-	((struct aiod_arena_hdr *)p->arena.base)->nshared = p->nshared;
+	hdr_of(p)->nshared = p->nshared;
+	hdr_of(p)->poll_us = opts ? opts->poll_us : 0;
 
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

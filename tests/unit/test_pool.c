@@ -739,6 +739,39 @@ static void test_pool_shared_fds(void **state)
 	rmdir(dir);
 }
 
+/*
+ * poll_us: a worker that finished first polls; one that finished after
+ * it, while it polls, sleeps; the next request goes to the poller, not
+ * to the last worker to go idle.  Timing decides whether the poller is
+ * still polling, so five tries, one of which must show it.
+ */
+static void test_pool_poll_gives_next_to_poller(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 2, .poll_us = 10000 };
+	struct aiod_pool *p = NULL;
+	int to_poller = 0;
+
+	(void)state;
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	for (int t = 0; t < 5 && !to_poller; t++) {
+		struct aiod_req a, b, c;
+		int count = 0;
+		pid_t first;
+
+		first = start_nop(p, &a, &count, 10000, 0);
+		start_nop(p, &b, &count, 14000, 0);
+		wait_count(p, &count, 2, 2000);
+		to_poller += start_nop(p, &c, &count, 0, 0) == first;
+		wait_count(p, &count, 3, 2000);
+		usleep(20000);  /* till no one polls */
+	}
+	assert_true(to_poller > 0);
+	aiod_pool_free(p);
+
+	opts.poll_us = 10001;
+	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
+}
+
 /* Room the caller frees in the arena goes to a request waiting for it. */
 static void test_pool_buf_free_lets_waiting_request_go(void **state)
 {
@@ -907,6 +940,7 @@ int main(void)
 		cmocka_unit_test(test_pool_new_reports_worker_failures),
 		cmocka_unit_test(test_pool_bad_fd_fails_only_its_request),
 		cmocka_unit_test(test_pool_shared_fds),
+		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),

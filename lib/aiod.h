@@ -331,8 +331,9 @@ struct aiod_pool_opts {
 
 /* Counters for monitoring. */
 struct aiod_pool_stats {
-	unsigned workers;       /* live workers */
-	unsigned busy;          /* workers running a request */
+	unsigned workers;       /* live workers, not counting those resized
+				   away that finish a request */
+	unsigned busy;          /* workers running a request, those too */
 	uint64_t queued;        /* requests waiting for a worker or arena */
 	uint64_t submitted;
 	uint64_t completed;
@@ -432,6 +433,17 @@ void *aiod_buf_alloc(struct aiod_pool *pool, size_t size);
 
 /* aiod_buf_free - return memory from aiod_buf_alloc(); NULL is ignored. */
 void aiod_buf_free(struct aiod_pool *pool, void *buf);
+
+/*
+ * aiod_pool_resize - keep n workers (1 to 1024) from now on.
+ *
+ * More: the new ones start at once (one that fails to start is retried
+ * at the next event).  Fewer: idle workers beyond n exit now, busy ones
+ * once their request is done; no request is failed, re-run or delayed
+ * by it.  Returns 0, -EINVAL, -ESHUTDOWN after aiod_pool_free() began,
+ * or -ENOMEM.
+ */
+int aiod_pool_resize(struct aiod_pool *pool, unsigned n);
 
 /* aiod_pool_stats - fill *st.  Returns 0. */
 int aiod_pool_stats(const struct aiod_pool *pool, struct aiod_pool_stats *st);

@@ -76,8 +76,10 @@ struct worker {
 	bool hello;             /* it spoke our protocol version */
 	bool lost;              /* socket gone; waiting to be reaped */
 	bool reaped;            /* free at the end of the event batch */
+	bool retiring;          /* resized away: ends after its request */
 	struct aiod_req *cur;   /* the request it holds */
 	struct worker *next;    /* on the dying list */
+	struct worker *rnext;   /* on the retiring list */
 };
 
 struct aiod_pool {
@@ -92,9 +94,12 @@ struct aiod_pool {
 
 	unsigned nworkers;      /* the size the pool keeps itself at */
 	unsigned nlive;         /* slots holding a worker */
+	unsigned cap;           /* slots and idle have room for this many */
 	struct worker **slots;  /* live workers; NULL where one is missing */
 	struct worker **idle;   /* stack of idle live workers */
 	unsigned nidle;
+	struct worker *retiring; /* busy, resized away, in no slot */
+	unsigned nretiring;
 	struct worker *dying;   /* lost, not yet reaped */
 	bool no_pidfd;          /* pidfd_open() said ENOSYS */
 	unsigned spawn_failures;
@@ -580,7 +585,10 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 			break;
 		}
 		w->cur = NULL;
-		p->idle[p->nidle++] = w;
+		if (w->retiring)
+			worker_lost(p, w); /* EOF tells it to exit */
+		else
+			p->idle[p->nidle++] = w;
 		collect(p, req, nfds ? fds[0] : -1);
 		if ((mh.msg_flags & MSG_CTRUNC) && msg_of(p, req)->ret_fd && !nfds) {
 			/* The worker opened it, but we had no fd left to take it. */
@@ -817,11 +825,20 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 			p->slots[i] = NULL;
 			p->nlive--;
 		}
+	if (w->retiring) {
+		struct worker **pp = &p->retiring;
+
+		while (*pp != w)
+			pp = &(*pp)->rnext;
+		*pp = w->rnext;
+		p->nretiring--;
+	} else {
+		p->deaths++;
+		if (!w->hello)
+			p->spawn_failures++;
+	}
 	w->next = p->dying;
 	p->dying = w;
-	p->deaths++;
-	if (!w->hello)
-		p->spawn_failures++;
 	try_reap(p, w);
 
 	if (req) {
@@ -926,8 +943,9 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		return -EINVAL;
 	}
 	p->worker_path = strdup(path && *path ? path : AIOD_WORKER_PATH);
-	p->slots = calloc(p->nworkers, sizeof(*p->slots));
-	p->idle = calloc(p->nworkers, sizeof(*p->idle));
+	p->cap = p->nworkers;
+	p->slots = calloc(p->cap, sizeof(*p->slots));
+	p->idle = calloc(p->cap, sizeof(*p->idle));
 	if (!p->worker_path || !p->slots || !p->idle) {
 		err = -ENOMEM;
 		goto out_free;
@@ -1017,6 +1035,13 @@ void aiod_pool_free(struct aiod_pool *p)
 		}
 		worker_lost(p, w);      /* EOF tells it to exit */
 	}
+	while (p->retiring) {
+		struct worker *w = p->retiring;
+
+		__atomic_store_n(&msg_of(p, w->cur)->cancel, 1, __ATOMIC_RELEASE);
+		signal_worker(w, AIOD_CANCEL_SIGNAL);
+		worker_lost(p, w);
+	}
 	reap_all(p, 1000);
 	for (struct worker *w = p->dying; w; w = w->next)
 		signal_worker(w, SIGKILL);
@@ -1034,6 +1059,76 @@ void aiod_pool_free(struct aiod_pool *p)
 	free(p->slots);
 	free(p->idle);
 	free(p);
+}
+
+int aiod_pool_resize(struct aiod_pool *p, unsigned n)
+{
+	struct worker **keep;
+	unsigned nkeep = 0;
+
+	if (n == 0 || n > 1024)
+		return -EINVAL;
+	if (p->closing)
+		return -ESHUTDOWN;
+	if (n > p->cap) {
+		struct worker **s = realloc(p->slots, n * sizeof(*s));
+
+		if (!s)
+			return -ENOMEM;
+		p->slots = s;
+		s = realloc(p->idle, n * sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		p->idle = s;
+		for (unsigned i = p->cap; i < n; i++)
+			p->slots[i] = NULL;
+		p->cap = n;
+	}
+	if (n >= p->nworkers) {
+		p->nworkers = n;
+		p->spawn_failures = 0;
+		fill_slots(p); /* what fails to start now, refill() retries */
+		dispatch(p);
+		return 0;
+	}
+	/*
+	 * Fewer: keep busy workers first, so that idle ones go now and
+	 * none of what runs is disturbed; a busy one beyond n ends once its
+	 * request is done.
+	 */
+	keep = calloc(p->nworkers, sizeof(*keep));
+	if (!keep)
+		return -ENOMEM;
+	for (int pass = 0; pass < 2; pass++)
+		for (unsigned i = 0; i < p->nworkers; i++) {
+			struct worker *w = p->slots[i];
+
+			if (w && (pass == 0) == (w->cur != NULL)) {
+				keep[nkeep++] = w;
+				p->slots[i] = NULL;
+			}
+		}
+	/* keep[0, n) stay; the rest go, once the pool is n already. */
+	for (unsigned i = 0; i < p->nworkers; i++)
+		p->slots[i] = i < n && i < nkeep ? keep[i] : NULL;
+	p->nworkers = n;
+	for (unsigned i = n; i < nkeep; i++) {
+		struct worker *w = keep[i];
+
+		p->nlive--;
+		for (unsigned k = 0; k < p->nidle; k++)
+			if (p->idle[k] == w)
+				p->idle[k] = p->idle[--p->nidle];
+		w->retiring = true;
+		w->rnext = p->retiring;
+		p->retiring = w;
+		p->nretiring++;
+		if (!w->cur)
+			worker_lost(p, w);
+	}
+	free(keep);
+	refill(p);
+	return 0;
 }
 
 int aiod_pool_fd(const struct aiod_pool *p)
@@ -1205,7 +1300,7 @@ int aiod_pool_stats(const struct aiod_pool *p, struct aiod_pool_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->workers = p->nlive;
-	st->busy = st->workers - p->nidle;
+	st->busy = st->workers - p->nidle + p->nretiring;
 	st->queued = p->nqueued;
 	st->submitted = p->submitted;
 	st->completed = p->completed;

@@ -772,6 +772,69 @@ static void test_pool_poll_gives_next_to_poller(void **state)
 	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
 }
 
+/* How many children this process has now. */
+static int nchildren(void)
+{
+	char path[64], buf[4096];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)gettid());
+	f = fopen(path, "r");
+	assert_non_null(f);
+	if (fgets(buf, sizeof(buf), f))
+		for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n"))
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * aiod_pool_resize: shrinking while every worker is busy fails and
+ * re-runs nothing, and the busy ones go once done; growing runs that
+ * many requests at once.
+ */
+static void test_pool_resize(void **state)
+{
+	struct aiod_pool *p = new_pool(4, 0);
+	struct aiod_pool_stats st;
+	struct aiod_req r[4];
+	int count = 0;
+	int64_t t0;
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		assert_true(start_nop(p, &r[i], &count, 200000, AIOD_F_NORETRY) > 0);
+	assert_int_equal(aiod_pool_resize(p, 1), 0);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.workers, 1);
+	assert_int_equal(st.busy, 4);
+	wait_count(p, &count, 4, 3000);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(r[i].result, 0);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.worker_deaths, 0);
+	assert_int_equal(st.retries, 0);
+	assert_int_equal(st.busy, 0);
+	/* The retired ones are reaped as the pool processes events. */
+	for (int64_t end = now_ms() + 2000; nchildren() != 1; usleep(5000)) {
+		assert_true(now_ms() < end);
+		aiod_pool_process(p);
+	}
+
+	assert_int_equal(aiod_pool_resize(p, 3), 0);
+	assert_int_equal(nchildren(), 3);
+	t0 = now_ms();
+	for (int i = 0; i < 3; i++)
+		start_nop(p, &r[i], &count, 200000, 0);
+	wait_count(p, &count, 7, 3000);
+	assert_true(now_ms() - t0 < 390); /* in parallel, not one by one */
+
+	assert_int_equal(aiod_pool_resize(p, 0), -EINVAL);
+	assert_int_equal(aiod_pool_resize(p, 1025), -EINVAL);
+	aiod_pool_free(p);
+}
+
 /* Room the caller frees in the arena goes to a request waiting for it. */
 static void test_pool_buf_free_lets_waiting_request_go(void **state)
 {

@@ -6,6 +6,9 @@
  * loop.c   the one thread's epoll loop and the arena receive buffers
  * inode.c  the inode table: nodeids, (st_dev, st_ino), file handles
  * ops.c    one handler per FUSE operation, each a chain of aiod requests
+ * stats.c  counters, the requests in flight, the slow-request watchdog
+ * ctl.c    the control socket (aiodfsctl's other end)
+ * ctlpath.c  where a mount's control socket lives (shared with aiodfsctl)
  *
  * Internal names carry the prefix afs_.
  */
@@ -23,6 +26,7 @@
 #include <fuse_lowlevel.h>
 
 #include "aiod.h"
+#include "ctlpath.h"
 
 struct op;
 
@@ -45,6 +49,7 @@ struct afs_opts {
 	bool default_permissions;   /* the kernel checks permissions too */
 	double attr_timeout;
 	double entry_timeout;
+	double slow;                /* -o slow: the watchdog's seconds, 0: off */
 	bool debug;
 };
 
@@ -99,6 +104,66 @@ struct afs {
 
 extern struct afs afs;
 
+/* The FUSE operations counted (stats.c names them). */
+enum afs_opcode {
+	AFS_OP_LOOKUP, AFS_OP_FORGET, AFS_OP_GETATTR, AFS_OP_SETATTR,
+	AFS_OP_READLINK, AFS_OP_MKNOD, AFS_OP_MKDIR, AFS_OP_UNLINK,
+	AFS_OP_RMDIR, AFS_OP_SYMLINK, AFS_OP_RENAME, AFS_OP_LINK,
+	AFS_OP_OPEN, AFS_OP_READ, AFS_OP_WRITE, AFS_OP_FLUSH,
+	AFS_OP_RELEASE, AFS_OP_FSYNC, AFS_OP_OPENDIR, AFS_OP_READDIR,
+	AFS_OP_READDIRPLUS, AFS_OP_RELEASEDIR, AFS_OP_FSYNCDIR,
+	AFS_OP_STATFS, AFS_OP_SETXATTR, AFS_OP_GETXATTR, AFS_OP_LISTXATTR,
+	AFS_OP_REMOVEXATTR, AFS_OP_ACCESS, AFS_OP_CREATE, AFS_OP_GETLK,
+	AFS_OP_SETLK, AFS_OP_FLOCK, AFS_OP_FALLOCATE, AFS_OP_COPY_FILE_RANGE,
+	AFS_OP_LSEEK,
+	AFS_OP__COUNT
+};
+
+/*
+ * A kernel request being served (one per op of ops.c): what it is,
+ * since when, and, from its first aiod request on, on stats.c's live
+ * list.
+ */
+struct afs_live {
+	struct afs_live *prev, *next;
+	int64_t start_ns;
+	uint8_t opcode;
+	bool slow_logged;           /* the watchdog has told */
+	uint64_t ino;               /* the source's, 0: none */
+	const char *name;           /* under ino, or NULL */
+	const struct aiod_req *req; /* says which worker holds it; NULL:
+				       not on the list */
+};
+
+/* A growing text buffer. */
+struct afs_buf {
+	char *data;
+	size_t len, size;
+};
+
+/* stats.c */
+int64_t afs_now_ns(void);
+const char *afs_op_name(int opcode);
+void afs_stats_init(void);
+/* A request answered without an op (start_ns 0: no latency to count). */
+void afs_stats_count(int opcode, int err, int64_t start_ns);
+void afs_stats_bytes(uint64_t read, uint64_t written);
+/* l (opcode, start_ns set) goes on the live list; req is its request. */
+void afs_live_link(struct afs_live *l, const struct aiod_req *req);
+/* l was answered with err (0: success): counted, and off the list. */
+void afs_live_end(struct afs_live *l, int err);
+/* Log slow requests; ms until it should look again, -1: no need. */
+int afs_stats_watch(void);
+void afs_stats_render(struct afs_buf *b, bool json);
+
+/* ctl.c */
+int afs_ctl_open(void);             /* the listening fd, or -errno */
+const char *afs_ctl_socket(void);   /* its path, NULL if none */
+void afs_ctl_accept(void);
+void afs_ctl_event(unsigned slot, uint32_t events);
+void afs_ctl_close(void);
+#define AFS_CTL_MAX_CONNS 16
+
 /* main.c: a line to stderr in the foreground, to syslog once detached. */
 void afs_log(int prio, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -124,8 +189,16 @@ int afs_ops_timeout(void);
 void afs_ops_tick(void);
 void afs_ops_shutdown(void);
 void afs_lock_owners_free(struct afs_inode *in);
+/* Resize the pool (the control socket's "workers N"); 0 or -errno. */
+int afs_resize_pool(unsigned n);
 
-/* loop.c */
+/* loop.c: its epoll set's tags (data.u32) */
+enum {
+	AFS_EV_FUSE = 1, AFS_EV_POOL, AFS_EV_SIGNAL, AFS_EV_CTL,
+	AFS_EV_CTL_CONN         /* + the connection's slot */
+};
+int afs_loop_watch(int fd, uint32_t events, uint32_t tag);
+int afs_loop_rewatch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_run(void);
 int afs_loop_init_session(void);
 bool afs_loop_adopt(const void *buf, size_t len, void **token);

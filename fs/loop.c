@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loop.c - the daemon's one thread: an epoll loop over three fds.
+ * loop.c - the daemon's one thread: an epoll loop over
  *
  *   the FUSE session fd   kernel requests: read one, hand it to libfuse,
  *                         whose handler (ops.c) submits aiod requests
  *   the pool fd           finished aiod requests: their callbacks reply
- *   a signalfd            SIGINT, SIGTERM, SIGHUP: leave the loop
+ *   a signalfd            SIGINT, SIGTERM, SIGHUP: leave the loop;
+ *                         SIGUSR1: the statistics to the log
+ *   the control socket    and its connections (ctl.c)
  *
  * and a timeout: lock waits parked in the daemon (ops.c) try again when
- * they are due.
+ * they are due, and the watchdog (stats.c) looks at slow requests.
  *
  * Nothing here blocks on the source: the session fd is non-blocking, and
  * every syscall on the source runs in a worker.
@@ -58,7 +60,6 @@ static struct rbuf *current;      /* the one libfuse is processing */
 static int epfd = -1, sigfd = -1;
 static bool fuse_paused;
 
-enum { EV_FUSE = 1, EV_POOL, EV_SIGNAL };
 
 static struct rbuf *rbuf_get(void)
 {
@@ -86,7 +87,7 @@ static void watch_fuse(bool on)
 {
 	struct epoll_event ev = {
 		.events = on ? EPOLLIN : 0,
-		.data.u32 = EV_FUSE,
+		.data.u32 = AFS_EV_FUSE,
 	};
 
 	fuse_paused = !on;
@@ -195,31 +196,73 @@ int afs_loop_init_session(void)
 	return 0;
 }
 
-static int add(int fd, uint32_t tag)
+int afs_loop_watch(int fd, uint32_t events, uint32_t tag)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+	struct epoll_event ev = { .events = events, .data.u32 = tag };
 
 	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int afs_loop_rewatch(int fd, uint32_t events, uint32_t tag)
+{
+	struct epoll_event ev = { .events = events, .data.u32 = tag };
+
+	return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static int add(int fd, uint32_t tag)
+{
+	return afs_loop_watch(fd, EPOLLIN, tag);
 }
 
 static int setup(void)
 {
 	sigset_t set;
+	int ctl;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
 	sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (sigfd < 0 || epfd < 0)
 		return -errno;
-	if (add(fuse_session_fd(afs.se), EV_FUSE) < 0 ||
-	    add(aiod_pool_fd(afs.pool), EV_POOL) < 0 || add(sigfd, EV_SIGNAL) < 0)
+	if (add(fuse_session_fd(afs.se), AFS_EV_FUSE) < 0 ||
+	    add(aiod_pool_fd(afs.pool), AFS_EV_POOL) < 0 || add(sigfd, AFS_EV_SIGNAL) < 0)
 		return -errno;
+	ctl = afs_ctl_open();
+	if (ctl == -EBUSY)
+		afs_log(LOG_WARNING, "%s: a live aiodfs holds this mount's control "
+			"socket; serving without one", afs.mountpoint);
+	else if (ctl < 0 || add(ctl, AFS_EV_CTL) < 0)
+		afs_log(LOG_WARNING, "%s: no control socket: %s", afs.mountpoint,
+			strerror(ctl < 0 ? -ctl : errno));
 	return 0;
+}
+
+/* SIGUSR1: the statistics, a line at a time, to the log. */
+static void log_stats(void)
+{
+	struct afs_buf b = { 0 };
+	char *line, *save = NULL;
+
+	afs_stats_render(&b, false);
+	for (line = b.data ? strtok_r(b.data, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save))
+		afs_log(LOG_INFO, "%s", line);
+	free(b.data);
+}
+
+/* The loop's timeout: parked lock waits and the watchdog, ms or -1. */
+static int timeout_ms(void)
+{
+	int a = afs_ops_timeout(), b = afs_stats_watch();
+
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
 }
 
 /*
@@ -245,7 +288,7 @@ static int wait_events(struct epoll_event *evs, int max)
 		} while ((t.tv_sec - t0.tv_sec) * 1000000 +
 			 (t.tv_nsec - t0.tv_nsec) / 1000 < afs.opt.poll_us);
 	}
-	return epoll_wait(epfd, evs, max, afs_ops_timeout());
+	return epoll_wait(epfd, evs, max, timeout_ms());
 }
 
 /* Kernel requests read per wake-up before finished requests get a turn. */
@@ -272,7 +315,7 @@ int afs_loop_run(void)
 		}
 		for (int i = 0; i < n && !err; i++) {
 			switch (evs[i].data.u32) {
-			case EV_FUSE:
+			case AFS_EV_FUSE:
 				for (int k = 0; k < FUSE_BATCH; k++) {
 					int r = receive_one();
 
@@ -284,23 +327,35 @@ int afs_loop_run(void)
 					}
 				}
 				break;
-			case EV_POOL: {
+			case AFS_EV_POOL: {
 				int r = aiod_pool_process(afs.pool);
 
 				if (r < 0)
 					err = r;
 				break;
 			}
-			case EV_SIGNAL: {
+			case AFS_EV_SIGNAL: {
 				struct signalfd_siginfo si;
 
-				if (read(sigfd, &si, sizeof(si)) == sizeof(si))
+				if (read(sigfd, &si, sizeof(si)) != sizeof(si))
+					break;
+				if (si.ssi_signo == SIGUSR1)
+					log_stats();
+				else
 					fuse_session_exit(afs.se);
 				break;
 			}
+			case AFS_EV_CTL:
+				afs_ctl_accept();
+				break;
+			default:
+				afs_ctl_event(evs[i].data.u32 - AFS_EV_CTL_CONN,
+					      evs[i].events);
+				break;
 			}
 		}
 	}
+	afs_ctl_close();
 	if (sigfd >= 0)
 		close(sigfd);
 	if (epfd >= 0)

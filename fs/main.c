@@ -63,6 +63,7 @@ struct cli {
 	int posix_locks;
 	double attr_timeout;
 	double entry_timeout;
+	double slow;
 	unsigned max_read;
 	bool allow_other;
 	bool default_permissions;
@@ -84,6 +85,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("posix_locks", posix_locks, 1),
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
+	CLI_OPT("slow=%lf", slow, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
@@ -120,6 +122,8 @@ static void usage(const char *prog)
 	       "    -o cache=MODE          never, auto (default) or always\n"
 	       "    -o attr_timeout=SECS   how long the kernel trusts attributes\n"
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
+	       "    -o slow=SECS           log requests a worker holds longer\n"
+	       "                           (default 10; 0: never)\n"
 	       "    -o writeback           kernel write-back caching\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
@@ -426,7 +430,7 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
-			   .attr_timeout = -1, .entry_timeout = -1,
+			   .attr_timeout = -1, .entry_timeout = -1, .slow = 10,
 			   .max_read = 1u << 20 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
@@ -466,6 +470,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	afs.opt.poll_us = cli.poll;
+	if (!(cli.slow >= 0 && cli.slow <= 86400)) {
+		afs_log(LOG_ERR, "slow=%g: expected seconds, 0 to 86400", cli.slow);
+		goto out;
+	}
+	afs.opt.slow = cli.slow;
 	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
 		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
 			cli.cache);
@@ -530,6 +539,7 @@ int main(int argc, char **argv)
 		afs_log(LOG_ERR, "cannot start aiod workers: %s", strerror(-err));
 		goto out_report;
 	}
+	afs_stats_init();
 	err = probe_root();
 	if (err < 0) {
 		afs_log(LOG_ERR, "%s: %s", src, strerror(-err));

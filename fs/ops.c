@@ -69,6 +69,8 @@ struct op {
 	unsigned park_ms;           /* locks: parked, tries every park_ms */
 	int64_t park_due;           /* locks: parked, next try (ms) */
 	struct op *park_next;       /* locks: on the parked list */
+	struct afs_live live;       /* for stats.c, from its first request */
+	int err;                    /* the error it was answered with */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
 };
@@ -136,17 +138,21 @@ static void complete(struct aiod_req *req);
  * A new op for freq with room for the given names (copied), or NULL
  * after replying ENOMEM.
  */
-static struct op *op_new(fuse_req_t freq, const char *n0, const char *n1)
+static struct op *op_new(fuse_req_t freq, int opcode, const char *n0,
+			 const char *n1)
 {
 	size_t l0 = n0 ? strlen(n0) + 1 : 0, l1 = n1 ? strlen(n1) + 1 : 0;
 	struct op *op = malloc(sizeof(*op) + l0 + l1);
 
 	if (!op) {
 		fuse_reply_err(freq, ENOMEM);
+		afs_stats_count(opcode, ENOMEM, 0);
 		return NULL;
 	}
 	memset(op, 0, sizeof(*op));
 	op->freq = freq;
+	op->live.opcode = (uint8_t)opcode;
+	op->live.start_ns = afs_now_ns();
 	if (n0)
 		op->name[0] = memcpy(op->extra, n0, l0);
 	if (n1)
@@ -156,6 +162,7 @@ static struct op *op_new(fuse_req_t freq, const char *n0, const char *n1)
 
 static void op_free(struct op *op)
 {
+	afs_live_end(&op->live, op->err);
 	for (int i = 0; i < 2; i++) {
 		if (op->in[i])
 			afs_inode_put(op->in[i]);
@@ -172,6 +179,7 @@ static void op_free(struct op *op)
 static void reply_err(struct op *op, int err)
 {
 	fuse_reply_err(op->freq, err);
+	op->err = err;
 	op_free(op);
 }
 
@@ -204,6 +212,10 @@ static struct afs_inode *op_obj(struct op *op, int i, fuse_ino_t nodeid)
 	afs_inode_hold(in);
 	op->in[i] = in;
 	afs_inode_set_obj(&op->req, i, in);
+	if (i == 0) {
+		op->live.ino = in->ino;
+		op->live.name = op->name[0];
+	}
 	return in;
 }
 
@@ -215,6 +227,8 @@ static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
 	f->refs++;
 	op->file[i] = f;
 	op->req.fd[i] = f->fd;
+	if (i == 0 && !op->live.ino && f->in)
+		op->live.ino = f->in->ino;
 }
 
 /*
@@ -228,6 +242,8 @@ static bool op_submit(struct op *op, op_step *next)
 	op->next = next;
 	op->req.cb = complete;
 	op->req.data = op;
+	if (!op->live.req)
+		afs_live_link(&op->live, &op->req); /* the op stays put now */
 	op->req.cred = op->has_cred && !op->as_daemon ? &op->cred : NULL;
 	op->as_daemon = false;
 	err = aiod_submit(afs.pool, &op->req);
@@ -411,7 +427,7 @@ static void lookup_pinned(struct op *op)
 
 static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_LOOKUP, name, NULL);
 
 	if (!op)
 		return;
@@ -432,7 +448,7 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		      mode_t mode, dev_t rdev)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_MKNOD, name, NULL);
 
 	if (!op)
 		return;
@@ -446,7 +462,7 @@ static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
 static void afs_mkdir(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		      mode_t mode)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_MKDIR, name, NULL);
 
 	if (!op)
 		return;
@@ -460,7 +476,7 @@ static void afs_mkdir(fuse_req_t freq, fuse_ino_t parent, const char *name,
 static void afs_symlink(fuse_req_t freq, const char *target, fuse_ino_t parent,
 			const char *name)
 {
-	struct op *op = op_new(freq, name, target);
+	struct op *op = op_new(freq, AFS_OP_SYMLINK, name, target);
 
 	if (!op)
 		return;
@@ -474,7 +490,7 @@ static void afs_symlink(fuse_req_t freq, const char *target, fuse_ino_t parent,
 static void afs_link(fuse_req_t freq, fuse_ino_t ino, fuse_ino_t newparent,
 		     const char *newname)
 {
-	struct op *op = op_new(freq, newname, NULL);
+	struct op *op = op_new(freq, AFS_OP_LINK, newname, NULL);
 
 	if (!op)
 		return;
@@ -498,6 +514,7 @@ static void afs_forget(fuse_req_t freq, fuse_ino_t ino, uint64_t nlookup)
 {
 	afs_inode_forget(afs_inode_get(ino), nlookup);
 	fuse_reply_none(freq);
+	afs_stats_count(AFS_OP_FORGET, 0, 0);
 }
 
 static void afs_forget_multi(fuse_req_t freq, size_t count,
@@ -507,6 +524,7 @@ static void afs_forget_multi(fuse_req_t freq, size_t count,
 		afs_inode_forget(afs_inode_get(forgets[i].ino),
 				 forgets[i].nlookup);
 	fuse_reply_none(freq);
+	afs_stats_count(AFS_OP_FORGET, 0, 0);
 }
 
 /* ---- attributes --------------------------------------------------------- */
@@ -542,7 +560,7 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
 static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_GETATTR, NULL, NULL);
 
 	if (!op)
 		return;
@@ -743,7 +761,7 @@ static void setattr_step(struct op *op)
 static void afs_setattr(fuse_req_t freq, fuse_ino_t ino, struct stat *attr,
 			int valid, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_SETATTR, NULL, NULL);
 
 	if (!op)
 		return;
@@ -780,7 +798,7 @@ static void readlink_done(struct op *op)
 
 static void afs_readlink(fuse_req_t freq, fuse_ino_t ino)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_READLINK, NULL, NULL);
 
 	if (!op)
 		return;
@@ -793,7 +811,7 @@ static void afs_readlink(fuse_req_t freq, fuse_ino_t ino)
 
 static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_UNLINK, name, NULL);
 
 	if (!op)
 		return;
@@ -805,7 +823,7 @@ static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 
 static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_RMDIR, name, NULL);
 
 	if (!op)
 		return;
@@ -819,7 +837,7 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname,
 		       unsigned int flags)
 {
-	struct op *op = op_new(freq, name, newname);
+	struct op *op = op_new(freq, AFS_OP_RENAME, name, newname);
 
 	if (!op)
 		return;
@@ -980,7 +998,7 @@ static void open_done(struct op *op)
 
 static void afs_open(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_OPEN, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1014,7 +1032,7 @@ static void create_done(struct op *op)
 static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_CREATE, name, NULL);
 
 	if (!op)
 		return;
@@ -1036,13 +1054,14 @@ static void read_done(struct op *op)
 		return;
 	}
 	fuse_reply_buf(op->freq, op->req.out, (size_t)op->req.result);
+	afs_stats_bytes((uint64_t)op->req.result, 0);
 	op_free(op);
 }
 
 static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_READ, NULL, NULL);
 
 	(void)ino;
 	if (!op)
@@ -1059,6 +1078,7 @@ static void write_done(struct op *op)
 		return;
 	}
 	fuse_reply_write(op->freq, (size_t)op->req.result);
+	afs_stats_bytes(0, (uint64_t)op->req.result);
 	op_free(op);
 }
 
@@ -1069,7 +1089,7 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	const void *data = buf;
 
 	(void)ino;
-	op = op_new(freq, NULL, NULL);
+	op = op_new(freq, AFS_OP_WRITE, NULL, NULL);
 	if (!op)
 		return;
 	if (!afs_loop_adopt(buf, size, &op->rbuf)) {
@@ -1100,7 +1120,7 @@ static void file_released(struct afs_inode *in, const struct afs_file *f);
  */
 static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_FLUSH, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1111,8 +1131,8 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 	op_submit(op, reply_status);
 }
 
-static void afs_release(fuse_req_t freq, fuse_ino_t ino,
-			struct fuse_file_info *fi)
+static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
+		    int opcode)
 {
 	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
 
@@ -1120,14 +1140,20 @@ static void afs_release(fuse_req_t freq, fuse_ino_t ino,
 		file_released(afs_inode_get(ino), f);
 	afs_file_put(f);
 	fuse_reply_err(freq, 0);
+	afs_stats_count(opcode, 0, 0);
 }
 
-static void afs_fsync(fuse_req_t freq, fuse_ino_t ino, int datasync,
-		      struct fuse_file_info *fi)
+static void afs_release(fuse_req_t freq, fuse_ino_t ino,
+			struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	release(freq, ino, fi, AFS_OP_RELEASE);
+}
 
-	(void)ino;
+static void fsync_common(fuse_req_t freq, int datasync,
+			 struct fuse_file_info *fi, int opcode)
+{
+	struct op *op = op_new(freq, opcode, NULL, NULL);
+
 	if (!op)
 		return;
 	aiod_prep_fsync(&op->req, -1, datasync);
@@ -1135,10 +1161,17 @@ static void afs_fsync(fuse_req_t freq, fuse_ino_t ino, int datasync,
 	op_submit(op, reply_status);
 }
 
+static void afs_fsync(fuse_req_t freq, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	(void)ino;
+	fsync_common(freq, datasync, fi, AFS_OP_FSYNC);
+}
+
 static void afs_fallocate(fuse_req_t freq, fuse_ino_t ino, int mode,
 			  off_t offset, off_t length, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_FALLOCATE, NULL, NULL);
 
 	(void)ino;
 	if (!op)
@@ -1155,6 +1188,7 @@ static void count_done(struct op *op)
 		return;
 	}
 	fuse_reply_write(op->freq, (size_t)op->req.result);
+	afs_stats_bytes(0, (uint64_t)op->req.result);
 	op_free(op);
 }
 
@@ -1164,7 +1198,7 @@ static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
 				struct fuse_file_info *fi_out, size_t len,
 				int flags)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_COPY_FILE_RANGE, NULL, NULL);
 
 	(void)ino_in;
 	(void)ino_out;
@@ -1201,9 +1235,10 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 		 * answer itself, from its own file size: all data, no hole.
 		 */
 		fuse_reply_err(freq, ENOSYS);
+		afs_stats_count(AFS_OP_LSEEK, ENOSYS, 0);
 		return;
 	}
-	op = op_new(freq, NULL, NULL);
+	op = op_new(freq, AFS_OP_LSEEK, NULL, NULL);
 	if (!op)
 		return;
 	aiod_prep_lseek(&op->req, -1, off, whence);
@@ -1501,7 +1536,8 @@ static void getlk_done(struct op *op)
 static void fcntl_lock(fuse_req_t freq, fuse_ino_t ino,
 		       struct fuse_file_info *fi, struct flock *lock, int cmd)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, cmd == F_OFD_GETLK ? AFS_OP_GETLK
+						  : AFS_OP_SETLK, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1530,6 +1566,18 @@ static void afs_setlk(fuse_req_t freq, fuse_ino_t ino,
 {
 	fcntl_lock(freq, ino, fi, lock,
 		   sleep && lock->l_type != F_UNLCK ? F_OFD_SETLKW : F_OFD_SETLK);
+}
+
+int afs_resize_pool(unsigned n)
+{
+	int err = aiod_pool_resize(afs.pool, n);
+
+	if (!err) {
+		/* The lock waits' bound follows (see lock_submit()). */
+		afs.opt.workers = n;
+		afs_log(LOG_INFO, "%s: workers: %u", afs.mountpoint, n);
+	}
+	return err;
 }
 
 /* The session ends: parked waits end with EINTR. */
@@ -1561,7 +1609,7 @@ static void flock_run(struct op *op)
 static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
 		      struct fuse_file_info *fi, int operation)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_FLOCK, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1579,7 +1627,7 @@ static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
 static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_OPENDIR, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1629,7 +1677,7 @@ static void readdir_done(struct op *op)
 static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			off_t off, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_READDIR, NULL, NULL);
 
 	(void)ino;
 	if (!op)
@@ -1707,7 +1755,7 @@ static void readdirplus_done(struct op *op)
 static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			    off_t off, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_READDIRPLUS, NULL, NULL);
 
 	(void)ino;
 	if (!op)
@@ -1724,13 +1772,14 @@ static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 static void afs_releasedir(fuse_req_t freq, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	afs_release(freq, ino, fi);
+	release(freq, ino, fi, AFS_OP_RELEASEDIR);
 }
 
 static void afs_fsyncdir(fuse_req_t freq, fuse_ino_t ino, int datasync,
 			 struct fuse_file_info *fi)
 {
-	afs_fsync(freq, ino, datasync, fi);
+	(void)ino;
+	fsync_common(freq, datasync, fi, AFS_OP_FSYNCDIR);
 }
 
 /* ---- the filesystem as a whole ------------------------------------------- */
@@ -1757,7 +1806,7 @@ static void statfs_done(struct op *op)
 
 static void afs_statfs(fuse_req_t freq, fuse_ino_t ino)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_STATFS, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1768,7 +1817,7 @@ static void afs_statfs(fuse_req_t freq, fuse_ino_t ino)
 
 static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_ACCESS, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1829,9 +1878,10 @@ static void afs_getxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 
 	if (is_caps(name) && in->nocaps_until > now_ms()) {
 		fuse_reply_err(freq, ENODATA);
+		afs_stats_count(AFS_OP_GETXATTR, ENODATA, 0);
 		return;
 	}
-	op = op_new(freq, name, NULL);
+	op = op_new(freq, AFS_OP_GETXATTR, name, NULL);
 	if (!op)
 		return;
 	set_cred(op);
@@ -1842,7 +1892,7 @@ static void afs_getxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 
 static void afs_listxattr(fuse_req_t freq, fuse_ino_t ino, size_t size)
 {
-	struct op *op = op_new(freq, NULL, NULL);
+	struct op *op = op_new(freq, AFS_OP_LISTXATTR, NULL, NULL);
 
 	if (!op)
 		return;
@@ -1865,7 +1915,7 @@ static void xattr_changed(struct op *op)
 static void afs_setxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_SETXATTR, name, NULL);
 	char *copy;
 
 	if (!op)
@@ -1887,7 +1937,7 @@ static void afs_setxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 
 static void afs_removexattr(fuse_req_t freq, fuse_ino_t ino, const char *name)
 {
-	struct op *op = op_new(freq, name, NULL);
+	struct op *op = op_new(freq, AFS_OP_REMOVEXATTR, name, NULL);
 
 	if (!op)
 		return;

@@ -31,7 +31,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh" stress
-FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/stress/fsx}
+FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/fsx}
 LOAD=$here/load.py
 [ -x "$FSX" ] || { echo "stress.sh: no fsx at $FSX (set FSX)" >&2; exit 1; }
 seed=${STRESS_SEED:-$(date +%s)}

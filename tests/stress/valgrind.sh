@@ -16,7 +16,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 command -v valgrind >/dev/null || { echo "valgrind.sh: no valgrind; skipping"; exit 77; }
 . "$here/../lib.sh" valgrind
-FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/stress/fsx}
+FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/fsx}
 
 pid=
 before_cleanup() {

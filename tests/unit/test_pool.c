@@ -1004,6 +1004,7 @@ int main(void)
 		cmocka_unit_test(test_pool_bad_fd_fails_only_its_request),
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
+		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),

@@ -1,0 +1,161 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# ctl.sh - the control socket and aiodfsctl, on real mounts.
+#
+#   ctl.sh
+#
+#  1. Counters: 1,000 creates through the mount count at least 1,000
+#     creates (stats --json), the bytes written are counted, the table
+#     names the op, and SIGUSR1 writes the same table to the log.
+#  2. Only the daemon's user: another user (aiodt1, created if missing)
+#     cannot connect to the socket (EACCES); aiodfsctl on a path that is
+#     no aiodfs mount says so in one line and exits 1.
+#  3. Resizing: while fsx runs on the mount, the pool goes to 2, 12, 1,
+#     6 and 3 workers; fsx passes, and the daemon has 3 workers after.
+#  4. The watchdog (-o slow=1): a flock through the mount that waits for
+#     a holder on the source is logged as slow, with its worker's pid,
+#     and again when the holder lets go and it completes.
+#  5. A daemon killed with SIGKILL leaves its socket behind; a new mount
+#     on the same mountpoint serves its own control socket there.
+#  6. A control socket whose lock is held (a live daemon's, played here
+#     by this script) is never taken over: a new mount serves without
+#     one, logs why, and leaves the socket and its listener alone.
+#
+# Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and FSX
+# (default: beside the daemon in its build directory).  Exits 0 if every
+# check passed, 1 if any failed, 77 (skip) without /dev/fuse or when not
+# run as root.
+set -u
+[ "$(id -u)" = 0 ] || { echo "ctl.sh: needs root; skipping"; exit 77; }
+. "$(dirname "$0")/../lib.sh" ctl
+build=$(dirname "$(dirname "$AIODFS")")
+CTL=${AIODFSCTL:-$build/fs/aiodfsctl}
+FSX=${FSX:-$build/tests/fsx}
+[ -x "$CTL" ] && [ -x "$FSX" ] || { echo "ctl.sh: no aiodfsctl or fsx" >&2; exit 1; }
+
+src=$T/src mnt=$T/mnt log=$T/daemon.log
+mkdir -p "$src" "$mnt"
+pid=
+before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
+
+# Mount in the foreground, in the background of this script: $pid.
+start() {
+	"$AIODFS" -f "$@" "$src" "$mnt" 2>>"$log" &
+	pid=$!
+	wait_for -t 10 mounted "$mnt" || { fail "mount $*"; return 1; }
+}
+stop() {
+	unmount "$mnt"
+	wait "$pid" 2>/dev/null
+	pid=
+}
+json() { "$CTL" stats --json "$mnt" | python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+workers_of() { wc -w <"/proc/$1/task/$1/children"; }
+
+# ---- 1. counters ----
+start -o slow=1 || exit 1
+mkdir "$mnt/many"
+for i in $(seq 1000); do : >"$mnt/many/f$i"; done
+head -c 100000 /dev/zero >"$mnt/data"
+n=$(json 'd["ops"]["create"]["count"]')
+check "1,000 creates count at least 1,000 (got $n)" test "$n" -ge 1000
+w=$(json 'd["bytes_written"]')
+check "100,000 bytes written count so (got $w)" test "$w" -ge 100000
+check "the table has a create row" sh -c "'$CTL' stats '$mnt' | grep -q '^create '"
+check "its pid is the daemon's" test "$(json 'd["pid"]')" = "$pid"
+kill -USR1 "$pid"
+wait_for -t 5 grep -q "^aiodfs: create " "$log"
+check "SIGUSR1 writes the table to the log" grep -q "^aiodfs: create " "$log"
+
+# ---- 2. only the daemon's user ----
+id aiodt1 >/dev/null 2>&1 || useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt1 || exit 1
+sock=$(json 'd["control_socket"]')
+check "the socket is under /run/aiodfs ($sock)" test -S "$sock" -a "${sock#/run/aiodfs/}" != "$sock"
+r=$(setpriv --reuid aiodt1 --regid nogroup --clear-groups /usr/bin/python3 -c "
+import errno, socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1]); print('connected')
+except OSError as e:
+    print(errno.errorcode[e.errno])" "$sock")
+check "another user cannot connect ($r)" test "$r" = EACCES
+"$CTL" stats "$T" 2>"$T/err" >/dev/null
+rc=$?
+check "no aiodfs at a path: exit 1, one line ($(cat "$T/err"))" \
+	test $rc = 1 -a "$(wc -l <"$T/err")" = 1
+
+# ---- 3. resizing while fsx runs ----
+"$FSX" -q -S 7 -N 30000 "$mnt/fsx" >"$T/fsx.log" 2>&1 &
+fsx=$!
+for n in 2 12 1 6 3; do
+	sleep 0.4
+	"$CTL" workers "$mnt" "$n" >/dev/null || fail "workers $n"
+done
+wait "$fsx"
+check "fsx passes while the pool is resized" test $? = 0
+wait_for -t 5 test "$(workers_of "$pid")" = 3
+check "3 workers after (got $(workers_of "$pid"))" test "$(workers_of "$pid")" = 3
+check "and stats says 3" test "$(json 'd["pool"]["workers"]')" = 3
+check "no request failed: no worker died" test "$(json 'd["pool"]["worker_deaths"]')" = 0
+
+# ---- 4. the watchdog ----
+echo x >"$src/lockme"
+python3 -c "
+import fcntl, sys, time
+f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX)
+print('held', flush=True); time.sleep(2.5)" "$src/lockme" >"$T/holder" &
+holder=$!
+wait_for -t 5 grep -q held "$T/holder"
+flock "$mnt/lockme" true &
+waiter=$!
+wait_for -t 5 grep -q "slow request: flock" "$log"
+check "a lock wait past slow=1 is logged: $(grep "slow request: flock" "$log")" \
+	grep -q "slow request: flock on ino [0-9]*, worker [0-9]*, 1\.[0-9] s" "$log"
+wait "$holder"
+wait "$waiter"
+check "the flock completes once the holder lets go" test $? = 0
+wait_for -t 5 grep -q "slow request done: flock" "$log"
+check "and is logged again: $(grep "slow request done" "$log")" \
+	grep -q "slow request done: flock on ino [0-9]* after [0-9.]* s: ok" "$log"
+
+# ---- 5. a socket left by a daemon killed with SIGKILL ----
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=
+check "the dead daemon's socket is still there" test -S "$sock"
+unmount "$mnt"
+start || exit 1
+check "a new mount serves the control socket there" \
+	test "$(json 'd["pid"]')" = "$pid"
+stop
+check "unmounted: its socket is gone" test ! -e "$sock"
+
+# ---- 6. a live daemon's socket is never taken over ----
+python3 -c "
+import fcntl, os, socket, sys, time
+sock = sys.argv[1]
+lock = open(sock[:-len('.sock')] + '.lock', 'w')
+fcntl.flock(lock, fcntl.LOCK_EX)
+s = socket.socket(socket.AF_UNIX); s.bind(sock); s.listen(1)
+print('listening', flush=True)
+c, _ = s.accept(); c.sendall(b'the live one\n'); c.close()
+time.sleep(30)" "$sock" >"$T/live" &
+live=$!
+wait_for -t 5 grep -q listening "$T/live"
+start || exit 1
+check "the new daemon says why it has no control socket" \
+	grep -q "a live aiodfs holds this mount's control socket" "$log"
+r=$(python3 -c "
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+print(s.recv(100).decode().strip())" "$sock")
+check "the live one still answers on its socket ($r)" test "$r" = "the live one"
+stop
+check "and its socket is still there after the new daemon ends" test -S "$sock"
+kill "$live"
+wait "$live" 2>/dev/null
+rm -f "$sock"
+
+echo "ctl: $failures failed"
+[ "$failures" = 0 ]

@@ -174,6 +174,7 @@ struct bench {
 	double secs;            /* per cell */
 	unsigned reps;
 	unsigned workers;       /* 0: the pool's default */
+	unsigned poll_us;       /* aiod_pool_opts.poll_us */
 	bool epoll;             /* drive aiod from our own epoll loop */
 	unsigned op_set;        /* bit masks of the cells to run */
 	unsigned depth_set;
@@ -603,7 +604,8 @@ static void remove_files(struct bench *b)
 
 static int setup_aiod(struct bench *b)
 {
-	struct aiod_pool_opts opts = { .workers = b->workers };
+	struct aiod_pool_opts opts = { .workers = b->workers,
+				       .poll_us = b->poll_us };
 	struct aiod_pool_stats st;
 	struct epoll_event ev = { .events = EPOLLIN };
 	int err;
@@ -731,8 +733,8 @@ static void print_header(const struct bench *b, int argc, char **argv)
 	printf("libuv: %s, threadpool of %u threads (UV_THREADPOOL_SIZE %s%s)\n",
 	       uv_version_string(), b->uv_threads, tp ? "=" : "unset",
 	       tp ? tp : "");
-	printf("aiod:  %u workers (%s) from %s, driven by %s\n",
-	       b->aiod_workers, b->workers ? "-w" : "default",
+	printf("aiod:  %u workers (%s), polling %u us, from %s, driven by %s\n",
+	       b->aiod_workers, b->workers ? "-w" : "default", b->poll_us,
 	       worker && *worker ? worker : "the installed path",
 	       b->epoll ? "epoll on aiod_pool_fd() + aiod_pool_process()"
 			: "aiod_pool_wait()");
@@ -849,11 +851,13 @@ static int64_t run_all(struct bench *b)
 static void usage(FILE *f, const char *argv0)
 {
 	fprintf(f,
-		"usage: %s [-q] [-n REPS] [-w WORKERS] [-t SECONDS] [-e] [-d DIR]\n"
-		"          [-o OPS] [-D DEPTHS] [-p PEERS]\n"
+		"usage: %s [-q] [-n REPS] [-w WORKERS] [-P US] [-t SECONDS] [-e]\n"
+		"          [-d DIR] [-o OPS] [-D DEPTHS] [-p PEERS]\n"
 		"  -q          quick: 0.2 s per cell instead of 1 s\n"
 		"  -n REPS     repetitions, each peer in turn (default 3)\n"
 		"  -w WORKERS  aiod workers (default: the pool's own default)\n"
+		"  -P US       aiod_pool_opts.poll_us: a worker polls this long for\n"
+		"              the next request before sleeping (default 0)\n"
 		"  -t SECONDS  time per cell (overrides -q)\n"
 		"  -e          drive aiod from an epoll loop on aiod_pool_fd()\n"
 		"              instead of aiod_pool_wait()\n"
@@ -923,7 +927,7 @@ int main(int argc, char **argv)
 	b->op_set = (1u << NOPS) - 1;
 	b->depth_set = (1u << NDEPTHS) - 1;
 	b->peer_set = (1u << NPEERS) - 1;
-	while ((c = getopt(argc, argv, "qn:w:t:ed:o:D:p:h")) != -1) {
+	while ((c = getopt(argc, argv, "qn:w:P:t:ed:o:D:p:h")) != -1) {
 		switch (c) {
 		case 'q':
 			b->secs = 0.2;
@@ -934,6 +938,10 @@ int main(int argc, char **argv)
 			break;
 		case 'w':
 			if (!parse_uint(optarg, 1, 1024, &b->workers))
+				goto bad_usage;
+			break;
+		case 'P':
+			if (!parse_uint(optarg, 0, 10000, &b->poll_us))
 				goto bad_usage;
 			break;
 		case 't':

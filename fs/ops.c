@@ -204,6 +204,28 @@ static void set_cred(struct op *op)
 	op->has_cred = true;
 }
 
+/*
+ * For requests on a file the caller has open (write, fallocate,
+ * copy_file_range): nothing is checked against the caller again, but
+ * the source charges the writer: ext4 keeps blocks in reserve that only
+ * root may use, and quota limits stop all but root.  So these run as
+ * the caller too, by fsuid and fsgid alone: its supplementary groups
+ * would cost a /proc read per write, and matter here only for ext4's
+ * reserve group.
+ */
+static void set_cred_writer(struct op *op)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(op->freq);
+
+	if (afs.uid != 0 || (ctx->uid == 0 && ctx->gid == 0))
+		return;
+	op->cred.uid = ctx->uid;
+	op->cred.gid = ctx->gid;
+	op->cred.ngroups = 0;
+	op->cred.groups = op->groups;
+	op->has_cred = true;
+}
+
 /* Make inode nodeid the op's object i, held until the op ends. */
 static struct afs_inode *op_obj(struct op *op, int i, fuse_ino_t nodeid)
 {
@@ -1101,6 +1123,7 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 		}
 		data = memcpy(op->extra, buf, size);
 	}
+	set_cred_writer(op);
 	aiod_prep_pwrite(&op->req, -1, data, size, off);
 	op_file(op, 0, fi);
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
@@ -1176,6 +1199,7 @@ static void afs_fallocate(fuse_req_t freq, fuse_ino_t ino, int mode,
 	(void)ino;
 	if (!op)
 		return;
+	set_cred_writer(op);
 	aiod_prep_fallocate(&op->req, -1, mode, offset, length);
 	op_file(op, 0, fi);
 	op_submit(op, reply_status);
@@ -1204,6 +1228,7 @@ static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
 	(void)ino_out;
 	if (!op)
 		return;
+	set_cred_writer(op);
 	aiod_prep_copy_file_range(&op->req, -1, off_in, -1, off_out, len,
 				  (unsigned)flags);
 	op_file(op, 0, fi_in);

@@ -3,13 +3,18 @@
 #
 # faults.sh - a mount that keeps serving when the source fails it.
 #
-#   faults.sh [full|waits|fds]...      (default: all three)
+#   faults.sh [full|reserve|waits|fds]...      (default: all four)
 #
 #   full  The source is a 32 MiB ext4 image, loop-mounted.  Writes
 #         through the mount that fill it fail with ENOSPC (under
 #         writeback, at the latest the fsync does); the daemon keeps
 #         serving; a file written before reads back intact; once space
 #         is freed, writes work again.
+#   reserve  The same image with 10% reserved for root, shared with
+#         allow_other: an ordinary user filling it through the mount
+#         stops at ENOSPC with the reserve left (writes run as their
+#         caller, and ordinary callers' requests with no capability);
+#         root then writes into the reserve through the mount.
 #   waits A source syscall that hangs: 50 callers wait through the mount
 #         for a flock held on the source, with 1 worker and with 4.
 #         Exactly all workers but one sit in the wait (seen in their
@@ -106,6 +111,42 @@ check("after a delete, 4 MiB write and read back", open("after", "rb").read() ==
 PY
 	unmount "$mnt"
 	umount "$small" && loop_mounted=
+	rm -f "$img"
+}
+
+reserve() {
+	local img=$T/small.img small=$T/small mnt=$T/mnt-reserve r free
+	id aiodt1 >/dev/null 2>&1 ||
+		useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt1 ||
+		{ fail "reserve: useradd"; return; }
+	mkdir -p "$small" "$mnt"
+	truncate -s 32M "$img" && mkfs.ext4 -q -F -m 10 "$img" &&
+		mount -o loop "$img" "$small" || { fail "reserve: loop-mount an ext4 image"; return; }
+	loop_mounted=$small
+	mkdir -m 1777 "$small/src"
+	"$AIODFS" -o allow_other "$small/src" "$mnt" || { fail "reserve: mount"; return; }
+	r=$(setpriv --reuid aiodt1 --regid nogroup --clear-groups /usr/bin/python3 - "$mnt" <<'PY'
+import errno, os, sys
+fd = os.open(os.path.join(sys.argv[1], "user"), os.O_WRONLY | os.O_CREAT, 0o644)
+try:
+    for _ in range(64):
+        os.write(fd, b"u" * (1 << 20))
+    os.fsync(fd)
+    print("no error")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+finally:
+    os.close(fd)
+PY
+)
+	check "reserve: a user filling the source stops at ENOSPC ($r)" test "$r" = ENOSPC
+	free=$(stat -f -c '%f %S' "$small" | awk '{ print int($1 * $2 / 1048576) }')
+	check "reserve: root's reserve is left ($free MiB free of 3 reserved)" test "$free" -ge 2
+	check "reserve: root writes 1 MiB into it through the mount" \
+		sh -c "head -c 1048576 /dev/zero >'$mnt/root' && sync '$mnt/root'"
+	unmount "$mnt"
+	# The daemon may still hold the source for a moment after.
+	wait_for -t 10 umount "$small" 2>/dev/null && loop_mounted=
 	rm -f "$img"
 }
 
@@ -264,11 +305,11 @@ PY
 	unmount "$mnt"
 }
 
-parts=${*:-full waits fds}
+parts=${*:-full reserve waits fds}
 for part in $parts; do
 	case $part in
-	full | waits | fds) echo "== $part"; $part ;;
-	*) echo "faults.sh: unknown part $part (full, waits, fds)" >&2; exit 2 ;;
+	full | reserve | waits | fds) echo "== $part"; $part ;;
+	*) echo "faults.sh: unknown part $part (full, reserve, waits, fds)" >&2; exit 2 ;;
 	esac
 done
 echo "faults: $failures failed"

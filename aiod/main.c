@@ -519,10 +519,20 @@ static int64_t elapsed_us(const struct timespec *t0)
 }
 
 /*
- * With poll_us set, and no other worker polling (the arena header's
- * poller word), poll the socket for the next doorbell that long, giving
- * the CPU to any other runnable task between two looks: the client gives
- * its next request to the poller, which then needs no wake-up.  Returns what recvmsg() returned; -1 with errno EAGAIN when
+ * Poll only while few workers are busy (the client's count, which still
+ * counts this one): a steady stream of one request at a time is what
+ * polling serves.  Under load a polling worker makes its CPU look busy,
+ * the scheduler puts the woken elsewhere, and throughput halves
+ * (bench_pool, 64 in flight: 110k ops/s polling always, 191k so).
+ */
+#define POLL_MAX_BUSY 2
+
+/*
+ * With poll_us set, at most POLL_MAX_BUSY workers busy and no other
+ * worker polling (the arena header's poller word), poll the socket for
+ * the next doorbell that long, giving the CPU to any other runnable task
+ * between two looks: the client gives its next request to the poller,
+ * which then needs no wake-up.  Returns what recvmsg() returned; -1 with errno EAGAIN when
  * nothing came (or another worker polls).
  */
 static ssize_t poll_bell(struct msghdr *mh)
@@ -533,7 +543,11 @@ static ssize_t poll_bell(struct msghdr *mh)
 	ssize_t n = -1;
 	int err = EAGAIN;
 
-	if (!poll_us || !__atomic_compare_exchange_n(poller, &none, me, false,
+	uint32_t busy = __atomic_load_n(&((struct aiod_arena_hdr *)arena)->busy,
+					__ATOMIC_ACQUIRE);
+
+	if (!poll_us || busy > POLL_MAX_BUSY ||
+	    !__atomic_compare_exchange_n(poller, &none, me, false,
 						     __ATOMIC_ACQ_REL,
 						     __ATOMIC_RELAXED)) {
 		errno = EAGAIN;

@@ -266,18 +266,21 @@ static int timeout_ms(void)
 }
 
 /*
- * epoll_wait, but with -o poll=US (default 50), first polling for up to
- * US µs, yielding the CPU to any other runnable task between two looks:
- * a loop that goes to sleep after each request costs the next one a
- * wake-up, which on a virtual machine without halt polling takes tens
- * of µs.
+ * epoll_wait, but with -o poll=US (default 50) and at most one request
+ * in a worker, first polling for up to US µs, yielding the CPU to any
+ * other runnable task between two looks: a loop that goes to sleep
+ * after each request costs the next one a wake-up, which on a virtual
+ * machine without halt polling takes tens of µs.
  */
 static int wait_events(struct epoll_event *evs, int max)
 {
+	struct aiod_pool_stats ps;
 	struct timespec t0, t;
 	int n;
 
-	if (afs.opt.poll_us) {
+	aiod_pool_stats(afs.pool, &ps);
+	/* Under load, polling would only crowd the CPUs (aiod/main.c). */
+	if (afs.opt.poll_us && ps.busy <= 1) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		do {
 			n = epoll_wait(epfd, evs, max, 0);

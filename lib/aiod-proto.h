@@ -72,6 +72,8 @@ struct aiod_arena_hdr {
 	uint32_t nshared;       /* shared fds, from AIOD_WORKER_SHARED_FD */
 	uint32_t poll_us;       /* aiod_pool_opts.poll_us */
 	int32_t poller;         /* pid of the worker polling now, or 0 */
+	uint32_t busy;          /* client: workers holding a request */
+	uint32_t pad;
 };
 
 struct aiod_bell {
@@ -139,7 +141,7 @@ struct aiod_msg {
 	/* The variable part follows: names, groups, inline data. */
 };
 
-_Static_assert(sizeof(struct aiod_arena_hdr) == 32, "arena header layout");
+_Static_assert(sizeof(struct aiod_arena_hdr) == 40, "arena header layout");
 _Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
 _Static_assert(sizeof(struct aiod_done) == 16, "done layout");
 _Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");

@@ -352,6 +352,21 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 
 /* ---- talking to a worker ------------------------------------------- */
 
+/*
+ * w now holds req (NULL: nothing).  The arena header's count of busy
+ * workers tells a worker that has just replied whether polling for the
+ * next request is worth it (see aiod/main.c).
+ */
+static void set_cur(struct aiod_pool *p, struct worker *w,
+		    struct aiod_req *req)
+{
+	if (!w->cur != !req)
+		__atomic_store_n(&hdr_of(p)->busy,
+				 hdr_of(p)->busy + (req ? 1 : (uint32_t)-1),
+				 __ATOMIC_RELEASE);
+	w->cur = req;
+}
+
 /* Which shared fd fd is, or -1. */
 static int shared_index(const struct aiod_pool *p, int fd)
 {
@@ -415,7 +430,7 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	w->cur = req;
+	set_cur(p, w, req);
 	req->worker_ = w;
 	req->state_ = REQ_RUNNING;
 	if (req->op == AIOD_OP_CLOSE)
@@ -584,7 +599,7 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 			worker_bad(p, w, "reply to no request");
 			break;
 		}
-		w->cur = NULL;
+		set_cur(p, w, NULL);
 		if (w->retiring)
 			worker_lost(p, w); /* EOF tells it to exit */
 		else
@@ -842,7 +857,7 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	try_reap(p, w);
 
 	if (req) {
-		w->cur = NULL;
+		set_cur(p, w, NULL);
 		if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
 		    aiod__req_idempotent(req) && req->tries_ < RERUNS_MAX &&
 		    !msg_of(p, req)->cancel) {

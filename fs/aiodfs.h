@@ -179,7 +179,7 @@ void afs_inode_hold(struct afs_inode *in);
 void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
-void afs_close_async(int fd);
+void afs_close_async(int fd, struct afs_inode *in);
 
 /* ops.c */
 void afs_file_put(struct afs_file *f);
@@ -189,6 +189,8 @@ int afs_ops_timeout(void);
 void afs_ops_tick(void);
 void afs_ops_shutdown(void);
 void afs_lock_owners_free(struct afs_inode *in);
+/* The closes in flight on in are done: run the lock requests waiting. */
+void afs_ops_closes_done(struct afs_inode *in);
 /* Resize the pool (the control socket's "workers N"); 0 or -errno. */
 int afs_resize_pool(unsigned n);
 

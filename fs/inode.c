@@ -168,7 +168,7 @@ static void free_inode(struct afs_inode *in)
 	unhash(in);
 	afs_lock_owners_free(in);
 	if (in->fd >= 0)
-		afs_close_async(in->fd);
+		afs_close_async(in->fd, NULL);
 	free(in);
 }
 
@@ -204,25 +204,49 @@ void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in)
 	}
 }
 
+struct closing {
+	struct aiod_req req;        /* first: the callback gets its address */
+	struct afs_inode *in;
+};
+
+static void closes_done(struct afs_inode *in)
+{
+	if (!in)
+		return;
+	in->closing--;
+	afs_ops_closes_done(in);
+	afs_inode_put(in);
+}
+
 static void closed(struct aiod_req *req)
 {
-	free(req);
+	struct closing *c = (struct closing *)req;
+	struct afs_inode *in = c->in;
+
+	free(c);
+	closes_done(in);
 }
 
 /*
  * Close fd in a worker: the last close of a file can block (NFS flushes
- * on close), so it never runs in the loop.
+ * on close), so it never runs in the loop.  With in, the inode of an
+ * open file (whose hold passes to the close), lock requests on in wait
+ * until it is done: see "Closing a file drops its locks" in ops.c.
  */
-void afs_close_async(int fd)
+void afs_close_async(int fd, struct afs_inode *in)
 {
-	struct aiod_req *req = malloc(sizeof(*req));
+	struct closing *c = malloc(sizeof(*c));
 
-	if (req) {
-		aiod_prep_close(req, fd);
-		req->cb = closed;
-		if (aiod_submit(afs.pool, req) == 0)
+	if (in)
+		in->closing++;
+	if (c) {
+		aiod_prep_close(&c->req, fd);
+		c->req.cb = closed;
+		c->in = in;
+		if (aiod_submit(afs.pool, &c->req) == 0)
 			return;
-		free(req);
+		free(c);
 	}
 	close(fd); /* shutting down, or no memory: better late than leaked */
+	closes_done(in);
 }

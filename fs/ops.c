@@ -314,17 +314,17 @@ static void pinned(struct op *op)
 	    req->stx.stx_dev_major != op->stx.stx_dev_major ||
 	    req->stx.stx_dev_minor != op->stx.stx_dev_minor) {
 		/* Replaced behind our back between the two steps. */
-		afs_close_async(req->ret_fd);
+		afs_close_async(req->ret_fd, NULL);
 		reply_err(op, ESTALE);
 		return;
 	}
 	in = afs_inode_find(&op->stx, NULL);
 	if (in)
-		afs_close_async(req->ret_fd);
+		afs_close_async(req->ret_fd, NULL);
 	else
 		in = afs_inode_new(&op->stx, NULL, req->ret_fd);
 	if (!in) {
-		afs_close_async(req->ret_fd);
+		afs_close_async(req->ret_fd, NULL);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -434,11 +434,11 @@ static void lookup_pinned(struct op *op)
 	op->stx = req->stx;
 	in = afs_inode_find(&req->stx, NULL);
 	if (in)
-		afs_close_async(req->ret_fd);
+		afs_close_async(req->ret_fd, NULL);
 	else
 		in = afs_inode_new(&req->stx, NULL, req->ret_fd);
 	if (!in) {
-		afs_close_async(req->ret_fd);
+		afs_close_async(req->ret_fd, NULL);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -901,12 +901,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
  * requests on an inode wait until the closes of its files in flight are
  * done; the closes of other inodes, hung or not, do not hold them up.
  */
-struct closing {
-	struct aiod_req req;        /* first: the callback gets its address */
-	struct afs_inode *in;
-};
-
-static void closes_done(struct afs_inode *in)
+void afs_ops_closes_done(struct afs_inode *in)
 {
 	struct op *op;
 
@@ -917,41 +912,12 @@ static void closes_done(struct afs_inode *in)
 	}
 }
 
-static void file_closed(struct aiod_req *req)
-{
-	struct closing *c = (struct closing *)req;
-	struct afs_inode *in = c->in;
-
-	free(c);
-	in->closing--;
-	closes_done(in);
-	afs_inode_put(in);
-}
-
 void afs_file_put(struct afs_file *f)
 {
-	struct afs_inode *in = f->in;
-	struct closing *c;
-
 	if (--f->refs)
 		return;
-	c = in ? malloc(sizeof(*c)) : NULL;
-	if (!c) {
-		afs_close_async(f->fd);
-		if (in)
-			afs_inode_put(in);
-		free(f);
-		return;
-	}
-	c->in = in; /* f's hold passes to the close */
-	in->closing++;
-	aiod_prep_close(&c->req, f->fd);
-	c->req.cb = file_closed;
+	afs_close_async(f->fd, f->in); /* f's hold on its inode passes on */
 	free(f);
-	if (aiod_submit(afs.pool, &c->req) < 0) {
-		close(c->req.fd[0]); /* shutting down: better late than leaked */
-		file_closed(&c->req);
-	}
 }
 
 /*
@@ -1008,7 +974,7 @@ static void open_done(struct op *op)
 	}
 	f = file_new(op->req.ret_fd, op->fi.flags, op->in[0]);
 	if (!f) {
-		afs_close_async(op->req.ret_fd);
+		afs_close_async(op->req.ret_fd, NULL);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -1042,7 +1008,7 @@ static void create_done(struct op *op)
 	}
 	f = file_new(op->req.ret_fd, op->fi.flags, NULL);
 	if (!f) {
-		afs_close_async(op->req.ret_fd);
+		afs_close_async(op->req.ret_fd, NULL);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -1490,14 +1456,14 @@ static void owner_opened(struct op *op)
 	pp = owner_find(op->in[0], op->owner);
 	if (*pp) {
 		/* Another request of this owner opened one first. */
-		afs_close_async(op->req.ret_fd);
+		afs_close_async(op->req.ret_fd, NULL);
 	} else {
 		o = malloc(sizeof(*o));
 		ofd = o ? file_new(op->req.ret_fd, op->file[0]->accmode,
 				   op->in[0]) : NULL;
 		if (!ofd) {
 			free(o);
-			afs_close_async(op->req.ret_fd);
+			afs_close_async(op->req.ret_fd, NULL);
 			reply_err(op, ENOLCK);
 			return;
 		}

@@ -5,20 +5,21 @@
  *
  * INVOCATION
  *
- *   aiod PARENT_PID
+ *   aiod PARENT_PID NSHARED WSTATE
  *
  * started by libaiod (posix_spawn), never by hand, with:
  *   fd 3  one end of a SOCK_SEQPACKET socketpair; the client has the other
  *   fd 4  the arena, a sealed memfd the client created and sized
- *   fd 5  and up: the pool's shared fds (as many as the arena's header
- *         says), kept for the worker's life
+ *   fd 5  and up: the pool's shared fds (NSHARED of them, and more as
+ *         the client sends them), kept for the worker's life
  * and no other fds beyond 0-2, the default disposition for every signal,
  * a signal mask holding only the cancel signal (unblocked once its
  * handler is in place), and a process group of its own, so that a ^C on
  * the client's terminal does not reach it.  PARENT_PID is the client's
  * pid: the worker asks the kernel for SIGKILL when its parent dies and
  * exits at once if the parent is already gone, so no worker outlives its
- * client.
+ * client.  WSTATE is the offset of the worker's own struct aiod_wstate
+ * in the arena.
  *
  * PROTOCOL (lib/aiod-proto.h)
  *
@@ -30,7 +31,11 @@
  * and replies with the same offset, passing a newly opened fd back as
  * SCM_RIGHTS.  It closes the fds it received once the request is done;
  * the client kept its own copies, except for CLOSE, whose fd the worker
- * closes last.  EOF on fd 3 means the client is done: the worker exits.
+ * closes last.  A doorbell for offset 0 carries a shared fd instead.  A
+ * request that asks for it gets its reply written by the worker itself,
+ * and then, while the arena header's lazy word is set, no REPLY datagram
+ * (see struct aiod_wstate).  EOF on fd 3 means the client is done: the
+ * worker exits.
  * With the arena header's poll_us set, a worker that has replied polls
  * for its next doorbell for that long before it blocks, if no other
  * worker is polling (see poll_bell()).
@@ -87,6 +92,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,6 +103,7 @@
 static char *arena;
 static size_t arena_size;
 static unsigned nshared;        /* fds from AIOD_WORKER_SHARED_FD on */
+static uint32_t *wstate;        /* struct aiod_wstate's state */
 static unsigned poll_us;        /* see poll_bell() */
 static pid_t self;
 static bool trace;
@@ -250,9 +257,8 @@ static int map_arena(void)
 	hdr = (const struct aiod_arena_hdr *)arena;
 	if (hdr->magic != AIOD_PROTO_MAGIC || hdr->version != AIOD_PROTO_VERSION ||
 	    hdr->size != arena_size || hdr->msg_size != sizeof(struct aiod_msg) ||
-	    hdr->nshared > AIOD_MAX_SHARED_FDS || hdr->poll_us > 10000)
+	    hdr->poll_us > 10000)
 		return -EPROTO;
-	nshared = hdr->nshared;
 	poll_us = hdr->poll_us;
 	return 0;
 }
@@ -472,6 +478,93 @@ static int reply(uint64_t msg_off, int fd)
 	return n < 0 ? -errno : 0;
 }
 
+/*
+ * Write the reply the client prepared for the request that just
+ * succeeded (struct aiod_reply in aiod.h), marking the message WRITING
+ * first: if we die now, the client must not run the request again.  A
+ * reply we cannot make is left to the client (reply_state NONE).
+ */
+static void write_reply(struct aiod_msg *m, const struct op_ctx *c)
+{
+	unsigned char hdr[AIOD_REPLY_HDR_MAX];
+	struct iovec iov[2];
+	uint32_t len = m->reply_hdr_len, res = (uint32_t)m->result;
+	int32_t f = m->reply_fd;
+	struct timespec now;
+	int niov = 1;
+	ssize_t n;
+
+	if (f > AIOD_WIRE_FD_SHARED || f <= AIOD_WIRE_FD_SHARED - (int32_t)nshared ||
+	    len > AIOD_REPLY_HDR_MAX || len < 4 || m->reply_len_off > len - 4 ||
+	    m->reply_res_off > len - 4 || m->result > UINT32_MAX)
+		return;
+	memcpy(hdr, m->reply_hdr, len);
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = len;
+	if ((m->wflags & AIOD_WF_REPLY_DATA) && m->result > 0) {
+		if (!c->data || (uint64_t)m->result > c->data_len ||
+		    (uint64_t)m->result > UINT32_MAX - len)
+			return;
+		iov[1].iov_base = c->data;
+		iov[1].iov_len = (size_t)m->result;
+		len += (uint32_t)m->result;
+		niov = 2;
+	}
+	memcpy(hdr + m->reply_len_off, &len, sizeof(len));
+	if (m->reply_res_off)
+		memcpy(hdr + m->reply_res_off, &res, sizeof(res));
+	__atomic_store_n(&m->reply_state, AIOD_REPLY_WRITING, __ATOMIC_RELEASE);
+	do
+		n = writev(AIOD_WORKER_SHARED_FD + (AIOD_WIRE_FD_SHARED - f), iov, niov);
+	while (n < 0 && errno == EINTR);
+	m->reply_err = n < 0 ? errno : (size_t)n != len ? EIO : 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	m->reply_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	__atomic_store_n(&m->reply_state, AIOD_REPLY_DONE, __ATOMIC_RELEASE);
+}
+
+/*
+ * Mark our request finished (struct aiod_wstate).  Returns whether the
+ * client takes it from there without a REPLY datagram: only a request
+ * whose reply we wrote, while the arena header says lazy.
+ */
+static bool finish_silently(const struct aiod_msg *m)
+{
+	const struct aiod_arena_hdr *hdr = (const struct aiod_arena_hdr *)arena;
+	uint32_t silent = AIOD_WS_SILENT;
+
+	if (m->reply_state != AIOD_REPLY_DONE || m->reply_err) {
+		__atomic_store_n(wstate, AIOD_WS_RANG, __ATOMIC_SEQ_CST);
+		return false;
+	}
+	__atomic_store_n(wstate, AIOD_WS_SILENT, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&hdr->lazy, __ATOMIC_SEQ_CST))
+		return true;
+	/* Not lazy: ring, unless the client has already taken it. */
+	return !__atomic_compare_exchange_n(wstate, &silent, AIOD_WS_RANG, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A shared fd the client added (aiod_pool_share()): it becomes the next
+ * one from AIOD_WORKER_SHARED_FD on.  Between requests we hold no other
+ * fd there.
+ */
+static int take_shared(const int *fds, int nfds)
+{
+	int to = AIOD_WORKER_SHARED_FD + (int)nshared;
+
+	if (nfds != 1 || nshared >= AIOD_MAX_SHARED_FDS)
+		return -EPROTO;
+	if (fds[0] != to) {
+		if (dup2(fds[0], to) < 0)
+			return -errno;
+		close(fds[0]);
+	}
+	nshared++;
+	return 0;
+}
+
 /* Run one request.  Returns 0, or -errno if the socket failed. */
 static int serve(uint64_t msg_off, const int *fds, int nfds)
 {
@@ -496,9 +589,12 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		res = aiod_ops[m->op](&c);
 	m->result = res;
 	m->ret_fd = c.ret_fd >= 0;
+	if (res >= 0 && m->reply_fd != AIOD_WIRE_FD_NONE && c.ret_fd < 0)
+		write_reply(m, &c);
 	if (trace)
 		trace_req(&c);
-	err = reply(msg_off, c.ret_fd);
+	/* From here on m may be the client's again. */
+	err = finish_silently(m) ? 0 : reply(msg_off, c.ret_fd);
 	if (c.ret_fd >= 0)
 		close(c.ret_fd);
 	for (int i = 0; i < nfds; i++)
@@ -581,11 +677,14 @@ static int hello(void)
 
 int main(int argc, char **argv)
 {
+	unsigned long long ws_off;
 	long ppid;
 	char *end;
 	int err;
 
-	if (argc != 2 || (ppid = strtol(argv[1], &end, 10)) <= 0 || *end) {
+	if (argc != 4 || (ppid = strtol(argv[1], &end, 10)) <= 0 || *end ||
+	    (nshared = (unsigned)strtoul(argv[2], &end, 10)) > AIOD_MAX_SHARED_FDS ||
+	    *end || !(ws_off = strtoull(argv[3], &end, 10)) || *end) {
 		fprintf(stderr, "aiod: a libaiod worker; not to be run by hand\n");
 		return AIOD_EXIT_USAGE;
 	}
@@ -604,6 +703,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "aiod: arena: %s\n", strerror(-err));
 		return err == -EPROTO ? AIOD_EXIT_PROTO : AIOD_EXIT_USAGE;
 	}
+	if (ws_off % 8 || !in_arena(ws_off, sizeof(struct aiod_wstate)))
+		return AIOD_EXIT_USAGE;
+	wstate = &((struct aiod_wstate *)(arena + ws_off))->state;
 	own.uid = cur.uid = (uid_t)setfsuid((uid_t)-1);
 	own.gid = cur.gid = (gid_t)setfsgid((gid_t)-1);
 	own.ngroups = cur.ngroups = getgroups(AIOD_MAX_GROUPS, own.groups);
@@ -646,6 +748,11 @@ int main(int argc, char **argv)
 		}
 		if (n != sizeof(bell) || (mh.msg_flags & MSG_CTRUNC))
 			return AIOD_EXIT_IO;
+		if (bell.msg_off == 0) {
+			if (take_shared(fds, nfds) < 0)
+				return AIOD_EXIT_PROTO;
+			continue;
+		}
 		if (serve(bell.msg_off, fds, nfds) < 0)
 			return AIOD_EXIT_IO;
 	}

@@ -81,6 +81,7 @@ struct afs_file {
 	int fd;
 	unsigned refs;              /* the open itself, plus requests */
 	bool append;                /* fd is O_APPEND */
+	bool released;              /* counted in in->closing already */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
@@ -91,6 +92,7 @@ struct afs {
 	struct fuse_session *se;
 	struct aiod_pool *pool;
 	int root_fd;                /* the source, O_RDONLY|O_DIRECTORY */
+	int reply_fd;               /* the session fd workers reply to, or -1 */
 	struct afs_inode root;
 	int root_mount_id;
 	bool use_handles;           /* the source's handles reopen */
@@ -127,6 +129,7 @@ enum afs_opcode {
 struct afs_live {
 	struct afs_live *prev, *next;
 	int64_t start_ns;
+	int64_t end_ns;             /* when it was answered; 0: at its end */
 	uint8_t opcode;
 	bool slow_logged;           /* the watchdog has told */
 	uint64_t ino;               /* the source's, 0: none */
@@ -193,6 +196,7 @@ void afs_lock_owners_free(struct afs_inode *in);
 void afs_ops_closes_done(struct afs_inode *in);
 /* Resize the pool (the control socket's "workers N"); 0 or -errno. */
 int afs_resize_pool(unsigned n);
+bool afs_ops_waiting(void);
 
 /* loop.c: its epoll set's tags (data.u32) */
 enum {
@@ -205,5 +209,6 @@ int afs_loop_run(void);
 int afs_loop_init_session(void);
 bool afs_loop_adopt(const void *buf, size_t len, void **token);
 void afs_loop_release(void *token);
+bool afs_loop_unique(uint64_t *unique);
 
 #endif /* AIODFS_H */

@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -128,6 +129,21 @@ bool afs_loop_adopt(const void *buf, size_t len, void **token)
 void afs_loop_release(void *token)
 {
 	rbuf_put(token);
+}
+
+/*
+ * The kernel's id for the request being processed, which a reply written
+ * by a worker must carry (ops.c, direct_reply()); false outside a handler.
+ */
+bool afs_loop_unique(uint64_t *unique)
+{
+	const struct fuse_in_header *in;
+
+	if (!current)
+		return false;
+	in = (const struct fuse_in_header *)(current->mem + RBUF_OFFSET);
+	*unique = in->unique;
+	return true;
 }
 
 /*
@@ -307,8 +323,17 @@ int afs_loop_run(void)
 
 	while (!err && !fuse_session_exited(afs.se)) {
 		struct epoll_event evs[4];
-		int n = wait_events(evs, 4);
+		int n;
 
+		/*
+		 * Requests a worker answered the kernel for end when we next
+		 * look (aiod_pool_lazy()), unless something waits on them.
+		 */
+		aiod_pool_lazy(afs.pool, afs.reply_fd >= 0 && !fuse_paused &&
+			       !afs_ops_waiting());
+		n = wait_events(evs, 4);
+		/* Before any kernel request that may follow their answers. */
+		aiod_pool_reap(afs.pool);
 		afs_ops_tick();
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -31,7 +31,7 @@
 #define AIODFS_VERSION "0.1"
 #define ARENA_SIZE (256u << 20)
 
-struct afs afs = { .root_fd = -1 };
+struct afs afs = { .root_fd = -1, .reply_fd = -1 };
 
 static bool use_syslog;
 
@@ -547,6 +547,15 @@ int main(int argc, char **argv)
 	}
 	if (fuse_session_mount(afs.se, mnt) != 0)
 		goto out_pool; /* libfuse said why */
+	/*
+	 * Workers write the answers to reads and writes themselves
+	 * (ops.c, direct_reply()); without, the loop does.
+	 */
+	err = aiod_pool_share(afs.pool, fuse_session_fd(afs.se));
+	afs.reply_fd = err < 0 ? -1 : fuse_session_fd(afs.se);
+	if (err < 0)
+		afs_log(LOG_WARNING, "%s: workers cannot reply: %s", mnt,
+			strerror(-err));
 	err = afs_loop_init_session();
 	if (err < 0) {
 		afs_log(LOG_ERR, "%s: the kernel's INIT failed: %s", mnt,

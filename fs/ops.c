@@ -24,6 +24,7 @@
  * permission checks and what a caller creates is theirs.
  */
 #include <dirent.h>
+#include <linux/fuse.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -70,6 +71,7 @@ struct op {
 	int64_t park_due;           /* locks: parked, next try (ms) */
 	struct op *park_next;       /* locks: on the parked list */
 	struct afs_live live;       /* for stats.c, from its first request */
+	struct aiod_reply reply;    /* see direct_reply() */
 	int err;                    /* the error it was answered with */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
@@ -274,11 +276,50 @@ static bool op_submit(struct op *op, op_step *next)
 	return err == 0;
 }
 
+/*
+ * Reads, writes, fsyncs and flushes are answered by the worker that runs
+ * them, straight to the kernel, when they succeed: the reply goes out
+ * without a trip back through the loop, which learns of it when it next
+ * wakes (aiod_pool_lazy()).  Their last step must do nothing on success
+ * but reply and free: this op's one request must be its last.  The reply
+ * to write to the session fd: struct fuse_out_header (error 0, the
+ * kernel's id for the request), plus for a write a struct
+ * fuse_write_out whose size is the result; a read's data follows.
+ */
+static void direct_reply(struct op *op, bool write)
+{
+	struct fuse_out_header h = { .error = 0 };
+	struct fuse_write_out w = { .size = 0 };
+
+	if (afs.reply_fd < 0 || !afs_loop_unique(&h.unique))
+		return;
+	op->reply.fd = afs.reply_fd;
+	op->reply.hdr_len = sizeof(h) + (write ? sizeof(w) : 0);
+	op->reply.len_off = offsetof(struct fuse_out_header, len);
+	op->reply.res_off = write ? sizeof(h) + offsetof(struct fuse_write_out, size)
+				  : 0;
+	memcpy(op->reply.hdr, &h, sizeof(h));
+	if (write)
+		memcpy(op->reply.hdr + sizeof(h), &w, sizeof(w));
+	op->req.reply = &op->reply;
+}
+
 static void complete(struct aiod_req *req)
 {
 	struct op *op = req->data;
 
-	op->next(op);
+	if (!req->replied) {
+		op->next(op);
+		return;
+	}
+	/* The worker answered: libfuse need only forget the request. */
+	if (op->live.opcode == AFS_OP_READ)
+		afs_stats_bytes((uint64_t)req->result, 0);
+	else if (op->live.opcode == AFS_OP_WRITE)
+		afs_stats_bytes(0, (uint64_t)req->result);
+	fuse_reply_none(op->freq);
+	op->live.end_ns = (int64_t)req->reply_ns;
+	op_free(op);
 }
 
 /* The common last step: reply 0 or the error. */
@@ -886,6 +927,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->fd = fd;
 		f->refs = 1;
 		f->append = backing_flags(flags) & O_APPEND;
+		f->released = false;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
 		f->in = NULL;
 		file_set_inode(f, in);
@@ -901,6 +943,8 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
  * requests on an inode wait until the closes of its files in flight are
  * done; the closes of other inodes, hung or not, do not hold them up.
  */
+static unsigned nclosing_waits; /* ops waiting in after_closes() */
+
 void afs_ops_closes_done(struct afs_inode *in)
 {
 	struct op *op;
@@ -908,6 +952,7 @@ void afs_ops_closes_done(struct afs_inode *in)
 	while (!in->closing && (op = in->after_close)) {
 		in->after_close = op->park_next;
 		op->lock = LK_NONE;
+		nclosing_waits--;
 		op->next(op);
 	}
 }
@@ -916,6 +961,8 @@ void afs_file_put(struct afs_file *f)
 {
 	if (--f->refs)
 		return;
+	if (f->released)
+		f->in->closing--; /* the close counts itself */
 	afs_close_async(f->fd, f->in); /* f's hold on its inode passes on */
 	free(f);
 }
@@ -932,6 +979,7 @@ static bool after_closes(struct op *op, op_step *step)
 		return false;
 	op->next = step;
 	op->lock = LK_CLOSING;
+	nclosing_waits++;
 	op->park_next = in->after_close;
 	in->after_close = op;
 	return true;
@@ -1056,6 +1104,7 @@ static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	aiod_prep_pread(&op->req, -1, NULL, size, off);
 	op_file(op, 0, fi);
+	direct_reply(op, false);
 	op_submit(op, read_done);
 }
 
@@ -1095,6 +1144,7 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
 	if (op->file[0]->append)
 		op->req.flags |= AIOD_F_NORETRY;
+	direct_reply(op, true);
 	op_submit(op, write_done);
 }
 
@@ -1117,6 +1167,7 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 		owner_closed(afs_inode_get(ino), fi->lock_owner);
 	aiod_prep_lseek(&op->req, -1, 0, SEEK_CUR);
 	op_file(op, 0, fi);
+	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
 
@@ -1127,6 +1178,14 @@ static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (afs.opt.posix_locks)
 		file_released(afs_inode_get(ino), f);
+	if (f->refs > 1 && f->in) {
+		/*
+		 * A request a worker has answered may not have ended here
+		 * yet: its close counts for lock requests from now on.
+		 */
+		f->in->closing++;
+		f->released = true;
+	}
 	afs_file_put(f);
 	fuse_reply_err(freq, 0);
 	afs_stats_count(opcode, 0, 0);
@@ -1147,6 +1206,7 @@ static void fsync_common(fuse_req_t freq, int datasync,
 		return;
 	aiod_prep_fsync(&op->req, -1, datasync);
 	op_file(op, 0, fi);
+	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
 
@@ -1333,8 +1393,15 @@ static void interrupted(fuse_req_t freq, void *data)
 		while (*pp != op)
 			pp = &(*pp)->park_next;
 		*pp = op->park_next;
+		nclosing_waits--;
 		reply_err(op, EINTR);
 	}
+}
+
+/* Whether an op waits for others to end (lock requests after closes). */
+bool afs_ops_waiting(void)
+{
+	return nclosing_waits > 0;
 }
 
 int afs_ops_timeout(void)

@@ -112,10 +112,15 @@ static uint64_t bucket_top(unsigned b)
 	return ((uint64_t)1 << e) + ((uint64_t)(q + 1) << (e - 2));
 }
 
-void afs_stats_count(int opcode, int err, int64_t start_ns)
+/* An op from start_ns (0: unknown) to end_ns (0: now). */
+static void count_span(int opcode, int err, int64_t start_ns, int64_t end_ns)
 {
 	struct op_stats *s = &st.op[opcode];
-	uint64_t ns = start_ns ? (uint64_t)(afs_now_ns() - start_ns) : 0;
+	uint64_t ns;
+
+	if (!end_ns)
+		end_ns = afs_now_ns();
+	ns = start_ns && end_ns > start_ns ? (uint64_t)(end_ns - start_ns) : 0;
 
 	s->count++;
 	if (err)
@@ -124,6 +129,12 @@ void afs_stats_count(int opcode, int err, int64_t start_ns)
 		s->max_ns = ns;
 	s->hist[bucket_of(ns)]++;
 }
+
+void afs_stats_count(int opcode, int err, int64_t start_ns)
+{
+	count_span(opcode, err, start_ns, 0);
+}
+
 
 void afs_stats_bytes(uint64_t read, uint64_t written)
 {
@@ -159,7 +170,7 @@ void afs_live_end(struct afs_live *l, int err)
 		l->next->prev = l->prev;
 		st.nlive--;
 	}
-	afs_stats_count(l->opcode, err, l->start_ns);
+	count_span(l->opcode, err, l->start_ns, l->end_ns);
 	if (l->slow_logged) {
 		char obj[300];
 

@@ -19,9 +19,18 @@
  *    the request's fds (0 to AIOD_WIRE_MAXFD) as SCM_RIGHTS, but for the
  *    shared fds each worker got at start.  The worker closes the fds it
  *    received when the request is done.
+ *  - client -> worker: struct aiod_bell with msg_off 0 and one fd: a
+ *    shared fd added after the worker started (aiod_pool_share()); it
+ *    becomes the next one from AIOD_WORKER_SHARED_FD on.
  *  - worker -> client: struct aiod_done with kind REPLY when the request
  *    is done, with the new fd as SCM_RIGHTS if it opened one.
- * A worker holds at most one request at a time.  With poll_us set in the
+ * A worker holds at most one request at a time.
+ *
+ * A message with reply_fd set asks the worker, when the op succeeds, to
+ * write the client's reply itself (struct aiod_reply in aiod.h) to that
+ * shared fd: reply_state goes to WRITING before the write and DONE
+ * after it, so that a client who sees the worker die knows whether the
+ * reply may have gone out (then the request must not run again).  With poll_us set in the
  * arena header, a worker that has replied and wins the header's poller
  * word polls its socket for the next doorbell that long before it
  * sleeps, and the client hands its next request to that worker first.
@@ -36,11 +45,12 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 4u
+#define AIOD_PROTO_VERSION 5u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
- * AIOD_WORKER_SHARED_FD on the pool's shared fds (arena_hdr.nshared).
+ * AIOD_WORKER_SHARED_FD on the pool's shared fds (as many as its second
+ * argument says; aiod_pool_share() sends more later).
  */
 #define AIOD_WORKER_SOCK_FD 3
 #define AIOD_WORKER_ARENA_FD 4
@@ -69,7 +79,7 @@ struct aiod_arena_hdr {
 	uint32_t version;
 	uint64_t size;          /* bytes mapped */
 	uint32_t msg_size;      /* sizeof(struct aiod_msg) */
-	uint32_t nshared;       /* shared fds, from AIOD_WORKER_SHARED_FD */
+	uint32_t lazy;          /* client: see aiod_pool_lazy() */
 	uint32_t poll_us;       /* aiod_pool_opts.poll_us */
 	int32_t poller;         /* pid of the worker polling now, or 0 */
 	uint32_t busy;          /* client: workers holding a request */
@@ -91,6 +101,37 @@ struct aiod_done {
 	uint64_t msg_off;       /* REPLY: the message it answers */
 };
 
+/* aiod_msg.reply_state */
+enum {
+	AIOD_REPLY_NONE = 0,    /* no reply written (none asked, or an error) */
+	AIOD_REPLY_WRITING = 1, /* being written: it may have gone out */
+	AIOD_REPLY_DONE = 2,    /* written, or refused (reply_err) */
+};
+
+/*
+ * Each worker has a word of its own in the arena (struct aiod_wstate, at
+ * the offset its third argument gives) saying where its request stands.
+ * A worker that finished a request whose reply it wrote itself may skip
+ * its REPLY datagram while the arena header's lazy word is set: it
+ * stores SILENT, then reads lazy; if lazy is clear it moves SILENT to
+ * RANG and sends REPLY.  The client takes a SILENT request by moving the
+ * word to IDLE, and after clearing lazy looks at every busy worker's
+ * word again, so exactly one of the two completes the request and none
+ * is forgotten.  Any other finished request: RANG, then REPLY.  The
+ * client stores RUNNING before each doorbell.
+ */
+enum {
+	AIOD_WS_IDLE = 0,
+	AIOD_WS_RUNNING = 1,
+	AIOD_WS_SILENT = 2,
+	AIOD_WS_RANG = 3,
+};
+
+struct aiod_wstate {
+	uint32_t state;         /* AIOD_WS_*, atomic */
+	uint32_t pad;
+};
+
 /* Most fds one request carries (rename, link, copy_file_range: two). */
 #define AIOD_WIRE_MAXFD 2
 
@@ -103,6 +144,7 @@ struct aiod_done {
 enum {
 	AIOD_WF_CRED = 1u << 0, /* uid, gid, groups apply */
 	AIOD_WF_FH = 1u << 1,   /* data_off holds a struct aiod_fh (in) */
+	AIOD_WF_REPLY_DATA = 1u << 2, /* the reply carries the data out */
 };
 
 /*
@@ -131,6 +173,15 @@ struct aiod_msg {
 	uint64_t data_len;      /* client: its size */
 	int64_t arg[5];         /* client: per op, see enum aiod_op */
 	struct aiod_lock lk;    /* client and worker: AIOD_OP_LOCK */
+	int32_t reply_fd;       /* client: AIOD_WIRE_FD_SHARED - k, or NONE */
+	uint32_t reply_hdr_len; /* client: struct aiod_reply */
+	uint32_t reply_len_off;
+	uint32_t reply_res_off;
+	uint8_t reply_hdr[AIOD_REPLY_HDR_MAX];
+
+	uint32_t reply_state;   /* worker: AIOD_REPLY_* */
+	int32_t reply_err;      /* worker: errno of a failed reply write */
+	uint64_t reply_ns;      /* worker: CLOCK_MONOTONIC when it was written */
 
 	int64_t result;         /* worker: >= 0 or -errno */
 	uint32_t ret_fd;        /* worker: 1 if an fd rides on the reply */

@@ -43,6 +43,7 @@
 #ifndef AIOD_H
 #define AIOD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -214,6 +215,28 @@ struct aiod_cred {
 
 #define AIOD_MAX_GROUPS 65536
 
+/*
+ * A reply the worker writes itself (aiod_req.reply), for a client that
+ * answers requests of its own over an fd (a FUSE daemon, a server on a
+ * socket): when the op succeeds, the worker writes hdr, followed for an
+ * op that receives data (PREAD, ...) by the result's bytes of it, to
+ * fd, in one writev, having first stored the reply's total length as a
+ * native uint32 at hdr + len_off and, if res_off is not 0, the result
+ * as a native uint32 at hdr + res_off.  The answer then reaches its
+ * reader without a round trip through the client.  fd must be one of
+ * the pool's shared fds (aiod_pool_opts.shared_fds, aiod_pool_share()).
+ * If the op fails, nothing is written: the callback answers as usual.
+ */
+#define AIOD_REPLY_HDR_MAX 32
+
+struct aiod_reply {
+	int fd;
+	uint32_t hdr_len;       /* at most AIOD_REPLY_HDR_MAX */
+	uint32_t len_off;       /* hdr_len - 4 at most */
+	uint32_t res_off;       /* 0, or hdr_len - 4 at most */
+	unsigned char hdr[AIOD_REPLY_HDR_MAX];
+};
+
 struct aiod_req;
 typedef void aiod_cb(struct aiod_req *req);
 
@@ -237,6 +260,7 @@ struct aiod_req {
 	int64_t arg[5];             /* per-op arguments, see enum aiod_op */
 	struct aiod_lock lk;        /* AIOD_OP_LOCK: in and out */
 	const struct aiod_cred *cred; /* NULL: the pool's own */
+	const struct aiod_reply *reply; /* NULL: none; see struct aiod_reply */
 	aiod_cb *cb;                /* may be NULL */
 	void *data;                 /* for the caller */
 
@@ -250,6 +274,14 @@ struct aiod_req {
 	struct aiod_fh fh;          /* LOOKUP, AIOD_F_LOOKUP */
 	int mount_id;               /* LOOKUP, AIOD_F_LOOKUP */
 	struct aiod_statfs sfs;     /* STATFS */
+	/*
+	 * With reply set: 1 if the worker wrote it, and when (CLOCK_MONOTONIC
+	 * ns).  0 with result >= 0: writing it failed (the callback may
+	 * answer itself), or the worker died while writing it: then the
+	 * result is -EIO, and the answer may or may not have gone out.
+	 */
+	int replied;
+	uint64_t reply_ns;
 
 	/* Private to libaiod. */
 	struct aiod_req *next_;
@@ -445,6 +477,35 @@ void aiod_buf_free(struct aiod_pool *pool, void *buf);
  * or -ENOMEM.
  */
 int aiod_pool_resize(struct aiod_pool *pool, unsigned n);
+
+/*
+ * aiod_pool_share - add fd to the pool's shared fds (see
+ * aiod_pool_opts.shared_fds) after the pool started: every worker gets a
+ * copy before its next request.  For an fd that exists only later, such
+ * as a FUSE session's, which a worker may then write replies to.
+ * Returns 0, -EINVAL (a bad fd, or already shared), -ENOSPC (already
+ * AIOD_MAX_SHARED_FDS) or -errno.
+ */
+int aiod_pool_share(struct aiod_pool *pool, int fd);
+
+/*
+ * aiod_pool_lazy - whether a worker that wrote its request's reply itself
+ * (aiod_req.reply) may finish without waking the client: the request
+ * then completes, its callback runs, only when the client next calls
+ * aiod_pool_reap() (or the pool's fd wakes it for another reason).  For
+ * a client whose callbacks for such requests only free memory, and
+ * which calls aiod_pool_reap() each time it wakes: it saves a wake-up
+ * per request.  Turning it off reaps at once.  While requests wait for a
+ * worker, the pool rings regardless.  Default: off.
+ */
+void aiod_pool_lazy(struct aiod_pool *pool, bool on);
+
+/*
+ * aiod_pool_reap - run the callbacks of requests that finished without
+ * waking the client (see aiod_pool_lazy()), without blocking.  Returns
+ * their number.  aiod_pool_process() and aiod_pool_wait() reap too.
+ */
+int aiod_pool_reap(struct aiod_pool *pool);
 
 /* aiod_pool_stats - fill *st.  Returns 0. */
 int aiod_pool_stats(const struct aiod_pool *pool, struct aiod_pool_stats *st);

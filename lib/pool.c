@@ -80,6 +80,7 @@ struct worker {
 	struct aiod_req *cur;   /* the request it holds */
 	struct worker *next;    /* on the dying list */
 	struct worker *rnext;   /* on the retiring list */
+	uint64_t ws_off;        /* its struct aiod_wstate in the arena */
 };
 
 struct aiod_pool {
@@ -105,11 +106,13 @@ struct aiod_pool {
 	unsigned spawn_failures;
 	int early_exit;         /* exit code of a worker gone before hello */
 	bool setup, closing;
+	bool lazy;              /* aiod_pool_lazy() */
 	unsigned depth;         /* run() calls in progress (callbacks nest) */
 
 	struct aiod_req *q_head, *q_tail;
 	struct aiod_req *done_head, *done_tail;
 	uint64_t nqueued, next_id;
+	size_t ws_used;         /* arena bytes of the workers' aiod_wstate */
 	uint64_t submitted, completed, deaths, retries;
 };
 
@@ -121,6 +124,11 @@ static struct aiod_arena_hdr *hdr_of(struct aiod_pool *p)
 static struct aiod_msg *msg_of(struct aiod_pool *p, const struct aiod_req *req)
 {
 	return (struct aiod_msg *)(p->arena.base + req->msg_off_);
+}
+
+static uint32_t *wstate_of(struct aiod_pool *p, const struct worker *w)
+{
+	return &((struct aiod_wstate *)(p->arena.base + w->ws_off))->state;
 }
 
 /* ---- the queue and the done list ----------------------------------- */
@@ -175,14 +183,17 @@ static bool queue_remove(struct aiod_pool *p, struct aiod_req *req)
  * Decide req's result without a worker; its callback runs from the next
  * aiod_pool_process(), which the eventfd wakes.
  */
-static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
+static void poke(struct aiod_pool *p)
 {
 	uint64_t one = 1;
 
-	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE)
-		close(req->fd[0]);
+	if (write(p->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		fprintf(stderr, "libaiod: eventfd write: %s\n", strerror(errno));
+}
 
-	req->result = err;
+/* req's results are decided (req->result): run its callback soon. */
+static void defer(struct aiod_pool *p, struct aiod_req *req)
+{
 	req->state_ = REQ_DONE;
 	req->worker_ = NULL;
 	req->next_ = NULL;
@@ -191,8 +202,32 @@ static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
 	else
 		p->done_head = req;
 	p->done_tail = req;
-	if (write(p->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		fprintf(stderr, "libaiod: eventfd write: %s\n", strerror(errno));
+	poke(p);
+}
+
+static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
+{
+	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE)
+		close(req->fd[0]);
+	req->result = err;
+	req->replied = 0;
+	defer(p, req);
+}
+
+/*
+ * The arena's lazy word: the caller's wish, but off while requests wait
+ * for a worker, whose finishing must then wake us.  Clearing it pokes the
+ * eventfd, so that run() looks for requests finished just before.
+ */
+static void sync_lazy(struct aiod_pool *p)
+{
+	uint32_t want = p->lazy && !p->q_head && !p->closing;
+
+	if (__atomic_load_n(&hdr_of(p)->lazy, __ATOMIC_RELAXED) == want)
+		return;
+	__atomic_store_n(&hdr_of(p)->lazy, want, __ATOMIC_SEQ_CST);
+	if (!want)
+		poke(p);
 }
 
 /* Free the request's arena memory and run its callback. */
@@ -280,6 +315,15 @@ static uint32_t put_bytes(char *msg, uint32_t *end, const void *src, size_t n,
 	return at;
 }
 
+/* Which shared fd fd is, or -1. */
+static int shared_index(const struct aiod_pool *p, int fd)
+{
+	for (unsigned k = 0; k < p->nshared; k++)
+		if (fd >= 0 && p->shared[k] == fd)
+			return (int)k;
+	return -1;
+}
+
 /*
  * Copy req into a message in the arena.  Returns 0, or -ENOMEM when the
  * arena has no room now (the request stays queued).  A request put back
@@ -347,6 +391,16 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 	}
 	memcpy(m->arg, req->arg, sizeof(m->arg));
 	m->lk = req->lk;
+	m->reply_fd = AIOD_WIRE_FD_NONE;
+	if (req->reply) {
+		m->reply_fd = AIOD_WIRE_FD_SHARED - shared_index(p, req->reply->fd);
+		m->reply_hdr_len = req->reply->hdr_len;
+		m->reply_len_off = req->reply->len_off;
+		m->reply_res_off = req->reply->res_off;
+		memcpy(m->reply_hdr, req->reply->hdr, req->reply->hdr_len);
+		if (aiod__op_data(req->op) == AIOD__DATA_OUT)
+			m->wflags |= AIOD_WF_REPLY_DATA;
+	}
 	return 0;
 }
 
@@ -365,15 +419,6 @@ static void set_cur(struct aiod_pool *p, struct worker *w,
 				 hdr_of(p)->busy + (req ? 1 : (uint32_t)-1),
 				 __ATOMIC_RELEASE);
 	w->cur = req;
-}
-
-/* Which shared fd fd is, or -1. */
-static int shared_index(const struct aiod_pool *p, int fd)
-{
-	for (unsigned k = 0; k < p->nshared; k++)
-		if (fd >= 0 && p->shared[k] == fd)
-			return (int)k;
-	return -1;
 }
 
 /*
@@ -425,6 +470,7 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
+	__atomic_store_n(wstate_of(p, w), AIOD_WS_RUNNING, __ATOMIC_RELEASE);
 	do
 		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
@@ -483,6 +529,7 @@ static void dispatch(struct aiod_pool *p)
 			defer_done(p, req, err);
 		}
 	}
+	sync_lazy(p);
 }
 
 /* Copy a finished request's results out of its message. */
@@ -498,6 +545,8 @@ static void collect(struct aiod_pool *p, struct aiod_req *req, int fd)
 	req->mount_id = m->mount_id;
 	req->sfs = m->sfs;
 	req->lk = m->lk;
+	req->replied = m->reply_state == AIOD_REPLY_DONE && !m->reply_err;
+	req->reply_ns = m->reply_ns;
 	if (aiod__op_data(req->op) != AIOD__DATA_OUT || !m->data_off)
 		return;
 	data = p->arena.base + m->data_off;
@@ -537,6 +586,60 @@ static void worker_bad(struct aiod_pool *p, struct worker *w, const char *why)
 	fprintf(stderr, "libaiod: worker %d: %s; killing it\n", (int)w->pid, why);
 	signal_worker(w, SIGKILL);
 	worker_lost(p, w);
+}
+
+/*
+ * w has finished req (fd: the one it opened, or -1; no_fd: it opened one
+ * that did not reach us): w takes the next request, req's callback runs.
+ */
+static void worker_done(struct aiod_pool *p, struct worker *w,
+			struct aiod_req *req, int fd, bool no_fd)
+{
+	set_cur(p, w, NULL);
+	if (w->retiring)
+		worker_lost(p, w); /* EOF tells it to exit */
+	else
+		p->idle[p->nidle++] = w;
+	collect(p, req, fd);
+	if (no_fd)
+		req->result = -EMFILE;
+	dispatch(p);
+	finish(p, req);
+}
+
+/* Whether w finished its request without ringing; if so, it is ours now. */
+static bool take_silent(struct aiod_pool *p, struct worker *w)
+{
+	uint32_t silent = AIOD_WS_SILENT;
+
+	return __atomic_compare_exchange_n(wstate_of(p, w), &silent, AIOD_WS_IDLE,
+					   false, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
+}
+
+/* Complete what workers finished without ringing (aiod_pool_lazy()). */
+static int reap_silent(struct aiod_pool *p)
+{
+	int ran = 0;
+
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = p->slots[i];
+
+		if (w && w->cur && !w->lost && take_silent(p, w)) {
+			worker_done(p, w, w->cur, -1, false);
+			ran++;
+		}
+	}
+	for (struct worker *w = p->retiring; w; w = w->rnext) {
+		if (w->cur && !w->lost && take_silent(p, w)) {
+			worker_done(p, w, w->cur, -1, false);
+			ran++;
+			w = p->retiring; /* the list changed */
+			if (!w)
+				break;
+		}
+	}
+	return ran;
 }
 
 /*
@@ -599,18 +702,10 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 			worker_bad(p, w, "reply to no request");
 			break;
 		}
-		set_cur(p, w, NULL);
-		if (w->retiring)
-			worker_lost(p, w); /* EOF tells it to exit */
-		else
-			p->idle[p->nidle++] = w;
-		collect(p, req, nfds ? fds[0] : -1);
-		if ((mh.msg_flags & MSG_CTRUNC) && msg_of(p, req)->ret_fd && !nfds) {
-			/* The worker opened it, but we had no fd left to take it. */
-			req->result = -EMFILE;
-		}
-		dispatch(p);
-		finish(p, req);
+		/* The worker opened an fd, but we had no fd left to take it. */
+		worker_done(p, w, req, nfds ? fds[0] : -1,
+			    (mh.msg_flags & MSG_CTRUNC) && msg_of(p, req)->ret_fd &&
+			    !nfds);
 		ran++;
 		/*
 		 * A worker holds one request, so nothing else can be waiting
@@ -642,19 +737,31 @@ static int fd_above_targets(int fd)
 	return high < 0 ? -errno : high;
 }
 
+static void free_wstate(struct aiod_pool *p, struct worker *w);
+
 static int spawn_one(struct aiod_pool *p, struct worker **wp)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	struct epoll_event ev = { .events = EPOLLIN };
-	char ppid[16], *argv[] = { "aiod", ppid, NULL };
+	char ppid[16], nshared[16], ws[24];
+	char *argv[] = { "aiod", ppid, nshared, ws, NULL };
+	int64_t ws_off;
 	struct worker *w;
 	sigset_t none, all;  /* "none": only the cancel signal */
 	int sv[2], err;
 
 	w = calloc(1, sizeof(*w));
-	if (!w)
+	ws_off = aiod__buddy_alloc(&p->arena.alloc, sizeof(struct aiod_wstate));
+	if (!w || ws_off < 0) {
+		free(w);
+		if (ws_off >= 0)
+			aiod__buddy_free(&p->arena.alloc, (uint64_t)ws_off);
 		return -ENOMEM;
+	}
+	w->ws_off = (uint64_t)ws_off;
+	p->ws_used += aiod__buddy_block_size(&p->arena.alloc, w->ws_off);
+	memset(p->arena.base + ws_off, 0, sizeof(struct aiod_wstate));
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		err = -errno;
 		goto out_free;
@@ -665,6 +772,8 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 		goto out_close;
 	}
 	snprintf(ppid, sizeof(ppid), "%d", (int)p->self);
+	snprintf(nshared, sizeof(nshared), "%u", p->nshared);
+	snprintf(ws, sizeof(ws), "%llu", (unsigned long long)w->ws_off);
 	/*
 	 * The cancel signal's default action would kill a worker that has
 	 * not yet installed its handler; it unblocks the signal after.
@@ -730,8 +839,15 @@ out_close:
 out_sock:
 	close(sv[0]);
 out_free:
+	free_wstate(p, w);
 	free(w);
 	return err;
+}
+
+static void free_wstate(struct aiod_pool *p, struct worker *w)
+{
+	p->ws_used -= aiod__buddy_block_size(&p->arena.alloc, w->ws_off);
+	aiod__buddy_free(&p->arena.alloc, w->ws_off);
 }
 
 /* Fill every empty slot.  Returns 0 or the first spawn error. */
@@ -810,6 +926,7 @@ static void bury(struct aiod_pool *p)
 			continue;
 		}
 		*pp = w->next;
+		free_wstate(p, w);
 		free(w);
 	}
 }
@@ -857,8 +974,18 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	try_reap(p, w);
 
 	if (req) {
+		const struct aiod_msg *m = msg_of(p, req);
+
 		set_cur(p, w, NULL);
-		if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
+		if (take_silent(p, w) ||
+		    (m->reply_state == AIOD_REPLY_DONE && !m->reply_err)) {
+			/* Done, and answered: nothing was lost. */
+			collect(p, req, -1);
+			defer(p, req);
+		} else if (m->reply_state != AIOD_REPLY_NONE) {
+			/* The answer may have gone out: never twice. */
+			defer_done(p, req, -EIO);
+		} else if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
 		    aiod__req_idempotent(req) && req->tries_ < RERUNS_MAX &&
 		    !msg_of(p, req)->cancel) {
 			req->tries_++;
@@ -983,7 +1110,6 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 			goto out_arena;
 		}
 	}
-	hdr_of(p)->nshared = p->nshared;
 	hdr_of(p)->poll_us = opts ? opts->poll_us : 0;
 
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1177,6 +1303,7 @@ static int run(struct aiod_pool *p, int timeout_ms)
 	for (struct worker *w = p->dying; w; w = w->next)
 		if (w->pidfd < 0)
 			try_reap(p, w);
+	ran += reap_silent(p);
 	if (wake || p->done_head) {
 		err = run_done_list(p);
 		if (err > 0)
@@ -1190,12 +1317,99 @@ static int run(struct aiod_pool *p, int timeout_ms)
 	return ran;
 }
 
+void aiod_pool_lazy(struct aiod_pool *p, bool on)
+{
+	p->lazy = on;
+	sync_lazy(p);
+}
+
+int aiod_pool_reap(struct aiod_pool *p)
+{
+	int ran;
+
+	p->depth++;
+	ran = reap_silent(p);
+	if (--p->depth == 0)
+		bury(p);
+	return ran;
+}
+
+/* Give w the shared fd k (its socket is FIFO: before any next request). */
+static int send_share(struct worker *w, int fd)
+{
+	struct aiod_bell bell = { .msg_off = 0 };
+	struct iovec iov = { .iov_base = &bell, .iov_len = sizeof(bell) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf),
+	};
+	struct cmsghdr *c;
+	ssize_t n;
+
+	memset(&cbuf, 0, sizeof(cbuf));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	do
+		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : 0;
+}
+
+int aiod_pool_share(struct aiod_pool *p, int fd)
+{
+	int own;
+
+	if (p->closing)
+		return -ESHUTDOWN;
+	if (fd < 0 || shared_index(p, fd) >= 0)
+		return -EINVAL;
+	if (p->nshared >= AIOD_MAX_SHARED_FDS)
+		return -ENOSPC;
+	own = fcntl(fd, F_DUPFD_CLOEXEC, FD_ABOVE_TARGETS);
+	if (own < 0)
+		return errno == EBADF ? -EINVAL : -errno;
+	p->shared[p->nshared] = fd;
+	p->shared_own[p->nshared] = own;
+	p->nshared++;
+	/* Workers that do not take it are replaced by ones started with it. */
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = p->slots[i];
+
+		if (w && !w->lost && send_share(w, own) < 0)
+			worker_bad(p, w, "cannot share an fd with it");
+	}
+	return 0;
+}
+
 int aiod_pool_process(struct aiod_pool *p)
 {
 	return run(p, 0);
 }
 
+static int wait_rung(struct aiod_pool *p, int timeout_ms);
+
+/* Waiting, every finished request must ring: lazy is off meanwhile. */
 int aiod_pool_wait(struct aiod_pool *p, int timeout_ms)
+{
+	bool lazy = p->lazy;
+	int ran;
+
+	p->lazy = false;
+	sync_lazy(p);
+	ran = wait_rung(p, timeout_ms);
+	p->lazy = lazy;
+	sync_lazy(p);
+	return ran;
+}
+
+static int wait_rung(struct aiod_pool *p, int timeout_ms)
 {
 	struct timespec t0, t;
 
@@ -1216,6 +1430,13 @@ int aiod_pool_wait(struct aiod_pool *p, int timeout_ms)
 		if (ran != 0 || left == 0)
 			return ran;
 	}
+}
+
+static bool reply_ok(const struct aiod_pool *p, const struct aiod_reply *r)
+{
+	return shared_index(p, r->fd) >= 0 && r->hdr_len <= AIOD_REPLY_HDR_MAX &&
+	       r->hdr_len >= 4 && r->len_off <= r->hdr_len - 4 &&
+	       r->res_off <= r->hdr_len - 4;
 }
 
 static bool name_ok(const char *name)
@@ -1245,6 +1466,8 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 		return -E2BIG;
 	if (aiod__op_data(req->op) == AIOD__DATA_IN && req->len && !req->buf)
 		return -EINVAL;
+	if (req->reply && !reply_ok(p, req->reply))
+		return -EINVAL;
 	request_sizes(p, req, &msg, &data);
 	if (msg > max || data > max)
 		return -E2BIG;
@@ -1252,6 +1475,8 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 	req->result = 0;
 	req->ret_fd = -1;
 	req->out = NULL;
+	req->replied = 0;
+	req->reply_ns = 0;
 	req->tries_ = 0;
 	req->msg_off_ = req->tmp_off_ = 0;
 	req->worker_ = NULL;
@@ -1322,6 +1547,6 @@ int aiod_pool_stats(const struct aiod_pool *p, struct aiod_pool_stats *st)
 	st->worker_deaths = p->deaths;
 	st->retries = p->retries;
 	st->arena_size = p->arena.size;
-	st->arena_used = p->arena.alloc.used;
+	st->arena_used = p->arena.alloc.used - p->ws_used;
 	return 0;
 }

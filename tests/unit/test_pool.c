@@ -772,6 +772,201 @@ static void test_pool_poll_gives_next_to_poller(void **state)
 	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
 }
 
+/* A reply: 4 bytes of length, a 12-byte tag, then result as u32 if asked. */
+static void set_reply(struct aiod_reply *r, int fd, bool res)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	r->hdr_len = res ? 20 : 16;
+	r->len_off = 0;
+	r->res_off = res ? 16 : 0;
+	memcpy(r->hdr + 4, "reply-tag-12", 12);
+}
+
+/* Read one reply from the pipe: its length, and what follows the tag. */
+static uint32_t read_reply(int fd, char *rest, size_t size)
+{
+	char buf[16];
+	uint32_t len;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	assert_int_equal(poll(&pfd, 1, 2000), 1);
+	assert_int_equal(read(fd, buf, 16), 16);
+	memcpy(&len, buf, 4);
+	assert_memory_equal(buf + 4, "reply-tag-12", 12);
+	assert_true(len >= 16 && len - 16 < size);
+	assert_int_equal(read(fd, rest, len - 16), (ssize_t)(len - 16));
+	rest[len - 16] = 0;
+	return len;
+}
+
+/* Submit req, prepared, with reply r, counting into count. */
+static void submit_replied(struct aiod_pool *p, struct aiod_req *req,
+			   const struct aiod_reply *r, int *count)
+{
+	req->reply = r;
+	req->cb = count_cb;
+	req->data = count;
+	assert_int_equal(aiod_submit(p, req), 0);
+}
+
+static bool pipe_empty(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	return poll(&pfd, 1, 0) == 0;
+}
+
+/* Run the pool until *count reaches want, woken by its fd only. */
+static void wait_by_fd(struct aiod_pool *p, const int *count, int want)
+{
+	struct pollfd pfd = { .fd = aiod_pool_fd(p), .events = POLLIN };
+
+	while (*count < want) {
+		assert_int_equal(poll(&pfd, 1, 2000), 1);
+		assert_true(aiod_pool_process(p) >= 0);
+	}
+}
+
+/*
+ * Replies written by the worker (aiod_req.reply) to an fd shared after
+ * the pool started: a read's data follows the header, a write's result
+ * is patched in, a failed request writes nothing.  Lazy: the request
+ * ends without waking the pool, at aiod_pool_reap() or when lazy goes
+ * off; requests that wait for a worker are not forgotten.  A worker
+ * killed while writing a reply ends its request with -EIO and does not
+ * run it again; its replacement has the shared fd.
+ */
+static void test_pool_worker_replies(void **state)
+{
+	char dir[] = "/tmp/aiod-reply-XXXXXX", path[PATH_MAX], got[128];
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_pool_stats st;
+	struct aiod_reply r;
+	struct aiod_req req[3];
+	int pfd[2], fd, count = 0;
+	pid_t w;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/f", dir);
+	fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+	assert_int_equal(write(fd, "hello world", 11), 11);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	set_reply(&r, pfd[1], false);
+	aiod_prep_pread(&req[0], fd, NULL, 64, 0);
+	req[0].reply = &r;
+	assert_int_equal(aiod_submit(p, &req[0]), -EINVAL); /* not shared */
+	assert_int_equal(aiod_pool_share(p, -1), -EINVAL);
+	assert_int_equal(aiod_pool_share(p, pfd[1]), 0);
+	assert_int_equal(aiod_pool_share(p, pfd[1]), -EINVAL);
+	r.len_off = 13;
+	assert_int_equal(aiod_submit(p, &req[0]), -EINVAL);
+	r.len_off = 0;
+
+	/* A read: header, then the data. */
+	req[0].cb = count_cb;
+	req[0].data = &count;
+	assert_int_equal(aiod_submit(p, &req[0]), 0);
+	wait_count(p, &count, 1, 2000);
+	assert_int_equal(req[0].result, 11);
+	assert_int_equal(req[0].replied, 1);
+	assert_true(req[0].reply_ns > 0);
+	assert_int_equal(read_reply(pfd[0], got, sizeof(got)), 27);
+	assert_string_equal(got, "hello world");
+
+	/* A write: its result in the header. */
+	set_reply(&r, pfd[1], true);
+	aiod_prep_pwrite(&req[0], fd, "HELLO", 5, 0);
+	submit_replied(p, &req[0], &r, &count);
+	wait_count(p, &count, 2, 2000);
+	assert_int_equal(read_reply(pfd[0], got, sizeof(got)), 20);
+	assert_int_equal(*(uint32_t *)got, 5);
+
+	/* A failure: nothing written, the callback answers. */
+	aiod_prep_fsync(&req[0], 999, 0);
+	submit_replied(p, &req[0], &r, &count);
+	wait_count(p, &count, 3, 2000);
+	assert_int_equal(req[0].result, -EBADF);
+	assert_int_equal(req[0].replied, 0);
+	assert_true(pipe_empty(pfd[0]));
+
+	/* Lazy: answered, but ended only when the pool looks. */
+	aiod_pool_lazy(p, true);
+	set_reply(&r, pfd[1], false);
+	aiod_prep_pread(&req[0], fd, NULL, 5, 6);
+	submit_replied(p, &req[0], &r, &count);
+	read_reply(pfd[0], got, sizeof(got));
+	assert_string_equal(got, "world");
+	usleep(50000);
+	{
+		struct pollfd pp = { .fd = aiod_pool_fd(p), .events = POLLIN };
+
+		assert_int_equal(poll(&pp, 1, 0), 0); /* no wake-up */
+	}
+	assert_int_equal(count, 3);
+	assert_int_equal(aiod_pool_reap(p), 1);
+	assert_int_equal(count, 4);
+	assert_int_equal(req[0].replied, 1);
+
+	/* Lazy going off wakes the pool for what ended meanwhile. */
+	assert_int_equal(aiod_submit(p, &req[0]), 0);
+	read_reply(pfd[0], got, sizeof(got));
+	usleep(50000);
+	aiod_pool_lazy(p, false);
+	wait_by_fd(p, &count, 5);
+	aiod_pool_lazy(p, true);
+
+	/*
+	 * Three for two workers: the third waits, so the first to finish
+	 * wakes the pool, which hands it the third; all are answered.
+	 */
+	for (int i = 0; i < 3; i++) {
+		aiod_prep_pread(&req[i], fd, NULL, 5, 0);
+		submit_replied(p, &req[i], &r, &count);
+	}
+	wait_by_fd(p, &count, 6);
+	for (int i = 0; i < 3; i++)
+		read_reply(pfd[0], got, sizeof(got));
+	for (int64_t end = now_ms() + 2000; count < 8; usleep(1000)) {
+		assert_true(now_ms() < end);
+		aiod_pool_process(p); /* those that rang, and the lazy */
+	}
+	aiod_pool_lazy(p, false);
+
+	/* Killed while writing (the pipe is full): -EIO, never run again. */
+	assert_int_equal(fcntl(pfd[1], F_SETFL, O_NONBLOCK), 0);
+	while (write(pfd[1], path, sizeof(path)) > 0)
+		;
+	assert_int_equal(fcntl(pfd[1], F_SETFL, 0), 0);
+	aiod_prep_pread(&req[0], fd, NULL, 5, 0);
+	submit_replied(p, &req[0], &r, &count);
+	w = aiod_req_worker(&req[0]);
+	usleep(100000); /* till it blocks in the write */
+	kill(w, SIGKILL);
+	wait_count(p, &count, 9, 2000);
+	assert_int_equal(req[0].result, -EIO);
+	assert_int_equal(req[0].replied, 0);
+	aiod_pool_stats(p, &st);
+	assert_int_equal(st.retries, 0);
+	while (read(pfd[0], path, sizeof(path)) == sizeof(path) && !pipe_empty(pfd[0]))
+		;
+
+	/* Its replacement has the shared fd: both workers answer. */
+	for (int i = 0; i < 2; i++) {
+		aiod_prep_pread(&req[i], fd, NULL, 5, 0);
+		submit_replied(p, &req[i], &r, &count);
+	}
+	wait_count(p, &count, 11, 2000);
+	assert_int_equal(req[0].replied + req[1].replied, 2);
+	aiod_pool_free(p);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* How many children this process has now. */
 static int nchildren(void)
 {
@@ -1005,6 +1200,7 @@ int main(void)
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_resize),
+		cmocka_unit_test(test_pool_worker_replies),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),

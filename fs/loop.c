@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <linux/fuse.h>
 #include <sched.h>
 #include <signal.h>
@@ -34,6 +35,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/uio.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -177,14 +179,66 @@ static int receive_one(void)
 }
 
 /*
+ * FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping set-id bits and
+ * file capabilities on write, truncate and chown to us, and stops asking
+ * for security.capability before every write to a file that had none
+ * (the inode is marked "no security" after the first).  Every one of
+ * those runs on the source with the caller's fsuid (ops.c), so the
+ * source drops them itself exactly as for a local write.  libfuse 3.14
+ * has no name for the flag, so the INIT reply gets it on its way out;
+ * every other reply passes unchanged.
+ */
+static uint64_t init_unique;    /* an INIT that offered the flag, or 0 */
+
+static void note_init(const struct fuse_buf *fbuf, size_t len)
+{
+	const struct fuse_in_header *h = fbuf->mem;
+	const struct fuse_init_in *in = (const void *)(h + 1);
+
+	if (len >= sizeof(*h) + offsetof(struct fuse_init_in, flags) +
+		   sizeof(in->flags) &&
+	    h->opcode == FUSE_INIT && (in->flags & FUSE_HANDLE_KILLPRIV_V2))
+		init_unique = h->unique;
+}
+
+static ssize_t session_writev(int fd, struct iovec *iov, int count, void *data)
+{
+	const struct fuse_out_header *h = iov[0].iov_base;
+
+	(void)data;
+	if (init_unique && count == 2 && iov[0].iov_len == sizeof(*h) &&
+	    h->unique == init_unique) {
+		struct fuse_init_out *out = iov[1].iov_base;
+
+		if (h->error == 0 && iov[1].iov_len >= offsetof(struct fuse_init_out,
+								 flags) +
+							sizeof(out->flags))
+			out->flags |= FUSE_HANDLE_KILLPRIV_V2;
+		init_unique = 0;
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t session_read(int fd, void *buf, size_t len, void *data)
+{
+	(void)data;
+	return read(fd, buf, len);
+}
+
+/*
  * Before the loop: process kernel requests, blocking, until INIT has been
  * answered, so that a caller told "mounted" finds the mount serving.
  */
 int afs_loop_init_session(void)
 {
+	static const struct fuse_custom_io io = {
+		.writev = session_writev, .read = session_read,
+	};
 	int fd = fuse_session_fd(afs.se);
-	int res;
+	int res = fuse_session_custom_io(afs.se, &io, fd);
 
+	if (res < 0)
+		return res;
 	while (!afs.init_done) {
 		struct fuse_buf fbuf = { .size = 0 };
 		struct rbuf *rb = rbuf_get();
@@ -195,6 +249,7 @@ int afs_loop_init_session(void)
 		fbuf.size = RBUF_SIZE - RBUF_OFFSET;
 		res = fuse_session_receive_buf(afs.se, &fbuf);
 		if (res > 0) {
+			note_init(&fbuf, (size_t)res);
 			current = rb;
 			fuse_session_process_buf(afs.se, &fbuf);
 			current = NULL;

@@ -679,11 +679,10 @@ static bool times_are_now(const struct op *op)
 }
 
 /*
- * The set-id bits of a file the caller may write but does not own.  The
- * kernel keeps no FUSE_CAP_HANDLE_KILLPRIV from us (under writeback the
- * data arrives with no caller to act as), so a write or truncate by
- * someone without CAP_FSETID comes as a chmod that clears S_ISUID and
- * S_ISGID, which the source refuses to a non-owner.  The caller's own
+ * The set-id bits of a file the caller may write but does not own.  A
+ * kernel without FUSE_HANDLE_KILLPRIV_V2 (loop.c) drops them itself: a
+ * write or truncate by someone without CAP_FSETID comes as a chmod that
+ * clears S_ISUID and S_ISGID, which the source refuses to a non-owner.  The caller's own
  * write on the source would clear them all the same, so a chmod that
  * clears nothing but set-id bits of a file the caller may write runs as
  * the daemon: first the file's mode, then the caller's W_OK, then the
@@ -1888,9 +1887,10 @@ static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
 /* ---- extended attributes -------------------------------------------------- */
 
 /*
- * The kernel asks for security.capability before every write to a file
- * (to know whether the write must drop it), which would double the
- * requests of a write-heavy load.  Its absence is kept with the inode,
+ * The kernel asks for security.capability before a write to a file (to
+ * know whether the write must drop it): with FUSE_HANDLE_KILLPRIV_V2
+ * (loop.c) once after each refresh of its attributes, without before
+ * every write, which would double the requests of a write-heavy load.  Its absence is kept with the inode,
  * like an attribute, for attr_timeout: the kernel's view may be that
  * stale anyway, and the source drops the capability itself when a
  * worker writes.  Setting or removing it through the mount forgets it.

@@ -478,6 +478,16 @@ static int reply(uint64_t msg_off, int fd)
 	return n < 0 ? -errno : 0;
 }
 
+/* AIOD_F_STATX: object 0's attributes after the op, or stx_mask 0. */
+static void stat_after(struct op_ctx *c)
+{
+	const char *name = c->name[0] ? c->name[0] : "";
+	int flags = AT_SYMLINK_NOFOLLOW | (c->name[0] ? 0 : AT_EMPTY_PATH);
+
+	if (statx(c->fd[0], name, flags, STATX_BASIC_STATS, &c->m->stx) < 0)
+		memset(&c->m->stx, 0, sizeof(c->m->stx));
+}
+
 /*
  * Write the reply the client prepared for the request that just
  * succeeded (struct aiod_reply in aiod.h), marking the message WRITING
@@ -587,6 +597,8 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		res = unpack(&c, m, fds, nfds);
 	if (res == 0)
 		res = aiod_ops[m->op](&c);
+	if (res >= 0 && (m->flags & AIOD_F_STATX))
+		stat_after(&c);
 	m->result = res;
 	m->ret_fd = c.ret_fd >= 0;
 	if (res >= 0 && m->reply_fd != AIOD_WIRE_FD_NONE && c.ret_fd < 0)

@@ -634,8 +634,9 @@ static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
 
 /*
  * setattr runs one request per kind of attribute, in the order chmod,
- * chown, truncate, utimens, then a statx for the reply; stage says how
- * far it got.
+ * chown, truncate, utimens; the last one also fetches the attributes
+ * for the reply (AIOD_F_STATX), else a statx does; stage says how far it
+ * got.
  */
 enum { SA_MODE, SA_OWNER, SA_SIZE, SA_TIMES, SA_STAT };
 
@@ -761,6 +762,30 @@ static bool setattr_retry(struct op *op)
 	return false;
 }
 
+/* Whether a stage from op->stage on has an attribute to set. */
+static bool setattr_more(const struct op *op)
+{
+	static const int bits[] = {
+		[SA_MODE] = FUSE_SET_ATTR_MODE,
+		[SA_OWNER] = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID,
+		[SA_SIZE] = FUSE_SET_ATTR_SIZE,
+		[SA_TIMES] = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME,
+	};
+
+	for (int st = op->stage; st < SA_STAT; st++)
+		if (op->valid & bits[st])
+			return true;
+	return false;
+}
+
+/* Submit the step prepared in op->req; the last brings the attributes. */
+static void setattr_submit(struct op *op)
+{
+	if (!setattr_more(op))
+		op->req.flags |= AIOD_F_STATX;
+	op_submit(op, setattr_step);
+}
+
 static void setattr_step(struct op *op)
 {
 	struct aiod_req *req = &op->req;
@@ -771,6 +796,11 @@ static void setattr_step(struct op *op)
 		if (req->result == -EPERM && op->has_cred && setattr_retry(op))
 			return;
 		reply_err(op, (int)-req->result);
+		return;
+	}
+	if (op->stage > SA_MODE && (req->flags & AIOD_F_STATX) &&
+	    req->stx.stx_mask) {
+		reply_attr(op);
 		return;
 	}
 	op->retried = false;
@@ -799,7 +829,7 @@ static void setattr_step(struct op *op)
 				 * the mode no longer lets a path open.
 				 */
 				req->fd[0] = op->file[0]->fd;
-				op_submit(op, setattr_step);
+				setattr_submit(op);
 				return;
 			}
 			break;
@@ -807,7 +837,7 @@ static void setattr_step(struct op *op)
 			if (!(v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 				continue;
 			prep_times(op, false);
-			op_submit(op, setattr_step);
+			setattr_submit(op);
 			return;
 		default:
 			prep_getattr(op, NULL);
@@ -815,7 +845,7 @@ static void setattr_step(struct op *op)
 			return;
 		}
 		afs_inode_set_obj(req, 0, op->in[0]);
-		op_submit(op, setattr_step);
+		setattr_submit(op);
 		return;
 	}
 }

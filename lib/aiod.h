@@ -153,6 +153,14 @@ enum {
 	 * is 0 and stx.stx_mask is 0; the operation still succeeded.
 	 */
 	AIOD_F_LOOKUP = 1u << 1,
+	/*
+	 * After any other op that succeeds, also fill stx with the
+	 * attributes of object 0 (fd[0] and name[0], a symlink not
+	 * followed), sparing a STATX round trip: a chmod or utimens that
+	 * answers with the result.  If that statx fails, stx.stx_mask is 0;
+	 * the op still succeeded.
+	 */
+	AIOD_F_STATX = 1u << 2,
 };
 
 /* Largest file handle the library carries (MAX_HANDLE_SZ). */

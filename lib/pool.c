@@ -1451,7 +1451,9 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 	if (p->closing)
 		return -ESHUTDOWN;
 	if (req->op >= AIOD_OP__COUNT || req->state_ != REQ_IDLE ||
-	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP)))
+	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP |
+				      AIOD_F_STATX)) ||
+	    ((req->flags & AIOD_F_STATX) && req->op == AIOD_OP_CLOSE))
 		return -EINVAL;
 	if (req->op == AIOD_OP_CLOSE && shared_index(p, req->fd[0]) >= 0)
 		return -EINVAL;

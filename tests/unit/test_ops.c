@@ -1613,6 +1613,47 @@ static void test_ops_chmod(void **state)
 	close(fd);
 }
 
+/*
+ * AIOD_F_STATX: the attributes after the op come with it (a symlink's
+ * own); nothing on failure; refused with CLOSE.
+ */
+static void test_ops_statx_after(void **state)
+{
+	struct aiod_req req;
+	int fd;
+
+	(void)state;
+	put_str(d, "file", "hello");
+	assert_int_equal(symlinkat("file", d, "ln"), 0);
+	aiod_prep_chmod(&req, d, "file", 0604, 0);
+	req.flags = AIOD_F_STATX;
+	assert_int_equal(run(&req), 0);
+	assert_true(req.stx.stx_mask & STATX_MODE);
+	assert_int_equal(req.stx.stx_mode & 07777, 0604);
+	assert_int_equal(req.stx.stx_size, 5);
+
+	fd = open_at(d, "file", O_RDWR);
+	aiod_prep_truncate(&req, fd, NULL, 2);
+	req.flags = AIOD_F_STATX;
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(req.stx.stx_size, 2);
+
+	aiod_prep_utimens(&req, d, "ln", NULL, AT_SYMLINK_NOFOLLOW);
+	req.flags = AIOD_F_STATX;
+	assert_int_equal(run(&req), 0);
+	assert_true(S_ISLNK(req.stx.stx_mode));
+
+	aiod_prep_chmod(&req, d, "missing", 0600, 0);
+	req.flags = AIOD_F_STATX;
+	assert_int_equal(run(&req), -ENOENT);
+	assert_int_equal(req.stx.stx_mask, 0);
+
+	aiod_prep_close(&req, fd);
+	req.flags = AIOD_F_STATX;
+	assert_int_equal(aiod_submit(pool, &req), -EINVAL);
+	close(fd);
+}
+
 static void test_ops_chown(void **state)
 {
 	struct aiod_req req;
@@ -2299,6 +2340,7 @@ int main(void)
 		T(test_ops_rmdir),
 		T(test_ops_rename),
 		T(test_ops_chmod),
+		T(test_ops_statx_after),
 		T(test_ops_chown),
 		T(test_ops_utimens),
 		T(test_ops_statfs),

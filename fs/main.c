@@ -65,6 +65,7 @@ struct cli {
 	double entry_timeout;
 	double slow;
 	unsigned max_read;
+	unsigned readahead;
 	bool allow_other;
 	bool default_permissions;
 };
@@ -87,6 +88,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("slow=%lf", slow, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
+	CLI_OPT("readahead=%u", readahead, 0),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_END
@@ -124,6 +126,8 @@ static void usage(const char *prog)
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
 	       "    -o slow=SECS           log requests a worker holds longer\n"
 	       "                           (default 10; 0: never)\n"
+	       "    -o readahead=KB        the mount's readahead, at most 65536 (default:\n"
+	       "                           max_read, 1024; 0: the kernel's; root only)\n"
 	       "    -o writeback           kernel write-back caching\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
@@ -424,6 +428,73 @@ static void report(int fd, char status)
 	use_syslog = true;
 }
 
+/*
+ * MOUNTPOINT as /proc/self/mountinfo writes it: space, tab, newline and
+ * backslash as \ooo.  Returns whether field equals path.
+ */
+static bool mountinfo_path_is(const char *field, const char *path)
+{
+	while (*field && *path) {
+		char c = *field++;
+
+		if (c == '\\' && field[0] >= '0' && field[0] <= '3' &&
+		    field[1] >= '0' && field[1] <= '7' && field[2] >= '0' &&
+		    field[2] <= '7') {
+			c = (char)((field[0] - '0') * 64 + (field[1] - '0') * 8 +
+				   (field[2] - '0'));
+			field += 3;
+		}
+		if (c != *path++)
+			return false;
+	}
+	return !*field && !*path;
+}
+
+/*
+ * The mount's readahead: the kernel gives a FUSE mount 128 KiB, so a
+ * sequential read reaches us as 128 KiB requests, each a round trip
+ * through the loop and a worker; with max_read's worth it comes as
+ * requests of up to 1 MiB.  It is the mount's backing_dev_info
+ * (/sys/class/bdi/MAJOR:MINOR), found through /proc/self/mountinfo (a
+ * stat() of the mountpoint would wait on this very thread), writable by
+ * root only; the kernel sets it when it answers INIT, so this comes after.
+ */
+static void set_readahead(const char *mnt, unsigned kb)
+{
+	char line[8192], dev[32] = "", found[32] = "", path[PATH_MAX + 64];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int fd;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char field[PATH_MAX * 4];
+		const char *sep = strstr(line, " - fuse");
+
+		if (sep && sscanf(line, "%*d %*d %31s %*s %4095s", dev, field) == 2 &&
+		    mountinfo_path_is(field, mnt))
+			strcpy(found, dev); /* the last one is on top */
+	}
+	if (f)
+		fclose(f);
+	if (!found[0]) {
+		afs_log(LOG_WARNING, "%s: not in /proc/self/mountinfo; readahead "
+			"left as it is", mnt);
+		return;
+	}
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", found);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		int n = snprintf(line, sizeof(line), "%u\n", kb);
+
+		if (write(fd, line, (size_t)n) == n) {
+			close(fd);
+			return;
+		}
+		close(fd);
+	}
+	if (errno != EACCES && errno != EPERM)
+		afs_log(LOG_WARNING, "%s: readahead=%u: %s", mnt, kb, strerror(errno));
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -431,7 +502,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
 			   .attr_timeout = -1, .entry_timeout = -1, .slow = 10,
-			   .max_read = 1u << 20 };
+			   .max_read = 1u << 20, .readahead = (unsigned)-1 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
@@ -475,6 +546,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	afs.opt.slow = cli.slow;
+	if (cli.readahead != (unsigned)-1 && cli.readahead > 65536) {
+		afs_log(LOG_ERR, "readahead=%u: at most 65536 KiB", cli.readahead);
+		goto out;
+	}
 	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
 		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
 			cli.cache);
@@ -562,6 +637,9 @@ int main(int argc, char **argv)
 			strerror(-err));
 		goto out_unmount;
 	}
+	if (cli.readahead)
+		set_readahead(mnt, cli.readahead == (unsigned)-1 ? cli.max_read / 1024
+								: cli.readahead);
 	report(pipe_fd, 0);
 	pipe_fd = -1;
 

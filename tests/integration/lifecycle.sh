@@ -57,6 +57,7 @@ bad "mountpoint inside source" "$T/src" "$T/src"
 bad "unknown option" -o no_such_option "$T/src" "$T/mnt"
 bad "workers=0" -o workers=0 "$T/src" "$T/mnt"
 bad "poll=10001" -o poll=10001 "$T/src" "$T/mnt"
+bad "readahead=65537" -o readahead=65537 "$T/src" "$T/mnt"
 bad "bad cache mode" -o cache=sometimes "$T/src" "$T/mnt"
 bad "extra argument" "$T/src" "$T/mnt" "$T/mnt2"
 run=nofuse bad "no /dev/fuse" "$T/src" "$T/mnt"
@@ -75,6 +76,14 @@ nw=$(workers_of "$pid" | wc -w)
 [ "$nw" = 3 ] && ok "workers=3 gives 3 workers" || fail "workers=3 gave $nw"
 bad "busy mountpoint" "$T/src" "$T/mnt"
 mounted "$T/mnt" && ok "busy mountpoint left mounted" || fail "busy mountpoint unmounted"
+# The mount's readahead: max_read's worth by default, or as asked.
+readahead() { cat "/sys/class/bdi/$(awk -v m="$1" '$5 == m { d = $3 } END { print d }' \
+	/proc/self/mountinfo)/read_ahead_kb"; }
+ra=$(readahead "$T/mnt")
+[ "$ra" = 1024 ] && ok "readahead 1024 KiB by default" || fail "readahead $ra KiB"
+"$AIODFS" -o readahead=256 "$T/src" "$T/mnt2" && ra=$(readahead "$T/mnt2")
+fusermount3 -u "$T/mnt2"
+[ "$ra" = 256 ] && ok "readahead=256" || fail "readahead=256 gave $ra"
 
 # ---- each signal unmounts cleanly, and the workers go too ----
 for sig in TERM INT HUP; do

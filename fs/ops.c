@@ -973,6 +973,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
  * done; the closes of other inodes, hung or not, do not hold them up.
  */
 static unsigned nclosing_waits; /* ops waiting in after_closes() */
+static unsigned nreleased_held; /* released files requests still hold */
 
 void afs_ops_closes_done(struct afs_inode *in)
 {
@@ -990,8 +991,11 @@ void afs_file_put(struct afs_file *f)
 {
 	if (--f->refs)
 		return;
-	if (f->released)
-		f->in->closing--; /* the close counts itself */
+	if (f->released) {
+		nreleased_held--;
+		if (f->in)
+			f->in->closing--; /* the close counts itself */
+	}
 	afs_close_async(f->fd, f->in); /* f's hold on its inode passes on */
 	free(f);
 }
@@ -1207,13 +1211,17 @@ static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (afs.opt.posix_locks)
 		file_released(afs_inode_get(ino), f);
-	if (f->refs > 1 && f->in) {
+	if (f->refs > 1) {
 		/*
-		 * A request a worker has answered may not have ended here
-		 * yet: its close counts for lock requests from now on.
+		 * A request a worker has answered (its flush, say) may not
+		 * have ended here yet: the loop must collect it now, for the
+		 * close to come (afs_ops_waiting()), and the close counts
+		 * for lock requests from now on.
 		 */
-		f->in->closing++;
 		f->released = true;
+		nreleased_held++;
+		if (f->in)
+			f->in->closing++;
 	}
 	afs_file_put(f);
 	fuse_reply_err(freq, 0);
@@ -1427,10 +1435,13 @@ static void interrupted(fuse_req_t freq, void *data)
 	}
 }
 
-/* Whether an op waits for others to end (lock requests after closes). */
+/*
+ * Whether something waits for ops to end: lock requests after closes,
+ * closes of released files after the requests that hold them.
+ */
 bool afs_ops_waiting(void)
 {
-	return nclosing_waits > 0;
+	return nclosing_waits > 0 || nreleased_held > 0;
 }
 
 int afs_ops_timeout(void)

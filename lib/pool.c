@@ -630,14 +630,16 @@ static int reap_silent(struct aiod_pool *p)
 			ran++;
 		}
 	}
-	for (struct worker *w = p->retiring; w; w = w->rnext) {
-		if (w->cur && !w->lost && take_silent(p, w)) {
-			worker_done(p, w, w->cur, -1, false);
-			ran++;
-			w = p->retiring; /* the list changed */
-			if (!w)
-				break;
-		}
+	/* A retiring worker leaves its list when done: look from the head. */
+	for (;;) {
+		struct worker *w = p->retiring;
+
+		while (w && !(w->cur && !w->lost && take_silent(p, w)))
+			w = w->rnext;
+		if (!w)
+			break;
+		worker_done(p, w, w->cur, -1, false);
+		ran++;
 	}
 	return ran;
 }

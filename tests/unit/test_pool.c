@@ -932,6 +932,23 @@ static void test_pool_worker_replies(void **state)
 		assert_true(now_ms() < end);
 		aiod_pool_process(p); /* those that rang, and the lazy */
 	}
+
+	/*
+	 * Two of three workers resized away while they run replied
+	 * requests: one reap ends all three requests.
+	 */
+	assert_int_equal(aiod_pool_resize(p, 3), 0);
+	for (int i = 0; i < 3; i++) {
+		aiod_prep_nop(&req[i], 100000);
+		submit_replied(p, &req[i], &r, &count);
+	}
+	assert_int_equal(aiod_pool_resize(p, 1), 0);
+	for (int i = 0; i < 3; i++)
+		read_reply(pfd[0], got, sizeof(got));
+	usleep(50000); /* till all have said so in the arena */
+	assert_int_equal(aiod_pool_reap(p), 3);
+	assert_int_equal(count, 11);
+	assert_int_equal(aiod_pool_resize(p, 2), 0);
 	aiod_pool_lazy(p, false);
 
 	/* Killed while writing (the pipe is full): -EIO, never run again. */
@@ -944,7 +961,7 @@ static void test_pool_worker_replies(void **state)
 	w = aiod_req_worker(&req[0]);
 	usleep(100000); /* till it blocks in the write */
 	kill(w, SIGKILL);
-	wait_count(p, &count, 9, 2000);
+	wait_count(p, &count, 12, 2000);
 	assert_int_equal(req[0].result, -EIO);
 	assert_int_equal(req[0].replied, 0);
 	aiod_pool_stats(p, &st);
@@ -957,7 +974,7 @@ static void test_pool_worker_replies(void **state)
 		aiod_prep_pread(&req[i], fd, NULL, 5, 0);
 		submit_replied(p, &req[i], &r, &count);
 	}
-	wait_count(p, &count, 11, 2000);
+	wait_count(p, &count, 14, 2000);
 	assert_int_equal(req[0].replied + req[1].replied, 2);
 	aiod_pool_free(p);
 	close(pfd[0]);

@@ -461,18 +461,23 @@ static bool mountinfo_path_is(const char *field, const char *path)
  */
 static void set_readahead(const char *mnt, unsigned kb)
 {
-	char line[8192], dev[32] = "", found[32] = "", path[PATH_MAX + 64];
+	char found[32] = "", path[96], num[16], *line = NULL;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int fd;
+	size_t cap = 0;
+	int fd, n;
 
-	while (f && fgets(line, sizeof(line), f)) {
-		char field[PATH_MAX * 4];
-		const char *sep = strstr(line, " - fuse");
+	/* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ... - fuse.aiodfs ... */
+	while (f && getline(&line, &cap, f) > 0) {
+		char *field[5], *save = NULL, *t = strtok_r(line, " ", &save);
 
-		if (sep && sscanf(line, "%*d %*d %31s %*s %4095s", dev, field) == 2 &&
-		    mountinfo_path_is(field, mnt))
-			strcpy(found, dev); /* the last one is on top */
+		for (n = 0; n < 5 && t; n++, t = strtok_r(NULL, " ", &save))
+			field[n] = t;
+		if (n == 5 && t && strstr(save ? save : "", "- fuse") &&
+		    strlen(field[2]) < sizeof(found) &&
+		    mountinfo_path_is(field[4], mnt))
+			strcpy(found, field[2]); /* the last one is on top */
 	}
+	free(line);
 	if (f)
 		fclose(f);
 	if (!found[0]) {
@@ -481,18 +486,16 @@ static void set_readahead(const char *mnt, unsigned kb)
 		return;
 	}
 	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", found);
+	n = snprintf(num, sizeof(num), "%u\n", kb);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		int n = snprintf(line, sizeof(line), "%u\n", kb);
-
-		if (write(fd, line, (size_t)n) == n) {
-			close(fd);
-			return;
-		}
+	if (fd >= 0 && write(fd, num, (size_t)n) == n) {
 		close(fd);
+		return;
 	}
 	if (errno != EACCES && errno != EPERM)
 		afs_log(LOG_WARNING, "%s: readahead=%u: %s", mnt, kb, strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 /* ---- main -------------------------------------------------------------------- */

@@ -304,6 +304,16 @@ static void direct_reply(struct op *op, bool write)
 	op->req.reply = &op->reply;
 }
 
+/* The bytes a read, write or copy that succeeded moved, for the stats. */
+static void count_bytes(const struct op *op)
+{
+	if (op->live.opcode == AFS_OP_READ)
+		afs_stats_bytes((uint64_t)op->req.result, 0);
+	else if (op->live.opcode == AFS_OP_WRITE ||
+		 op->live.opcode == AFS_OP_COPY_FILE_RANGE)
+		afs_stats_bytes(0, (uint64_t)op->req.result);
+}
+
 static void complete(struct aiod_req *req)
 {
 	struct op *op = req->data;
@@ -313,10 +323,7 @@ static void complete(struct aiod_req *req)
 		return;
 	}
 	/* The worker answered: libfuse need only forget the request. */
-	if (op->live.opcode == AFS_OP_READ)
-		afs_stats_bytes((uint64_t)req->result, 0);
-	else if (op->live.opcode == AFS_OP_WRITE)
-		afs_stats_bytes(0, (uint64_t)req->result);
+	count_bytes(op);
 	fuse_reply_none(op->freq);
 	op->live.end_ns = (int64_t)req->reply_ns;
 	op_free(op);
@@ -683,11 +690,11 @@ static bool times_are_now(const struct op *op)
  * The set-id bits of a file the caller may write but does not own.  A
  * kernel without FUSE_HANDLE_KILLPRIV_V2 (loop.c) drops them itself: a
  * write or truncate by someone without CAP_FSETID comes as a chmod that
- * clears S_ISUID and S_ISGID, which the source refuses to a non-owner.  The caller's own
- * write on the source would clear them all the same, so a chmod that
- * clears nothing but set-id bits of a file the caller may write runs as
- * the daemon: first the file's mode, then the caller's W_OK, then the
- * chmod.
+ * clears S_ISUID and S_ISGID, which the source refuses to a non-owner.
+ * The caller's own write on the source would clear them all the same,
+ * so a chmod that clears nothing but set-id bits of a file the caller
+ * may write runs as the daemon: first the file's mode, then the caller's
+ * W_OK, then the chmod.
  */
 static void kill_setid_chmod(struct op *op)
 {
@@ -1123,7 +1130,7 @@ static void read_done(struct op *op)
 		return;
 	}
 	fuse_reply_buf(op->freq, op->req.out, (size_t)op->req.result);
-	afs_stats_bytes((uint64_t)op->req.result, 0);
+	count_bytes(op);
 	op_free(op);
 }
 
@@ -1148,7 +1155,7 @@ static void write_done(struct op *op)
 		return;
 	}
 	fuse_reply_write(op->freq, (size_t)op->req.result);
-	afs_stats_bytes(0, (uint64_t)op->req.result);
+	count_bytes(op);
 	op_free(op);
 }
 
@@ -1268,17 +1275,6 @@ static void afs_fallocate(fuse_req_t freq, fuse_ino_t ino, int mode,
 	op_submit(op, reply_status);
 }
 
-static void count_done(struct op *op)
-{
-	if (op->req.result < 0) {
-		reply_err(op, (int)-op->req.result);
-		return;
-	}
-	fuse_reply_write(op->freq, (size_t)op->req.result);
-	afs_stats_bytes(0, (uint64_t)op->req.result);
-	op_free(op);
-}
-
 static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
 				off_t off_in, struct fuse_file_info *fi_in,
 				fuse_ino_t ino_out, off_t off_out,
@@ -1296,7 +1292,7 @@ static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
 				  (unsigned)flags);
 	op_file(op, 0, fi_in);
 	op_file(op, 1, fi_out);
-	op_submit(op, count_done);
+	op_submit(op, write_done); /* a count of bytes written, as a write's */
 }
 
 static void lseek_done(struct op *op)
@@ -1931,10 +1927,11 @@ static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
  * The kernel asks for security.capability before a write to a file (to
  * know whether the write must drop it): with FUSE_HANDLE_KILLPRIV_V2
  * (loop.c) once after each refresh of its attributes, without before
- * every write, which would double the requests of a write-heavy load.  Its absence is kept with the inode,
- * like an attribute, for attr_timeout: the kernel's view may be that
- * stale anyway, and the source drops the capability itself when a
- * worker writes.  Setting or removing it through the mount forgets it.
+ * every write, which would double the requests of a write-heavy load.
+ * Its absence is kept with the inode, like an attribute, for
+ * attr_timeout: the kernel's view may be that stale anyway, and the
+ * source drops the capability itself when a worker writes.  Setting or
+ * removing it through the mount forgets it.
  */
 static bool is_caps(const char *name)
 {

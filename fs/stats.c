@@ -135,7 +135,6 @@ void afs_stats_count(int opcode, int err, int64_t start_ns)
 	count_span(opcode, err, start_ns, 0);
 }
 
-
 void afs_stats_bytes(uint64_t read, uint64_t written)
 {
 	st.bytes_read += read;

@@ -979,9 +979,8 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 		const struct aiod_msg *m = msg_of(p, req);
 
 		set_cur(p, w, NULL);
-		if (take_silent(p, w) ||
-		    (m->reply_state == AIOD_REPLY_DONE && !m->reply_err)) {
-			/* Done, and answered: nothing was lost. */
+		if (take_silent(p, w) || m->reply_state == AIOD_REPLY_DONE) {
+			/* Done, its reply written or refused: as if it rang. */
 			collect(p, req, -1);
 			defer(p, req);
 		} else if (m->reply_state != AIOD_REPLY_NONE) {

@@ -17,8 +17,10 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -225,6 +227,127 @@ static int64_t op_pwrite(struct op_ctx *c)
 	if (off == -1)
 		return AIOD_RETRY(c, write(c->fd[0], c->data, c->data_len));
 	return AIOD_RETRY(c, pwrite(c->fd[0], c->data, c->data_len, off));
+}
+
+/*
+ * PWRITE_PIPE.  tee(2) puts the bytes in a pipe of our own, leaving the
+ * client's as it was, and splice(2) moves them from ours into the file:
+ * one copy, in the kernel, and a second run after we die finds them
+ * where they were.  Our pipe is kept between requests, empty.
+ */
+static int own_pipe[2] = { -1, -1 };
+static long own_pipe_size;
+static long own_pipe_refused = LONG_MAX; /* the smallest size refused */
+
+static void own_pipe_drop(void)
+{
+	if (own_pipe[0] >= 0) {
+		close(own_pipe[0]);
+		close(own_pipe[1]);
+	}
+	own_pipe[0] = own_pipe[1] = -1;
+	own_pipe_size = 0;
+}
+
+static void own_pipe_grow(long size)
+{
+	long got;
+
+	if (size <= own_pipe_size || size >= own_pipe_refused)
+		return;
+	got = fcntl(own_pipe[1], F_SETPIPE_SZ, size);
+	if (got < 0)
+		own_pipe_refused = size;
+	else
+		own_pipe_size = got;
+}
+
+/*
+ * Our pipe, empty, grown as far as it may towards room for len bytes
+ * however they lie in pages (a buffer per page, and a partial page at
+ * each end), else for len bytes in whole pages: without
+ * CAP_SYS_RESOURCE no pipe grows past /proc/sys/fs/pipe-max-size.
+ * Whether they fit, tee(2) tells.
+ */
+static bool own_pipe_ready(size_t len)
+{
+	if (own_pipe[0] < 0) {
+		if (pipe2(own_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+			return false;
+		own_pipe_size = fcntl(own_pipe[1], F_GETPIPE_SZ);
+	}
+	own_pipe_grow((long)len + 2 * sysconf(_SC_PAGESIZE));
+	own_pipe_grow((long)len);
+	return true;
+}
+
+/* A file that refuses splice (O_APPEND, some O_DIRECT): through memory. */
+static int64_t bounce(struct op_ctx *c, int from, size_t len)
+{
+	int64_t off = c->m->arg[0], res;
+	void *buf;
+	ssize_t n;
+
+	if (posix_memalign(&buf, (size_t)sysconf(_SC_PAGESIZE), len))
+		return -ENOMEM;
+	n = read(from, buf, len);
+	if (n <= 0)
+		res = n < 0 ? -errno : 0;
+	else if (off == -1)
+		res = AIOD_RETRY(c, write(c->fd[0], buf, (size_t)n));
+	else
+		res = AIOD_RETRY(c, pwrite(c->fd[0], buf, (size_t)n, off));
+	free(buf);
+	return res;
+}
+
+/* Move up to len bytes out of pipe from (taking them) into the file. */
+static int64_t splice_out(struct op_ctx *c, int from, size_t len)
+{
+	int64_t off = c->m->arg[0];
+	size_t done = 0;
+
+	while (done < len) {
+		loff_t at = off + (loff_t)done;
+		ssize_t n = splice(from, NULL, c->fd[0], off == -1 ? NULL : &at,
+				   len - done, SPLICE_F_NONBLOCK);
+
+		if (n < 0 && errno == EINTR && !aiod_cancelled(c))
+			continue;
+		if (n < 0 && errno == EINVAL && done == 0)
+			return bounce(c, from, len);
+		if (n <= 0)
+			return done ? (int64_t)done : n < 0 ? -errno : 0;
+		done += (size_t)n;
+	}
+	return (int64_t)done;
+}
+
+static int64_t op_pwrite_pipe(struct op_ctx *c)
+{
+	size_t len = c->m->data_len;
+	int in = c->fd[1], avail = 0;
+	int64_t res;
+	ssize_t t;
+
+	if (len == 0)
+		return 0;
+	if (own_pipe_ready(len)) {
+		t = tee(in, own_pipe[1], len, SPLICE_F_NONBLOCK);
+		if (t < 0)
+			return errno == EAGAIN ? 0 : -errno; /* empty: nothing to write */
+		if ((size_t)t == len ||
+		    (ioctl(in, FIONREAD, &avail) == 0 && avail == t)) {
+			res = splice_out(c, own_pipe[0], (size_t)t);
+			if (res != t)
+				own_pipe_drop(); /* with what the file did not take */
+			return res;
+		}
+		own_pipe_drop();
+	}
+	/* Ours cannot hold them: take them from the client's pipe. */
+	__atomic_store_n(&c->m->consumed, 1, __ATOMIC_RELEASE);
+	return splice_out(c, in, len);
 }
 
 static int64_t op_fsync(struct op_ctx *c)
@@ -664,6 +787,7 @@ op_fn *const aiod_ops[AIOD_OP__COUNT] = {
 	[AIOD_OP_REMOVEXATTR] = op_removexattr,
 	[AIOD_OP_FLOCK] = op_flock,
 	[AIOD_OP_LOCK] = op_lock,
+	[AIOD_OP_PWRITE_PIPE] = op_pwrite_pipe,
 };
 
 _Static_assert(sizeof(aiod_ops) / sizeof(aiod_ops[0]) == AIOD_OP__COUNT,

@@ -43,6 +43,7 @@ struct afs_opts {
 	unsigned poll_us;           /* -o poll: the loop's and workers' */
 	enum afs_cache cache;
 	bool writeback;
+	bool splice;                /* large writes' data through pipes */
 	bool direct_io;
 	bool inode_fds;             /* name inodes by fd even with handles */
 	bool posix_locks;           /* fcntl locks reach the source */
@@ -86,6 +87,9 @@ struct afs_file {
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 
+/* The largest write request: a receive buffer (loop.c) holds one. */
+#define MAX_WRITE (1u << 20)
+
 /* The daemon's state; one per process. */
 struct afs {
 	struct afs_opts opt;
@@ -99,6 +103,7 @@ struct afs {
 	uid_t uid;                  /* the daemon's own */
 	bool init_done;
 	unsigned max_read;          /* the mount's, which init() repeats */
+	unsigned max_write;         /* -o max_write, which init() offers */
 	bool shared_unchecked;      /* allow_other without default_permissions,
 				       credentials switched: see ops.c */
 	const char *mountpoint;
@@ -150,7 +155,7 @@ const char *afs_op_name(int opcode);
 void afs_stats_init(void);
 /* A request answered without an op (start_ns 0: no latency to count). */
 void afs_stats_count(int opcode, int err, int64_t start_ns);
-void afs_stats_bytes(uint64_t read, uint64_t written);
+void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced);
 /* l (opcode, start_ns set) goes on the live list; req is its request. */
 void afs_live_link(struct afs_live *l, const struct aiod_req *req);
 /* l was answered with err (0: success): counted, and off the list. */
@@ -208,6 +213,9 @@ int afs_loop_rewatch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_run(void);
 int afs_loop_init_session(void);
 bool afs_loop_adopt(const void *buf, size_t len, void **token);
+int afs_loop_take_pipe(void **token);
+void afs_loop_put_pipe(void *token);
+void afs_loop_splice_setup(void);
 void afs_loop_release(void *token);
 bool afs_loop_unique(uint64_t *unique);
 

@@ -58,6 +58,7 @@ struct cli {
 	unsigned poll;
 	char *cache;
 	int writeback;
+	int nosplice;
 	int direct_io;
 	int inode_fds;
 	int posix_locks;
@@ -65,6 +66,7 @@ struct cli {
 	double entry_timeout;
 	double slow;
 	unsigned max_read;
+	unsigned max_write;
 	unsigned readahead;
 	bool allow_other;
 	bool default_permissions;
@@ -81,6 +83,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("cache=%s", cache, 0),
 	CLI_OPT("writeback", writeback, 1),
 	CLI_OPT("no_writeback", writeback, 0),
+	CLI_OPT("nosplice", nosplice, 1),
 	CLI_OPT("direct_io", direct_io, 1),
 	CLI_OPT("inode_fds", inode_fds, 1),
 	CLI_OPT("posix_locks", posix_locks, 1),
@@ -88,6 +91,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("slow=%lf", slow, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
+	CLI_OPT("max_write=%u", max_write, 0),
 	CLI_OPT("readahead=%u", readahead, 0),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
@@ -129,6 +133,9 @@ static void usage(const char *prog)
 	       "    -o readahead=KB        the mount's readahead, at most 65536 (default:\n"
 	       "                           max_read, 1024; 0: the kernel's; root only)\n"
 	       "    -o writeback           kernel write-back caching\n"
+	       "    -o max_write=BYTES     largest write request (default, and at most,\n"
+	       "                           1048576)\n"
+	       "    -o nosplice            read large writes' data, do not splice it\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
 	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n\n",
@@ -505,7 +512,8 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
 			   .attr_timeout = -1, .entry_timeout = -1, .slow = 10,
-			   .max_read = 1u << 20, .readahead = (unsigned)-1 };
+			   .max_read = 1u << 20, .max_write = MAX_WRITE,
+			   .readahead = (unsigned)-1 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
@@ -549,6 +557,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	afs.opt.slow = cli.slow;
+	if (cli.max_write < 4096 || cli.max_write > MAX_WRITE) {
+		afs_log(LOG_ERR, "max_write=%u: expected 4096 to %u bytes",
+			cli.max_write, MAX_WRITE);
+		goto out;
+	}
+	afs.max_write = cli.max_write;
 	if (cli.readahead != (unsigned)-1 && cli.readahead > 65536) {
 		afs_log(LOG_ERR, "readahead=%u: at most 65536 KiB", cli.readahead);
 		goto out;
@@ -564,6 +578,7 @@ int main(int argc, char **argv)
 	afs.opt.entry_timeout = cli.entry_timeout >= 0 ? cli.entry_timeout
 						       : timeout;
 	afs.opt.writeback = cli.writeback;
+	afs.opt.splice = !cli.nosplice;
 	afs.opt.direct_io = cli.direct_io;
 	afs.opt.inode_fds = cli.inode_fds;
 	afs.opt.posix_locks = cli.posix_locks;
@@ -623,6 +638,7 @@ int main(int argc, char **argv)
 		afs_log(LOG_ERR, "%s: %s", src, strerror(-err));
 		goto out_pool;
 	}
+	afs_loop_splice_setup();
 	if (fuse_session_mount(afs.se, mnt) != 0)
 		goto out_pool; /* libfuse said why */
 	/*

@@ -49,6 +49,7 @@ struct op {
 	struct afs_inode *in[2];    /* held while the op lives */
 	struct afs_file *file[2];   /* held while the op lives */
 	void *rbuf;                 /* a receive buffer the op holds */
+	void *pipe;                 /* a pipe with its data (a write) */
 	op_step *next;              /* the next step, run by the callback */
 	int stage;
 	bool has_cred;
@@ -175,6 +176,8 @@ static void op_free(struct op *op)
 		afs_inode_put(op->made);
 	if (op->rbuf)
 		afs_loop_release(op->rbuf);
+	if (op->pipe)
+		afs_loop_put_pipe(op->pipe);
 	free(op);
 }
 
@@ -308,10 +311,10 @@ static void direct_reply(struct op *op, bool write)
 static void count_bytes(const struct op *op)
 {
 	if (op->live.opcode == AFS_OP_READ)
-		afs_stats_bytes((uint64_t)op->req.result, 0);
+		afs_stats_bytes((uint64_t)op->req.result, 0, false);
 	else if (op->live.opcode == AFS_OP_WRITE ||
 		 op->live.opcode == AFS_OP_COPY_FILE_RANGE)
-		afs_stats_bytes(0, (uint64_t)op->req.result);
+		afs_stats_bytes(0, (uint64_t)op->req.result, op->pipe != NULL);
 }
 
 static void complete(struct aiod_req *req)
@@ -1164,12 +1167,17 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 {
 	struct op *op;
 	const void *data = buf;
+	int pipe_fd;
 
 	(void)ino;
 	op = op_new(freq, AFS_OP_WRITE, NULL, NULL);
 	if (!op)
 		return;
-	if (!afs_loop_adopt(buf, size, &op->rbuf)) {
+	/* Large writes' data may wait in a pipe (loop.c), else in memory. */
+	pipe_fd = afs_loop_take_pipe(&op->pipe);
+	if (pipe_fd >= 0) {
+		aiod_prep_pwrite_pipe(&op->req, -1, pipe_fd, size, off);
+	} else if (!afs_loop_adopt(buf, size, &op->rbuf)) {
 		/* Not in a receive buffer: keep a copy past our return. */
 		op = realloc(op, sizeof(*op) + size);
 		if (!op) {
@@ -1178,8 +1186,9 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 		}
 		data = memcpy(op->extra, buf, size);
 	}
+	if (pipe_fd < 0)
+		aiod_prep_pwrite(&op->req, -1, data, size, off);
 	set_cred_writer(op);
-	aiod_prep_pwrite(&op->req, -1, data, size, off);
 	op_file(op, 0, fi);
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
 	if (op->file[0]->append)
@@ -2050,7 +2059,7 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fuse_conn_info_opts *copts = userdata;
 
-	conn->max_write = 1u << 20;
+	conn->max_write = afs.max_write;
 	conn->max_read = afs.max_read;
 	conn->max_readahead = 1u << 20;
 	conn->max_background = 64;
@@ -2072,7 +2081,10 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want &= ~FUSE_CAP_POSIX_LOCKS;
 	if (copts)
 		fuse_apply_conn_info_opts(copts, conn);
-	/* Data must arrive in arena buffers, not through pipes. */
+	/* No larger: a receive buffer or a pipe must hold a whole write. */
+	if (conn->max_write > afs.max_write)
+		conn->max_write = afs.max_write;
+	/* The loop splices by itself (loop.c), not through libfuse. */
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
 	afs.init_done = true;

@@ -63,7 +63,7 @@ struct op_stats {
 
 static struct {
 	struct op_stats op[AFS_OP__COUNT];
-	uint64_t bytes_read, bytes_written;
+	uint64_t bytes_read, bytes_written, bytes_spliced;
 	int64_t then_ns;            /* the last rates snapshot */
 	int64_t start_ns;
 	struct afs_live live;       /* list head */
@@ -135,10 +135,12 @@ void afs_stats_count(int opcode, int err, int64_t start_ns)
 	count_span(opcode, err, start_ns, 0);
 }
 
-void afs_stats_bytes(uint64_t read, uint64_t written)
+void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced)
 {
 	st.bytes_read += read;
 	st.bytes_written += written;
+	if (spliced)
+		st.bytes_spliced += written;
 }
 
 void afs_live_link(struct afs_live *l, const struct aiod_req *req)
@@ -306,13 +308,14 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		put_json_str(b, afs_ctl_socket() ? afs_ctl_socket() : "");
 		put(b, ", \"uptime_s\": %.1f, \"interval_s\": %.3f, "
 		    "\"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64 ", "
+		    "\"bytes_spliced\": %" PRIu64 ", "
 		    "\"pool\": {\"workers\": %u, \"target\": %u, \"busy\": %u, "
 		    "\"queued\": %" PRIu64 ", \"submitted\": %" PRIu64 ", "
 		    "\"completed\": %" PRIu64 ", \"worker_deaths\": %" PRIu64 ", "
 		    "\"retries\": %" PRIu64 ", \"arena_size\": %zu, "
 		    "\"arena_used\": %zu}, \"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
-		    st.bytes_written, ps.workers, afs.opt.workers, ps.busy,
+		    st.bytes_written, st.bytes_spliced, ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
 		    ps.retries, ps.arena_size, ps.arena_used);
 	} else {
@@ -324,9 +327,9 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    ps.workers, afs.opt.workers, ps.busy, ps.queued,
 		    ps.worker_deaths, ps.retries);
 		put(b, "arena %zu of %zu KiB in use; read %" PRIu64
-		    " MiB, written %" PRIu64 " MiB\n\n",
+		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,
-		    st.bytes_written >> 20);
+		    st.bytes_written >> 20, st.bytes_spliced >> 20);
 		put(b, "%-16s %10s %8s %9s %10s %10s %10s\n", "op", "count",
 		    "errors", "ops/s", "p50 us", "p99 us", "max us");
 	}

@@ -30,7 +30,10 @@
  * write the client's reply itself (struct aiod_reply in aiod.h) to that
  * shared fd: reply_state goes to WRITING before the write and DONE
  * after it, so that a client who sees the worker die knows whether the
- * reply may have gone out (then the request must not run again).  With poll_us set in the
+ * reply may have gone out (then the request must not run again).  A
+ * worker that takes input a second run would not find again (the pipe
+ * of PWRITE_PIPE, when it cannot leave it as it was) sets consumed
+ * first, with the same effect.  With poll_us set in the
  * arena header, a worker that has replied and wins the header's poller
  * word polls its socket for the next doorbell that long before it
  * sleeps, and the client hands its next request to that worker first.
@@ -45,7 +48,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 5u
+#define AIOD_PROTO_VERSION 6u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -181,6 +184,8 @@ struct aiod_msg {
 
 	uint32_t reply_state;   /* worker: AIOD_REPLY_* */
 	int32_t reply_err;      /* worker: errno of a failed reply write */
+	uint32_t consumed;      /* worker: 1: never run this message again */
+	uint32_t pad1;
 	uint64_t reply_ns;      /* worker: CLOCK_MONOTONIC when it was written */
 
 	int64_t result;         /* worker: >= 0 or -errno */

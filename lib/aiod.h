@@ -128,6 +128,16 @@ enum aiod_op {
 	AIOD_OP_READDIRPLUS = 33, /* as READDIR, but fill buf with struct
 				     aiod_direntplus records: each entry
 				     with its lstat and file handle */
+	AIOD_OP_PWRITE_PIPE = 34, /* as PWRITE, but the len bytes come from
+				     the pipe fd2 (its read end), which
+				     must hold them; the pipe is left as it
+				     was (tee(2), then splice(2) into fd),
+				     so that a second run finds them again:
+				     the caller empties it after the
+				     callback.  Fewer bytes in the pipe: a
+				     short count.  Where the worker cannot
+				     leave it as it was, it takes them and
+				     the request is not run again. */
 	AIOD_OP__COUNT
 };
 
@@ -138,9 +148,9 @@ enum {
 	 * Without it, a request whose worker dies runs again (up to twice)
 	 * if running it twice does what running it once does: every op that
 	 * only reads;
-	 * PREAD and PWRITE at an offset (the caller knows whether its fd is
-	 * O_APPEND, which makes a pwrite append again: it must set this
-	 * flag); COPY_FILE_RANGE with both offsets; LSEEK unless it moves by
+	 * PREAD, PWRITE and PWRITE_PIPE at an offset (the caller knows
+	 * whether its fd is O_APPEND, which makes a pwrite append again: it
+	 * must set this flag); COPY_FILE_RANGE with both offsets; LSEEK unless it moves by
 	 * SEEK_CUR; FSYNC, TRUNCATE, CHMOD, CHOWN, UTIMENS; OPEN and
 	 * OPEN_BY_HANDLE without O_TRUNC or O_EXCL; FALLOCATE but collapse
 	 * and insert range; SETXATTR without XATTR_CREATE.
@@ -545,6 +555,8 @@ void aiod_prep_pread(struct aiod_req *req, int fd, void *buf, size_t len,
 		     off_t off);
 void aiod_prep_pwrite(struct aiod_req *req, int fd, const void *buf,
 		      size_t len, off_t off);
+void aiod_prep_pwrite_pipe(struct aiod_req *req, int fd, int pipe_fd,
+			   size_t len, off_t off);
 void aiod_prep_fsync(struct aiod_req *req, int fd, int datasync);
 void aiod_prep_truncate(struct aiod_req *req, int dirfd, const char *name,
 			off_t length);

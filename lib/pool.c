@@ -983,8 +983,8 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 			/* Done, its reply written or refused: as if it rang. */
 			collect(p, req, -1);
 			defer(p, req);
-		} else if (m->reply_state != AIOD_REPLY_NONE) {
-			/* The answer may have gone out: never twice. */
+		} else if (m->reply_state != AIOD_REPLY_NONE || m->consumed) {
+			/* The answer may have gone out, or the input is gone. */
 			defer_done(p, req, -EIO);
 		} else if (!p->closing && !(req->flags & AIOD_F_NORETRY) &&
 		    aiod__req_idempotent(req) && req->tries_ < RERUNS_MAX &&
@@ -1465,8 +1465,11 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 	for (int i = 0; i < 2; i++)
 		if (req->fh_in[i] && req->fh_in[i]->handle_bytes > AIOD_FH_MAX)
 			return -EINVAL;
-	if (aiod__op_data(req->op) != AIOD__DATA_NONE && req->len > AIOD_BUF_MAX)
+	if ((aiod__op_data(req->op) != AIOD__DATA_NONE ||
+	     req->op == AIOD_OP_PWRITE_PIPE) && req->len > AIOD_BUF_MAX)
 		return -E2BIG;
+	if (req->op == AIOD_OP_PWRITE_PIPE && (req->fd[1] < 0 || req->buf))
+		return -EINVAL;
 	if (aiod__op_data(req->op) == AIOD__DATA_IN && req->len && !req->buf)
 		return -EINVAL;
 	if (req->reply && !reply_ok(p, req->reply))

@@ -55,6 +55,7 @@ static const struct {
 	[AIOD_OP_FLOCK] = { "flock", false },
 	[AIOD_OP_LOCK] = { "lock", false },
 	[AIOD_OP_READDIRPLUS] = { "readdirplus", true, OUT },
+	[AIOD_OP_PWRITE_PIPE] = { "pwrite_pipe", true },
 };
 
 const char *aiod_op_name(unsigned op)
@@ -69,6 +70,7 @@ bool aiod__req_idempotent(const struct aiod_req *req)
 	switch (req->op) {
 	case AIOD_OP_PREAD:
 	case AIOD_OP_PWRITE:
+	case AIOD_OP_PWRITE_PIPE:
 		/* At the file position, a second run reads or writes more. */
 		return req->arg[0] != -1;
 	case AIOD_OP_COPY_FILE_RANGE:
@@ -170,6 +172,15 @@ void aiod_prep_pwrite(struct aiod_req *req, int fd, const void *buf,
 		      size_t len, off_t off)
 {
 	prep_buf(req, AIOD_OP_PWRITE, fd, NULL, buf, len);
+	req->arg[0] = off;
+}
+
+void aiod_prep_pwrite_pipe(struct aiod_req *req, int fd, int pipe_fd,
+			   size_t len, off_t off)
+{
+	prep_at(req, AIOD_OP_PWRITE_PIPE, fd, NULL);
+	req->fd[1] = pipe_fd;
+	req->len = len;
 	req->arg[0] = off;
 }
 

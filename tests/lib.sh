@@ -32,6 +32,25 @@ unmount() {
 		umount -l "$1"
 }
 
+# serve LOG SRC MNT [OPTION...]: aiodfs -f in the background of this
+# script, its stderr appended to LOG; sets pid to the daemon's.  Fails
+# (and says so) if MNT is not mounted within 10 s.
+pid=
+serve() {
+	local log=$1 src=$2 mnt=$3
+	shift 3
+	"$AIODFS" -f "$@" "$src" "$mnt" 2>>"$log" &
+	pid=$!
+	wait_for -t 10 mounted "$mnt" || { fail "mount $*"; return 1; }
+}
+
+# unserve MNT: unmount MNT and wait for the daemon serve started.
+unserve() {
+	unmount "$1"
+	wait "$pid" 2>/dev/null
+	pid=
+}
+
 # A script may define before_cleanup, run first on exit (to end a
 # daemon it started, by pid).
 _cleanup() {

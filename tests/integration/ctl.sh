@@ -40,16 +40,8 @@ pid=
 before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
 
 # Mount in the foreground, in the background of this script: $pid.
-start() {
-	"$AIODFS" -f "$@" "$src" "$mnt" 2>>"$log" &
-	pid=$!
-	wait_for -t 10 mounted "$mnt" || { fail "mount $*"; return 1; }
-}
-stop() {
-	unmount "$mnt"
-	wait "$pid" 2>/dev/null
-	pid=
-}
+start() { serve "$log" "$src" "$mnt" "$@"; }
+stop() { unserve "$mnt"; }
 json() { "$CTL" stats --json "$mnt" | python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 workers_of() { wc -w <"/proc/$1/task/$1/children"; }
 

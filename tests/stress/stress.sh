@@ -9,12 +9,15 @@
 #
 #   fsx       fsx with every operation class on: 50,000 operations on a
 #             default mount, 20,000 under writeback,cache=always, 10,000
-#             with O_DIRECT (-Z) under cache=never.
+#             with O_DIRECT (-Z) under cache=never; with operations of up
+#             to 1 MiB on a mount that splices writes (max_write=1044480
+#             fits this machine's pipes), 5,000, and 2,000 with -Z.
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
 #             the tree through the mount equals the source's.
 #   chaos     The same while a random worker is killed with SIGKILL every
-#             300 ms.  Every fsx and the load must still pass: requests
+#             300 ms, on a mount that splices writes, two of the fsx with
+#             operations of up to 512 KiB.  Every fsx and the load must still pass: requests
 #             of a killed worker run again or fail with EIO, and no
 #             acknowledged write is lost.  Afterwards the pool is back to
 #             full size.
@@ -67,6 +70,10 @@ umount_fg() {
 }
 
 workers() { cat "/proc/$pid/task/$pid/children" 2>/dev/null; }
+spliced() {
+	"$AIODFSCTL" stats --json "$T/mnt" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_spliced"])'
+}
 nworkers() { [ "$(workers | wc -w)" = "$1" ]; }
 
 # run_fsx NAME ARGS...: fsx on $T/mnt/NAME with a seed derived from ours.
@@ -106,7 +113,9 @@ fsx_on() {
 
 phase_fsx() {
 	fsx_on "cache=auto|-N 50000" "writeback,cache=always|-N 20000" \
-		"cache=never|-Z -N 10000"
+		"cache=never|-Z -N 10000" \
+		"max_write=1044480|-N 5000 -l 4M -o 1M" \
+		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M"
 }
 
 # Short, for the sanitizer build.
@@ -114,11 +123,17 @@ phase_quick() {
 	fsx_on "cache=auto|-N 5000" "cache=never|-Z -N 2000"
 }
 
-# The parallel load: 4 fsx and load.py at once.  Returns 1 if any failed.
+# parallel_load FSX_OPS LOAD_ARGS [BIG_ARGS]: 4 fsx and load.py at once,
+# fsx-1 and fsx-2 with BIG_ARGS too.  Returns 1 if any failed.
 parallel_load() {
-	local fsx_ops=$1 load_args=$2 i pids=() bad=0
+	local fsx_ops=$1 load_args=$2 big=${3:-} i pids=() bad=0
 	for i in 1 2 3 4; do
-		run_fsx "fsx-$i" -N "$fsx_ops" &
+		# $big is split into words on purpose.
+		if [ "$i" -le 2 ]; then
+			run_fsx "fsx-$i" -N "$fsx_ops" $big &
+		else
+			run_fsx "fsx-$i" -N "$fsx_ops" &
+		fi
 		pids+=($!)
 	done
 	mkdir -p "$T/mnt/load"
@@ -174,11 +189,12 @@ stop_killer() {
 }
 
 phase_chaos() {
-	mount_fg "workers=4" || return
+	mount_fg "workers=4,max_write=1044480" || return
 	kill_workers 0.3 &
 	killer=$!
-	parallel_load 10000 "-n 1500 --chaos"
+	parallel_load 10000 "-n 1500 --chaos" "-l 2M -o 512K"
 	stop_killer
+	check "writes were spliced ($(spliced) bytes)" [ "$(spliced)" -gt 0 ]
 	check "workers killed during the run: $kills" [ "$kills" -gt 10 ]
 	check "the pool is back to 4 workers" wait_for nworkers 4
 	umount_fg
@@ -187,7 +203,7 @@ phase_chaos() {
 # soak SECONDS: the chaos phase for SECONDS, fsx running until stopped.
 soak() {
 	local secs=$1 i pids=() ops=0 n
-	mount_fg "workers=4" || return
+	mount_fg "workers=4,max_write=1044480" || return
 	kill_workers 0.3 &
 	killer=$!
 	for i in 1 2 3 4; do

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -1107,6 +1109,118 @@ static void test_ops_copy_file_range(void **state)
 	assert_string_equal(get_str(d, "dst"), "worldhello ");
 	close(in);
 	close(out);
+}
+
+/* Bytes waiting in a pipe. */
+static int in_pipe(int fd)
+{
+	int n = -1;
+
+	assert_int_equal(ioctl(fd, FIONREAD, &n), 0);
+	return n;
+}
+
+/*
+ * PWRITE_PIPE writes what the pipe holds and leaves it there (a second
+ * run must find it), through splice, or through memory where the file
+ * takes no splice; when the bytes lie in more buffers than the worker's
+ * own pipe has, the worker takes them from the caller's.
+ */
+static void test_ops_pwrite_pipe(void **state)
+{
+	unsigned char *data = malloc(MIB), *back = malloc(MIB);
+	static const char dots[200];
+	struct iovec iov[100];
+	struct aiod_pool *fresh;
+	struct aiod_req req;
+	int p[2], fd, app;
+
+	(void)state;
+	assert_non_null(data);
+	assert_non_null(back);
+	fill(data, MIB, 7);
+	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	assert_true(fcntl(p[1], F_SETPIPE_SZ, MIB) >= (int)MIB);
+	assert_int_equal(write(p[1], data, MIB), MIB);
+	fd = open_at(d, "file", O_RDWR | O_CREAT);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], MIB, 4096);
+	assert_int_equal(run(&req), MIB);
+	assert_int_equal(pread(fd, back, MIB, 4096), MIB);
+	assert_memory_equal(back, data, MIB);
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), 0);
+	/* The pipe still holds every byte, in order. */
+	assert_int_equal(in_pipe(p[0]), MIB);
+	memset(back, 0, MIB);
+	assert_int_equal(read(p[0], back, MIB), MIB);
+	assert_memory_equal(back, data, MIB);
+
+	/* -1: at the file position, which advances. */
+	assert_int_equal(write(p[1], "abc", 3), 3);
+	assert_int_equal(lseek(fd, 1, SEEK_SET), 1);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], 3, -1);
+	assert_int_equal(run(&req), 3);
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), 4);
+	assert_int_equal(pread(fd, back, 4, 0), 4);
+	assert_memory_equal(back, "\0abc", 4);
+
+	/* Fewer bytes than asked: a short count; none: 0. */
+	assert_int_equal(read(p[0], back, 16), 3);
+	assert_int_equal(write(p[1], "xy", 2), 2);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], 100, 0);
+	assert_int_equal(run(&req), 2);
+	assert_int_equal(read(p[0], back, 16), 2);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], 100, 0);
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(pread(fd, back, 4, 0), 4);
+	assert_memory_equal(back, "xybc", 4);
+	close(fd);
+
+	/* O_APPEND takes no splice: through memory, appended. */
+	put_str(d, "log", "12");
+	app = open_at(d, "log", O_WRONLY | O_APPEND);
+	assert_int_equal(write(p[1], "345", 3), 3);
+	aiod_prep_pwrite_pipe(&req, app, p[0], 3, 0);
+	assert_int_equal(run(&req), 3);
+	assert_string_equal(get_str(d, "log"), "12345");
+	assert_int_equal(in_pipe(p[0]), 3);
+	assert_int_equal(read(p[0], back, 16), 3);
+	close(app);
+
+	/*
+	 * 100 one-byte buffers (vmsplice makes one per segment): more than a
+	 * new worker's pipe has (16), and 100 bytes do not make it grow, so
+	 * the worker takes them from ours.
+	 */
+	for (int i = 0; i < 100; i++)
+		iov[i] = (struct iovec){ .iov_base = (char *)dots + 2 * i,
+					 .iov_len = 1 };
+	assert_int_equal(vmsplice(p[1], iov, 100, 0), 100);
+	fd = open_at(d, "many", O_RDWR | O_CREAT);
+	fresh = new_pool(1);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], 100, 0);
+	assert_int_equal(run_on(fresh, &req, NULL), 100);
+	aiod_pool_free(fresh);
+	assert_int_equal(lseek(fd, 0, SEEK_END), 100);
+	assert_int_equal(in_pipe(p[0]), 0);
+
+	/* Errors: not a pipe; a file not open for writing; bad requests. */
+	aiod_prep_pwrite_pipe(&req, fd, fd, 10, 0);
+	assert_int_equal(run(&req), -EINVAL);
+	close(fd);
+	fd = open_at(d, "many", O_RDONLY);
+	assert_int_equal(write(p[1], "z", 1), 1);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], 1, 0);
+	assert_int_equal(run(&req), -EBADF);
+	assert_int_equal(in_pipe(p[0]), 1);
+	aiod_prep_pwrite_pipe(&req, fd, -1, 1, 0);
+	assert_int_equal(aiod_submit(pool, &req), -EINVAL);
+	aiod_prep_pwrite_pipe(&req, fd, p[0], AIOD_BUF_MAX + 1, 0);
+	assert_int_equal(aiod_submit(pool, &req), -E2BIG);
+	close(fd);
+	close(p[0]);
+	close(p[1]);
+	free(data);
+	free(back);
 }
 
 static void test_ops_lseek_data_hole(void **state)
@@ -2328,6 +2442,7 @@ int main(void)
 		T(test_ops_fallocate_modes),
 		T(test_ops_fallocate_errors),
 		T(test_ops_copy_file_range),
+		T(test_ops_pwrite_pipe),
 		T(test_ops_lseek_data_hole),
 		T(test_ops_readdir_many_entries),
 		T(test_ops_readdir_arena_and_null),

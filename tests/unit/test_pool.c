@@ -352,6 +352,11 @@ static void test_pool_which_requests_rerun(void **state)
 	assert_true(aiod__req_idempotent(&req));
 	aiod_prep_pwrite(&req, 3, buf, sizeof(buf), -1);
 	assert_false(aiod__req_idempotent(&req));
+	/* Its pipe is left whole: found again at an offset. */
+	aiod_prep_pwrite_pipe(&req, 3, 4, 4096, 0);
+	assert_true(aiod__req_idempotent(&req));
+	aiod_prep_pwrite_pipe(&req, 3, 4, 4096, -1);
+	assert_false(aiod__req_idempotent(&req));
 	aiod_prep_open(&req, 3, "f", O_RDWR | O_CREAT, 0644, 0);
 	assert_true(aiod__req_idempotent(&req));
 	aiod_prep_open(&req, 3, "d", O_RDONLY | O_DIRECTORY, 0, 0);

@@ -1,0 +1,113 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# splice.sh - large writes whose data the daemon splices (loop.c, "Large
+# writes"), on real mounts.
+#
+#   splice.sh
+#
+#  1. max_write=1044480 (whose writes fit this machine's 1 MiB pipes):
+#     8 MiB in 1 MiB writes, 3 MiB in unaligned writes at odd offsets,
+#     O_APPEND writes of 200 KiB (which the worker cannot splice, and
+#     writes through memory), O_DIRECT writes of 1 MiB: the source holds
+#     exactly the bytes written, and the daemon counts most of them as
+#     spliced (aiodfsctl stats --json, bytes_spliced).
+#  2. -o nosplice: the same writes, none spliced.
+#  3. The default mount splices if and only if it did not log that it
+#     cannot (its pipes need 2 MiB: CAP_SYS_RESOURCE or pipe-max-size).
+#  4. Bad input: max_write below 4096 or above 1 MiB is refused in one
+#     line.
+#
+# Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL
+# (default: beside the daemon in its build directory).  Exits 0 if every
+# check passed, 1 if any failed, 77 (skip) without /dev/fuse or when not
+# run as root.
+set -u
+[ "$(id -u)" = 0 ] || { echo "splice.sh: needs root; skipping"; exit 77; }
+. "$(dirname "$0")/../lib.sh" splice
+CTL=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
+[ -x "$CTL" ] || { echo "splice.sh: no aiodfsctl at $CTL" >&2; exit 1; }
+
+src=$T/src mnt=$T/mnt log=$T/daemon.log
+mkdir -p "$src" "$mnt"
+before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
+
+start() {
+	: >"$log"
+	serve "$log" "$src" "$mnt" "$@"
+}
+stop() { unserve "$mnt"; }
+spliced() {
+	"$CTL" stats --json "$mnt" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_spliced"])'
+}
+
+head -c 8M /dev/urandom >"$T/data"
+
+# writes DIR: the four kinds of writes into DIR (the mount), each file
+# compared with what it must hold, on the source.
+writes() {
+	local name
+	dd if="$T/data" of="$1/seq" bs=1M 2>/dev/null
+	check "1 MiB writes: the source has the bytes" cmp -s "$T/data" "$src/seq"
+	python3 - "$T/data" "$1/odd" "$T/odd" <<'PY' || fail "unaligned writes"
+import os, sys
+data = open(sys.argv[1], "rb").read()
+expect = bytearray(4 << 20)
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+for i, off in enumerate((12345, 1 << 20, 3000001 - 700000, 77)):
+    chunk = data[i << 20:(i << 20) + 700001]
+    assert os.pwrite(fd, chunk, off) == len(chunk)
+    expect[off:off + len(chunk)] = chunk
+os.close(fd)
+open(sys.argv[3], "wb").write(bytes(expect[:max(o + 700001 for o in (12345, 1 << 20, 3000001 - 700000, 77))]))
+PY
+	check "unaligned writes at odd offsets: the source has the bytes" \
+		cmp -s "$T/odd" "$src/odd"
+	: >"$1/log"
+	for name in 0 1 2 3 4; do
+		dd if="$T/data" bs=200K skip="$name" count=1 2>/dev/null >>"$1/log"
+	done
+	check "O_APPEND writes: the source has the bytes" \
+		cmp -s "$src/log" <(head -c 1000K "$T/data")
+	dd if="$T/data" of="$1/direct" bs=1M oflag=direct 2>/dev/null
+	check "O_DIRECT writes: the source has the bytes" cmp -s "$T/data" "$src/direct"
+	rm -f "$1"/seq "$1"/odd "$1"/log "$1"/direct
+}
+
+# ---- 1. spliced ----
+start -o max_write=1044480 || exit 1
+writes "$mnt"
+s=$(spliced)
+check "most bytes were spliced (got $s of ~20 MiB)" test "$s" -gt $((14 << 20))
+stop
+
+# ---- 2. never ----
+start -o max_write=1044480,nosplice || exit 1
+writes "$mnt"
+check "-o nosplice: none spliced" test "$(spliced)" = 0
+stop
+
+# ---- 3. the default mount says whether it splices ----
+start || exit 1
+dd if="$T/data" of="$mnt/seq" bs=1M 2>/dev/null
+s=$(spliced)
+if grep -q "writes are read, not spliced" "$log"; then
+	check "default mount, no 2 MiB pipes: said so, none spliced" test "$s" = 0
+else
+	check "default mount: spliced (got $s)" test "$s" -gt $((4 << 20))
+fi
+check "and the source has the bytes" cmp -s "$T/data" "$src/seq"
+stop
+
+# ---- 4. bad input ----
+for bad in 100 1048577; do
+	"$AIODFS" -o max_write=$bad "$src" "$mnt" 2>"$T/err"
+	rc=$?
+	check "max_write=$bad: refused in one line ($(cat "$T/err"))" \
+		test $rc != 0 -a "$(wc -l <"$T/err")" = 1
+	if mounted "$mnt"; then fail "max_write=$bad: mounted"; stop; else ok "and nothing is mounted"; fi
+done
+
+echo "splice: $failures failed"
+[ "$failures" = 0 ]

@@ -724,6 +724,7 @@ int main(int argc, char **argv)
 	if (own.ngroups < 0)
 		return AIOD_EXIT_USAGE;
 	memcpy(cur.groups, own.groups, (size_t)own.ngroups * sizeof(gid_t));
+	aiod_ops_init();
 	if (setup_signals() < 0 || hello() < 0)
 		return AIOD_EXIT_IO;
 

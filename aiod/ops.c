@@ -238,15 +238,47 @@ static int64_t op_pwrite(struct op_ctx *c)
 static int own_pipe[2] = { -1, -1 };
 static long own_pipe_size;
 static long own_pipe_refused = LONG_MAX; /* the smallest size refused */
+static int dev_null = -1;
+
+/*
+ * fd moved above the numbers shared fds take when the client adds one
+ * (aiod/main.c, take_shared()), for an fd kept between requests.
+ */
+static int fd_kept(int fd)
+{
+	int high;
+
+	if (fd < 0)
+		return -1;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, AIOD_WORKER_SHARED_FD + AIOD_MAX_SHARED_FDS);
+	close(fd);
+	return high;
+}
 
 static void own_pipe_drop(void)
 {
-	if (own_pipe[0] >= 0) {
+	if (own_pipe[0] >= 0)
 		close(own_pipe[0]);
+	if (own_pipe[1] >= 0)
 		close(own_pipe[1]);
-	}
 	own_pipe[0] = own_pipe[1] = -1;
 	own_pipe_size = 0;
+}
+
+static bool own_pipe_open(void)
+{
+	int fd[2];
+
+	if (pipe2(fd, O_CLOEXEC | O_NONBLOCK) < 0)
+		return false;
+	own_pipe[0] = fd_kept(fd[0]);
+	own_pipe[1] = fd_kept(fd[1]);
+	if (own_pipe[0] < 0 || own_pipe[1] < 0) {
+		own_pipe_drop();
+		return false;
+	}
+	own_pipe_size = fcntl(own_pipe[1], F_GETPIPE_SZ);
+	return true;
 }
 
 static void own_pipe_grow(long size)
@@ -262,20 +294,41 @@ static void own_pipe_grow(long size)
 		own_pipe_size = got;
 }
 
+/* Empty our pipe of what a file did not take, or make a new one. */
+static void own_pipe_empty(void)
+{
+	int n = -1;
+
+	if (ioctl(own_pipe[0], FIONREAD, &n) == 0 && n == 0)
+		return;
+	if (n < 0 || dev_null < 0 ||
+	    splice(own_pipe[0], NULL, dev_null, NULL, (size_t)n, SPLICE_F_NONBLOCK) != n)
+		own_pipe_drop();
+}
+
 /*
- * Our pipe, empty, grown as far as it may towards room for len bytes
- * however they lie in pages (a buffer per page, and a partial page at
- * each end), else for len bytes in whole pages: without
- * CAP_SYS_RESOURCE no pipe grows past /proc/sys/fs/pipe-max-size.
- * Whether they fit, tee(2) tells.
+ * At start, with the worker's own capabilities (a request may run with
+ * none): our pipe, grown for a 1 MiB write however it lies in pages
+ * where we may (past /proc/sys/fs/pipe-max-size takes
+ * CAP_SYS_RESOURCE).
+ */
+void aiod_ops_init(void)
+{
+	dev_null = fd_kept(open("/dev/null", O_WRONLY | O_CLOEXEC));
+	if (own_pipe_open())
+		own_pipe_grow((2l << 20));
+}
+
+/*
+ * Room in our pipe for len bytes however they lie in pages (a buffer
+ * per page, and a partial page at each end), else for len bytes in
+ * whole pages, as far as it may grow; false without a pipe.  Whether
+ * they fit, tee(2) tells.
  */
 static bool own_pipe_ready(size_t len)
 {
-	if (own_pipe[0] < 0) {
-		if (pipe2(own_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-			return false;
-		own_pipe_size = fcntl(own_pipe[1], F_GETPIPE_SZ);
-	}
+	if (own_pipe[0] < 0 && !own_pipe_open())
+		return false;
 	own_pipe_grow((long)len + 2 * sysconf(_SC_PAGESIZE));
 	own_pipe_grow((long)len);
 	return true;
@@ -340,10 +393,10 @@ static int64_t op_pwrite_pipe(struct op_ctx *c)
 		    (ioctl(in, FIONREAD, &avail) == 0 && avail == t)) {
 			res = splice_out(c, own_pipe[0], (size_t)t);
 			if (res != t)
-				own_pipe_drop(); /* with what the file did not take */
+				own_pipe_empty();
 			return res;
 		}
-		own_pipe_drop();
+		own_pipe_empty();
 	}
 	/* Ours cannot hold them: take them from the client's pipe. */
 	__atomic_store_n(&c->m->consumed, 1, __ATOMIC_RELEASE);

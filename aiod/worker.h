@@ -32,6 +32,9 @@ typedef int64_t op_fn(struct op_ctx *c);
 /* The handlers, indexed by opcode (ops.c). */
 extern op_fn *const aiod_ops[AIOD_OP__COUNT];
 
+/* Before the first request, with the worker's own capabilities. */
+void aiod_ops_init(void);
+
 /* Whether the client asked to abandon the request (main.c). */
 bool aiod_cancelled(const struct op_ctx *c);
 

@@ -91,13 +91,13 @@ struct wpipe {
 	struct wpipe *next;
 	int fd[2];
 	size_t held;                /* a write's data, till emptied */
-	bool lent;                  /* to an op, afs_loop_take_pipe() */
 };
 
 static struct wpipe *free_pipes;
 static unsigned npipes;         /* made, free or held */
 static size_t pipe_size;        /* 0: no splicing */
 static struct wpipe *current_pipe; /* holds the current request's data */
+static struct wpipe *taken_pipe;   /* and was taken by its op */
 static unsigned splice_streak;
 static int devnull = -1;
 
@@ -252,7 +252,6 @@ static void pipe_put(struct wpipe *p)
 		return;
 	}
 	p->held = 0;
-	p->lent = false;
 	p->next = free_pipes;
 	free_pipes = p;
 }
@@ -269,7 +268,7 @@ int afs_loop_take_pipe(void **token)
 	if (!p)
 		return -1;
 	current_pipe = NULL;
-	p->lent = true;
+	taken_pipe = p;
 	*token = p;
 	return p->fd[0];
 }
@@ -294,6 +293,11 @@ static int receive_spliced(struct wpipe *p, struct fuse_buf *fbuf)
 		   SPLICE_F_NONBLOCK);
 	if (n < 0)
 		return errno == ENODEV ? 0 : errno == ENOENT ? -EINTR : -errno;
+	fbuf->size = (size_t)n;
+	if (n < (ssize_t)sizeof(*in)) {
+		p->held = (size_t)n;
+		return -EIO;
+	}
 	head = n < (ssize_t)(WRITE_HEADERS + SPLICE_MIN) ? n : WRITE_HEADERS;
 	if (read(p->fd[0], fbuf->mem, (size_t)head) != head)
 		goto broken;
@@ -309,7 +313,7 @@ static int receive_spliced(struct wpipe *p, struct fuse_buf *fbuf)
 	}
 	return (int)n;
 broken:
-	p->held = fbuf->size;
+	p->held = (size_t)n;
 	return -EIO;
 }
 
@@ -348,9 +352,10 @@ static int receive_one(void)
 		fuse_session_process_buf(afs.se, &fbuf);
 		current = NULL;
 	}
-	current_pipe = NULL; /* if the write failed before it took it */
-	if (p && !p->lent)
+	/* Its op gives it back (maybe already); else it is ours to empty. */
+	if (p && p != taken_pipe)
 		pipe_put(p);
+	current_pipe = taken_pipe = NULL;
 	rbuf_put(rb);
 	if (res == -EAGAIN || res == -EINTR)
 		return 0;

@@ -17,26 +17,41 @@
 #     cannot (its pipes need 2 MiB: CAP_SYS_RESOURCE or pipe-max-size).
 #  4. Bad input: max_write below 4096 or above 1 MiB is refused in one
 #     line.
+#  5. A worker killed in the middle of a spliced write: over slowfs
+#     (tests/bench/slowfs, every operation 1 s), the worker holding the
+#     third write (the first spliced one) is killed; the write runs
+#     again on another worker (the pipe was left whole), dd succeeds and
+#     the source has the bytes.
 #
-# Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL
-# (default: beside the daemon in its build directory).  Exits 0 if every
+# Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and
+# SLOWFS (default: in the daemon's build directory).  Exits 0 if every
 # check passed, 1 if any failed, 77 (skip) without /dev/fuse or when not
 # run as root.
 set -u
 [ "$(id -u)" = 0 ] || { echo "splice.sh: needs root; skipping"; exit 77; }
 . "$(dirname "$0")/../lib.sh" splice
 CTL=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
+SLOWFS=${SLOWFS:-$(dirname "$(dirname "$AIODFS")")/tests/bench/slowfs}
 [ -x "$CTL" ] || { echo "splice.sh: no aiodfsctl at $CTL" >&2; exit 1; }
+[ -x "$SLOWFS" ] || { echo "splice.sh: no slowfs at $SLOWFS" >&2; exit 1; }
 
 src=$T/src mnt=$T/mnt log=$T/daemon.log
 mkdir -p "$src" "$mnt"
-before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
+slow=
+before_cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null
+	if [ -n "$slow" ]; then unmount "$T/slow"; wait "$slow"; fi
+}
 
 start() {
 	: >"$log"
 	serve "$log" "$src" "$mnt" "$@"
 }
 stop() { unserve "$mnt"; }
+json() {
+	"$CTL" stats --json "$mnt" |
+		python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"
+}
 spliced() {
 	"$CTL" stats --json "$mnt" |
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_spliced"])'
@@ -108,6 +123,48 @@ for bad in 100 1048577; do
 		test $rc != 0 -a "$(wc -l <"$T/err")" = 1
 	if mounted "$mnt"; then fail "max_write=$bad: mounted"; stop; else ok "and nothing is mounted"; fi
 done
+
+# ---- 5. a worker killed mid-splice ----
+mkdir -p "$T/slowsrc" "$T/slow"
+"$SLOWFS" -f -o delay_ms=1000 "$T/slowsrc" "$T/slow" 2>>"$log" &
+slow=$!
+if ! wait_for -t 10 awk -v m="$T/slow" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; then
+	fail "slowfs did not mount"
+else
+	src=$T/slow
+	start -o max_write=1044480,workers=2 || exit 1
+	dd if="$T/data" of="$mnt/killed" bs=1M count=2 2>"$T/dd" &
+	dd=$!
+	# Writes: 1020 KiB (read), 4 KiB, then 1020 KiB spliced: the third.
+	victim=$(python3 - "$CTL" "$mnt" <<'PY'
+import json, subprocess, sys, time
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    d = json.loads(subprocess.run([sys.argv[1], "stats", "--json", sys.argv[2]],
+                                  capture_output=True, text=True).stdout)
+    done = d["ops"].get("write", {}).get("count", 0)
+    held = [r["worker"] for r in d["in_flight"] if r["op"] == "write" and r["worker"] > 0]
+    if done == 2 and held:
+        print(held[0])
+        break
+    time.sleep(0.05)
+PY
+)
+	if [ -n "$victim" ]; then
+		kill -KILL "$victim"
+		ok "killed worker $victim holding the spliced write"
+	else
+		fail "no worker ever held the third write"
+	fi
+	wait "$dd"
+	check "dd succeeds ($(tail -n 1 "$T/dd"))" test $? = 0
+	check "the source has the bytes" cmp -s <(head -c 2M "$T/data") "$T/slowsrc/killed"
+	check "the write ran again (re-runs: $(json 'd["pool"]["retries"]'))" \
+		test "$(json 'd["pool"]["retries"]')" -ge 1
+	check "and was spliced (got $(spliced) bytes)" test "$(spliced)" -ge 1044480
+	stop
+	src=$T/src
+fi
 
 echo "splice: $failures failed"
 [ "$failures" = 0 ]

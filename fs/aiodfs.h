@@ -103,7 +103,8 @@ struct afs {
 	uid_t uid;                  /* the daemon's own */
 	bool init_done;
 	unsigned max_read;          /* the mount's, which init() repeats */
-	unsigned max_write;         /* -o max_write, which init() offers */
+	unsigned max_write;         /* -o max_write (0: the loop's choice),
+				       which init() offers */
 	bool shared_unchecked;      /* allow_other without default_permissions,
 				       credentials switched: see ops.c */
 	const char *mountpoint;

@@ -133,8 +133,9 @@ static void usage(const char *prog)
 	       "    -o readahead=KB        the mount's readahead, at most 65536 (default:\n"
 	       "                           max_read, 1024; 0: the kernel's; root only)\n"
 	       "    -o writeback           kernel write-back caching\n"
-	       "    -o max_write=BYTES     largest write request (default, and at most,\n"
-	       "                           1048576)\n"
+	       "    -o max_write=BYTES     largest write request, at most 1048576 (default:\n"
+	       "                           1048576 where pipes that large may be had,\n"
+	       "                           else 524288, which is then spliced)\n"
 	       "    -o nosplice            read large writes' data, do not splice it\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
@@ -512,7 +513,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
 			   .attr_timeout = -1, .entry_timeout = -1, .slow = 10,
-			   .max_read = 1u << 20, .max_write = MAX_WRITE,
+			   .max_read = 1u << 20, .max_write = (unsigned)-1,
 			   .readahead = (unsigned)-1 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
@@ -557,12 +558,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	afs.opt.slow = cli.slow;
-	if (cli.max_write < 4096 || cli.max_write > MAX_WRITE) {
+	if (cli.max_write != (unsigned)-1 &&
+	    (cli.max_write < 4096 || cli.max_write > MAX_WRITE)) {
 		afs_log(LOG_ERR, "max_write=%u: expected 4096 to %u bytes",
 			cli.max_write, MAX_WRITE);
 		goto out;
 	}
-	afs.max_write = cli.max_write;
+	afs.max_write = cli.max_write == (unsigned)-1 ? 0 : cli.max_write;
 	if (cli.readahead != (unsigned)-1 && cli.readahead > 65536) {
 		afs_log(LOG_ERR, "readahead=%u: at most 65536 KiB", cli.readahead);
 		goto out;

@@ -10,8 +10,9 @@
 #   fsx       fsx with every operation class on: 50,000 operations on a
 #             default mount, 20,000 under writeback,cache=always, 10,000
 #             with O_DIRECT (-Z) under cache=never; with operations of up
-#             to 1 MiB on a mount that splices writes (max_write=1044480
-#             fits this machine's pipes), 5,000, and 2,000 with -Z.
+#             to 1 MiB, whose writes are spliced, 5,000 on a default mount
+#             and 2,000 with -Z on max_write=1044480 (255 pages, the most
+#             1 MiB pipes hold).
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
 #             the tree through the mount equals the source's.
@@ -114,7 +115,7 @@ fsx_on() {
 phase_fsx() {
 	fsx_on "cache=auto|-N 50000" "writeback,cache=always|-N 20000" \
 		"cache=never|-Z -N 10000" \
-		"max_write=1044480|-N 5000 -l 4M -o 1M" \
+		"cache=auto|-N 5000 -l 4M -o 1M" \
 		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M"
 }
 
@@ -203,7 +204,7 @@ phase_chaos() {
 # soak SECONDS: the chaos phase for SECONDS, fsx running until stopped.
 soak() {
 	local secs=$1 i pids=() ops=0 n
-	mount_fg "workers=4,max_write=1044480" || return
+	mount_fg "workers=4" || return
 	kill_workers 0.3 &
 	killer=$!
 	for i in 1 2 3 4; do

@@ -262,6 +262,18 @@ void afs_loop_splice_setup(void)
 	free_pipes = p;
 }
 
+/* A free pipe, or a new one up to SPLICE_PIPES_MAX; NULL: read instead. */
+static struct wpipe *pipe_get(void)
+{
+	struct wpipe *p = free_pipes;
+
+	if (p)
+		free_pipes = p->next;
+	else if (npipes < SPLICE_PIPES_MAX)
+		p = pipe_new();
+	return p;
+}
+
 /* Empty p of the write it held and keep it for the next request. */
 static void pipe_put(struct wpipe *p)
 {
@@ -358,11 +370,8 @@ static int receive_one(void)
 	}
 	fbuf.mem = rb->mem + RBUF_OFFSET;
 	fbuf.size = RBUF_SIZE - RBUF_OFFSET;
-	if (splice_streak && (free_pipes || npipes < SPLICE_PIPES_MAX)) {
-		p = free_pipes ? free_pipes : pipe_new();
-		if (p && p == free_pipes)
-			free_pipes = p->next;
-	}
+	if (splice_streak)
+		p = pipe_get();
 	res = p ? receive_spliced(p, &fbuf) : fuse_session_receive_buf(afs.se, &fbuf);
 	if (res > 0) {
 		const struct fuse_in_header *in = fbuf.mem;

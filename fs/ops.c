@@ -1177,17 +1177,18 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	pipe_fd = afs_loop_take_pipe(&op->pipe);
 	if (pipe_fd >= 0) {
 		aiod_prep_pwrite_pipe(&op->req, -1, pipe_fd, size, off);
-	} else if (!afs_loop_adopt(buf, size, &op->rbuf)) {
-		/* Not in a receive buffer: keep a copy past our return. */
-		op = realloc(op, sizeof(*op) + size);
-		if (!op) {
-			fuse_reply_err(freq, ENOMEM);
-			return;
+	} else {
+		if (!afs_loop_adopt(buf, size, &op->rbuf)) {
+			/* Not in a receive buffer: keep a copy past our return. */
+			op = realloc(op, sizeof(*op) + size);
+			if (!op) {
+				fuse_reply_err(freq, ENOMEM);
+				return;
+			}
+			data = memcpy(op->extra, buf, size);
 		}
-		data = memcpy(op->extra, buf, size);
-	}
-	if (pipe_fd < 0)
 		aiod_prep_pwrite(&op->req, -1, data, size, off);
+	}
 	set_cred_writer(op);
 	op_file(op, 0, fi);
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
@@ -2059,7 +2060,6 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fuse_conn_info_opts *copts = userdata;
 
-	conn->max_write = afs.max_write;
 	conn->max_read = afs.max_read;
 	conn->max_readahead = 1u << 20;
 	conn->max_background = 64;
@@ -2081,9 +2081,8 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want &= ~FUSE_CAP_POSIX_LOCKS;
 	if (copts)
 		fuse_apply_conn_info_opts(copts, conn);
-	/* No larger: a receive buffer or a pipe must hold a whole write. */
-	if (conn->max_write > afs.max_write)
-		conn->max_write = afs.max_write;
+	/* Ours alone: a receive buffer or a pipe must hold a whole write. */
+	conn->max_write = afs.max_write;
 	/* The loop splices by itself (loop.c), not through libfuse. */
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);

@@ -50,7 +50,7 @@
  * socket carries fds, which shared memory cannot; and the socket's EOF
  * tells each side of the other's death.  Shared memory for everything
  * else: arguments, results and data up to megabytes cross without being
- * copied through the socket.
+ * copied through the socket.  SCHED_BATCH, see yield_to_client().
  *
  * CANCELLATION
  *
@@ -676,6 +676,30 @@ static ssize_t poll_bell(struct msghdr *mh)
 	return n;
 }
 
+/*
+ * A worker runs SCHED_BATCH: woken by a doorbell, it takes a free CPU at
+ * once, but does not preempt a task already running, such as its client
+ * in the middle of ringing more doorbells or the program whose write the
+ * client is serving.  Left SCHED_OTHER, every wake-up of a worker could
+ * switch out the task that woke it (0.8 involuntary switches per request
+ * under random writes, measured); as batch, the client goes on until it
+ * sleeps, and the workers run then.  Measured with tests/bench/run
+ * --baseline, 7 alternating repetitions: random 4 KiB writes by 4 jobs
+ * 1.11x the IOPS (p99 0.68x) at 0.80x the CPU, buffered random reads
+ * 1.23x, warm sequential reads 1.26x; O_DIRECT reads, sequential writes
+ * and the busy-writer statx p99 within 5%.
+ *
+ * Only from SCHED_OTHER: a worker of a client started real-time or idle
+ * keeps that policy (a child inherits its parent's).  If the kernel
+ * refuses (a seccomp filter, say), only speed is lost.
+ */
+static void yield_to_client(void)
+{
+	if (sched_getscheduler(0) == SCHED_OTHER)
+		(void)sched_setscheduler(0, SCHED_BATCH,
+					 &(struct sched_param){ 0 });
+}
+
 static int hello(void)
 {
 	struct aiod_done done = {
@@ -725,6 +749,7 @@ int main(int argc, char **argv)
 		return AIOD_EXIT_USAGE;
 	memcpy(cur.groups, own.groups, (size_t)own.ngroups * sizeof(gid_t));
 	aiod_ops_init();
+	yield_to_client();
 	if (setup_signals() < 0 || hello() < 0)
 		return AIOD_EXIT_IO;
 

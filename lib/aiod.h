@@ -36,6 +36,9 @@
  *    otherwise it completes with -EIO.  A new worker takes the dead one's
  *    place.  The caller never receives SIGPIPE.
  *  - Workers exit when the pool is freed or the caller's process dies.
+ *  - Workers run SCHED_BATCH (unless the caller's policy, which they
+ *    inherit, is other than SCHED_OTHER): a woken worker takes an idle
+ *    CPU but does not preempt the caller, which can go on submitting.
  *
  * All functions return >= 0 on success and -errno on failure, never -1
  * with errno.  None is thread-safe: use a pool from one thread.

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -485,6 +486,51 @@ static void test_pool_worker_isolation(void **state)
 	wait_count(p, &count, 1, 2000);
 	aiod_pool_free(p);
 	close(leak);
+}
+
+/* The scheduling policy of a worker of a new pool, or -1. */
+static int worker_policy(void)
+{
+	struct aiod_pool *p = NULL;
+	struct aiod_req req;
+	int count = 0, policy = -1;
+	pid_t pid;
+
+	if (aiod_pool_new(&p, &(struct aiod_pool_opts){ .workers = 1 }))
+		return -1;
+	aiod_prep_nop(&req, 0);
+	req.cb = count_cb;
+	req.data = &count;
+	if (aiod_submit(p, &req) == 0 && (pid = aiod_req_worker(&req)) > 0)
+		policy = sched_getscheduler(pid);
+	while (count < 1 && aiod_pool_wait(p, 1000) >= 0)
+		;
+	aiod_pool_free(p);
+	return policy;
+}
+
+/*
+ * Workers of a SCHED_OTHER client run SCHED_BATCH; those of a client of
+ * another policy keep it.
+ */
+static void test_pool_workers_run_batch(void **state)
+{
+	int status;
+	pid_t child;
+
+	(void)state;
+	assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+	assert_int_equal(worker_policy(), SCHED_BATCH);
+
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0)
+		_exit(sched_setscheduler(0, SCHED_IDLE,
+					 &(struct sched_param){ 0 }) ||
+		      worker_policy() != SCHED_IDLE);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* Freeing the pool completes what is left and ends every worker. */
@@ -1223,6 +1269,7 @@ int main(void)
 		cmocka_unit_test(test_pool_dead_idle_worker_no_sigpipe),
 		cmocka_unit_test(test_pool_cancel_queued_and_running),
 		cmocka_unit_test(test_pool_worker_isolation),
+		cmocka_unit_test(test_pool_workers_run_batch),
 		cmocka_unit_test(test_pool_free_cancels_and_ends_workers),
 		cmocka_unit_test(test_pool_workers_die_with_client),
 		cmocka_unit_test(test_pool_fd_polls_readable),

@@ -398,16 +398,25 @@ static int receive_one(void)
 }
 
 /*
+ * The INIT reply gets on its way out what libfuse 3.14 cannot say; every
+ * other reply passes unchanged.
+ *
  * FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping set-id bits and
  * file capabilities on write, truncate and chown to us, and stops asking
  * for security.capability before every write to a file that had none
  * (the inode is marked "no security" after the first).  Every one of
  * those runs on the source with the caller's fsuid (ops.c), so the
- * source drops them itself exactly as for a local write.  libfuse 3.14
- * has no name for the flag, so the INIT reply gets it on its way out;
- * every other reply passes unchanged.
+ * source drops them itself exactly as for a local write.  libfuse has
+ * no name for the flag.
+ *
+ * max_pages, the most pages of any one request: libfuse derives it from
+ * max_write alone, so writes made 512 KiB for splicing (afs.max_write)
+ * would make reads 512 KiB too.  Reads may be as large as max_read: the
+ * kernel still keeps writes to max_write, and a read's data never
+ * passes through the loop's buffers.
  */
-static uint64_t init_unique;    /* an INIT that offered the flag, or 0 */
+static uint64_t init_unique;    /* the INIT being answered, or 0 */
+static uint64_t init_flags;     /* what that INIT offered */
 
 static void note_init(const struct fuse_buf *fbuf, size_t len)
 {
@@ -415,9 +424,21 @@ static void note_init(const struct fuse_buf *fbuf, size_t len)
 	const struct fuse_init_in *in = (const void *)(h + 1);
 
 	if (len >= sizeof(*h) + offsetof(struct fuse_init_in, flags) +
-		   sizeof(in->flags) &&
-	    h->opcode == FUSE_INIT && (in->flags & FUSE_HANDLE_KILLPRIV_V2))
+		   sizeof(in->flags) && h->opcode == FUSE_INIT) {
 		init_unique = h->unique;
+		init_flags = in->flags;
+	}
+}
+
+static void amend_init(struct fuse_init_out *out)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t pages = (afs.max_read + page - 1) / page;
+
+	if (init_flags & FUSE_HANDLE_KILLPRIV_V2)
+		out->flags |= FUSE_HANDLE_KILLPRIV_V2;
+	if ((out->flags & FUSE_MAX_PAGES) && pages > out->max_pages)
+		out->max_pages = (uint16_t)(pages < UINT16_MAX ? pages : UINT16_MAX);
 }
 
 static ssize_t session_writev(int fd, struct iovec *iov, int count, void *data)
@@ -427,12 +448,10 @@ static ssize_t session_writev(int fd, struct iovec *iov, int count, void *data)
 	(void)data;
 	if (init_unique && count == 2 && iov[0].iov_len == sizeof(*h) &&
 	    h->unique == init_unique) {
-		struct fuse_init_out *out = iov[1].iov_base;
-
-		if (h->error == 0 && iov[1].iov_len >= offsetof(struct fuse_init_out,
-								 flags) +
-							sizeof(out->flags))
-			out->flags |= FUSE_HANDLE_KILLPRIV_V2;
+		if (h->error == 0 && iov[1].iov_len >=
+		    offsetof(struct fuse_init_out, max_pages) +
+		    sizeof(((struct fuse_init_out *)0)->max_pages))
+			amend_init(iov[1].iov_base);
 		init_unique = 0;
 	}
 	return writev(fd, iov, count);

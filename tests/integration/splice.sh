@@ -16,6 +16,8 @@
 #  3. The default mount splices, and its writes are 1 MiB where this
 #     script may have 2 MiB pipes (CAP_SYS_RESOURCE or pipe-max-size),
 #     else 512 KiB: 8 MiB in 1 MiB writes come as 8 or 16 requests.
+#     Its reads stay 1 MiB (max_read) either way: 8 MiB read back with
+#     O_DIRECT in 1 MiB blocks come as 8 requests.
 #  4. Bad input: max_write below 4096 or above 1 MiB is refused in one
 #     line.
 #  5. A worker killed in the middle of a spliced write: over slowfs
@@ -119,6 +121,10 @@ fi
 n=$(json 'd["ops"]["write"]["count"]')
 check "its writes are $size: 8 MiB came as $want requests (got $n)" test "$n" = "$want"
 check "and it said nothing about splicing" not_grep "not spliced" "$log"
+r0=$(json 'd["ops"].get("read", {}).get("count", 0)')
+dd if="$mnt/seq" of=/dev/null bs=1M iflag=direct 2>/dev/null
+n=$(($(json 'd["ops"]["read"]["count"]') - r0))
+check "its reads are 1 MiB: 8 MiB came as 8 requests (got $n)" test "$n" = 8
 stop
 
 # ---- 4. bad input ----

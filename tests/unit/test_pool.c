@@ -503,9 +503,9 @@ static int worker_policy(void)
 	req.data = &count;
 	if (aiod_submit(p, &req) == 0 && (pid = aiod_req_worker(&req)) > 0)
 		policy = sched_getscheduler(pid);
-	while (count < 1 && aiod_pool_wait(p, 1000) >= 0)
-		;
-	aiod_pool_free(p);
+	for (int i = 0; count < 1 && i < 5; i++)
+		aiod_pool_wait(p, 1000);
+	aiod_pool_free(p);      /* which ends the request if it did not */
 	return policy;
 }
 

@@ -47,6 +47,7 @@ struct afs_opts {
 	bool direct_io;
 	bool inode_fds;             /* name inodes by fd even with handles */
 	bool posix_locks;           /* fcntl locks reach the source */
+	bool passthrough;           /* -o passthrough: see passthrough.c */
 	bool default_permissions;   /* the kernel checks permissions too */
 	double attr_timeout;
 	double entry_timeout;
@@ -75,6 +76,10 @@ struct afs_inode {
 	int64_t nocaps_until;       /* ms: no security.capability till then */
 	unsigned closing;           /* closes of its files in flight */
 	struct op *after_close;     /* lock requests waiting for those */
+	int backing_id;             /* passthrough.c: the kernel's, or 0 */
+	int backing_fd;             /* what backing_id was registered from */
+	unsigned pt_files;          /* its files open in passthrough */
+	bool pt_refused;            /* the kernel refused it a backing file */
 };
 
 /* A FUSE open file or directory: one canonical open file description. */
@@ -83,6 +88,7 @@ struct afs_file {
 	unsigned refs;              /* the open itself, plus requests */
 	bool append;                /* fd is O_APPEND */
 	bool released;              /* counted in in->closing already */
+	bool backing;               /* open in passthrough (in->backing_id) */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
@@ -190,6 +196,25 @@ void afs_inode_forget(struct afs_inode *in, uint64_t n);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
 void afs_close_async(int fd, struct afs_inode *in);
 
+/* passthrough.c */
+struct fuse_init_out;
+struct fuse_open_out;
+/* INIT: accept passthrough into out if asked for and offered. */
+bool afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
+		      struct fuse_init_out *out);
+bool afs_pt_enabled(void);
+/* f's inode needs a backing file before f may open in passthrough. */
+bool afs_pt_needs_backing(const struct afs_file *f);
+/* in's backing file: fd (opened for it), or -errno if that failed. */
+void afs_pt_register(struct afs_inode *in, int fd);
+/* f opens in passthrough if its inode has a backing file: its id, or 0. */
+int afs_pt_attach(struct afs_file *f);
+/* f's passthrough ends (released, or its open reply not taken). */
+void afs_pt_detach(struct afs_file *f);
+/* The open reply out names backing_id. */
+void afs_pt_amend_open(struct fuse_open_out *out, int backing_id);
+void afs_pt_counts(unsigned *files, unsigned *inodes);
+
 /* ops.c */
 void afs_file_put(struct afs_file *f);
 extern const struct fuse_lowlevel_ops afs_ops;
@@ -218,6 +243,8 @@ int afs_loop_take_pipe(void **token);
 void afs_loop_put_pipe(void *token);
 void afs_loop_splice_setup(void);
 void afs_loop_release(void *token);
+/* The next OPEN or CREATE reply sent names backing_id (0: none). */
+void afs_loop_backing_next(int backing_id);
 bool afs_loop_unique(uint64_t *unique);
 
 #endif /* AIODFS_H */

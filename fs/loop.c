@@ -398,8 +398,9 @@ static int receive_one(void)
 }
 
 /*
- * The INIT reply gets on its way out what libfuse 3.14 cannot say; every
- * other reply passes unchanged.
+ * The INIT reply gets on its way out what libfuse 3.14 cannot say, and
+ * so do OPEN and CREATE replies in passthrough; every other reply passes
+ * unchanged.
  *
  * FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping set-id bits and
  * file capabilities on write, truncate and chown to us, and stops asking
@@ -414,9 +415,13 @@ static int receive_one(void)
  * would make reads 512 KiB too.  Reads may be as large as max_read: the
  * kernel still keeps writes to max_write, and a read's data never
  * passes through the loop's buffers.
+ *
+ * -o passthrough (passthrough.c): FUSE_PASSTHROUGH, and then the backing
+ * id in the reply to each OPEN or CREATE that ops.c set up for it.
  */
 static uint64_t init_unique;    /* the INIT being answered, or 0 */
-static uint64_t init_flags;     /* what that INIT offered */
+static uint32_t init_flags, init_flags2; /* what that INIT offered */
+static int next_backing_id;     /* for the next OPEN or CREATE reply */
 
 static void note_init(const struct fuse_buf *fbuf, size_t len)
 {
@@ -427,6 +432,9 @@ static void note_init(const struct fuse_buf *fbuf, size_t len)
 		   sizeof(in->flags) && h->opcode == FUSE_INIT) {
 		init_unique = h->unique;
 		init_flags = in->flags;
+		if (len >= sizeof(*h) + offsetof(struct fuse_init_in, flags2) +
+			   sizeof(in->flags2) && (in->flags & FUSE_INIT_EXT))
+			init_flags2 = in->flags2;
 	}
 }
 
@@ -439,6 +447,12 @@ static void amend_init(struct fuse_init_out *out)
 		out->flags |= FUSE_HANDLE_KILLPRIV_V2;
 	if ((out->flags & FUSE_MAX_PAGES) && pages > out->max_pages)
 		out->max_pages = (uint16_t)(pages < UINT16_MAX ? pages : UINT16_MAX);
+	afs_pt_negotiate(init_flags, init_flags2, out);
+}
+
+void afs_loop_backing_next(int backing_id)
+{
+	next_backing_id = backing_id;
 }
 
 static ssize_t session_writev(int fd, struct iovec *iov, int count, void *data)
@@ -446,6 +460,15 @@ static ssize_t session_writev(int fd, struct iovec *iov, int count, void *data)
 	const struct fuse_out_header *h = iov[0].iov_base;
 
 	(void)data;
+	/* An OPEN's reply is its fuse_open_out, a CREATE's ends with one. */
+	if (next_backing_id && count == 2 && h->error == 0 &&
+	    iov[1].iov_len >= sizeof(struct fuse_open_out)) {
+		afs_pt_amend_open((struct fuse_open_out *)(void *)
+				  ((char *)iov[1].iov_base + iov[1].iov_len -
+				   sizeof(struct fuse_open_out)),
+				  next_backing_id);
+		next_backing_id = 0;
+	}
 	if (init_unique && count == 2 && iov[0].iov_len == sizeof(*h) &&
 	    h->unique == init_unique) {
 		if (h->error == 0 && iov[1].iov_len >=

@@ -62,6 +62,7 @@ struct cli {
 	int direct_io;
 	int inode_fds;
 	int posix_locks;
+	int passthrough;
 	double attr_timeout;
 	double entry_timeout;
 	double slow;
@@ -87,6 +88,8 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("direct_io", direct_io, 1),
 	CLI_OPT("inode_fds", inode_fds, 1),
 	CLI_OPT("posix_locks", posix_locks, 1),
+	CLI_OPT("passthrough", passthrough, 1),
+	CLI_OPT("nopassthrough", passthrough, 0),
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
 	CLI_OPT("slow=%lf", slow, 0),
@@ -139,7 +142,9 @@ static void usage(const char *prog)
 	       "    -o nosplice            read large writes' data, do not splice it\n"
 	       "    -o direct_io           bypass the page cache (breaks shared mmap)\n"
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
-	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n\n",
+	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n"
+	       "    -o passthrough         the kernel reads and writes open files on\n"
+	       "                           SOURCE itself (root; not with writeback)\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -584,6 +589,12 @@ int main(int argc, char **argv)
 	afs.opt.direct_io = cli.direct_io;
 	afs.opt.inode_fds = cli.inode_fds;
 	afs.opt.posix_locks = cli.posix_locks;
+	afs.opt.passthrough = cli.passthrough;
+	if (cli.passthrough && (cli.writeback || cli.direct_io)) {
+		afs_log(LOG_ERR, "passthrough: not with %s",
+			cli.writeback ? "writeback" : "direct_io");
+		goto out;
+	}
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 

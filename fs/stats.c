@@ -292,11 +292,13 @@ static void put_json_str(struct afs_buf *b, const char *s)
 void afs_stats_render(struct afs_buf *b, bool json)
 {
 	struct aiod_pool_stats ps;
+	unsigned pt_files, pt_inodes;
 	int64_t now = afs_now_ns();
 	double dt = (double)(now - st.then_ns) / 1e9;
 	const char *sep = "";
 
 	aiod_pool_stats(afs.pool, &ps);
+	afs_pt_counts(&pt_files, &pt_inodes);
 	if (dt <= 0)
 		dt = 1e-9;
 	if (json) {
@@ -309,13 +311,17 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		put(b, ", \"uptime_s\": %.1f, \"interval_s\": %.3f, "
 		    "\"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64 ", "
 		    "\"bytes_spliced\": %" PRIu64 ", "
+		    "\"passthrough\": {\"on\": %s, \"files\": %u, "
+		    "\"backing_files\": %u}, "
 		    "\"pool\": {\"workers\": %u, \"target\": %u, \"busy\": %u, "
 		    "\"queued\": %" PRIu64 ", \"submitted\": %" PRIu64 ", "
 		    "\"completed\": %" PRIu64 ", \"worker_deaths\": %" PRIu64 ", "
 		    "\"retries\": %" PRIu64 ", \"arena_size\": %zu, "
 		    "\"arena_used\": %zu}, \"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
-		    st.bytes_written, st.bytes_spliced, ps.workers, afs.opt.workers, ps.busy,
+		    st.bytes_written, st.bytes_spliced,
+		    afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
+		    ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
 		    ps.retries, ps.arena_size, ps.arena_used);
 	} else {
@@ -327,9 +333,14 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    ps.workers, afs.opt.workers, ps.busy, ps.queued,
 		    ps.worker_deaths, ps.retries);
 		put(b, "arena %zu of %zu KiB in use; read %" PRIu64
-		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n\n",
+		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,
 		    st.bytes_written >> 20, st.bytes_spliced >> 20);
+		if (afs.opt.passthrough)
+			put(b, "passthrough %s: %u files open, %u backing "
+			    "files\n", afs_pt_enabled() ? "on" : "off",
+			    pt_files, pt_inodes);
+		put(b, "\n");
 		put(b, "%-16s %10s %8s %9s %10s %10s %10s\n", "op", "count",
 		    "errors", "ops/s", "p50 us", "p99 us", "max us");
 	}

@@ -23,6 +23,8 @@
 #                                     acts with the caller's credentials
 #   allow_other,default_permissions,writeback,cache=always,workers=1
 #   allow_other,default_permissions,cache=never,workers=2
+#   allow_other,passthrough           the kernel reads and writes open
+#                                     files on the source itself
 # Under writeback the kernel keeps dirty pages the source has not seen
 # and sends SEEK_DATA/SEEK_HOLE without writing them back; aiodfs then
 # declines lseek (ENOSYS) and the kernel answers from its own size, as
@@ -60,6 +62,7 @@ if [ "$(id -u)" = 0 ]; then
 		"allow_other -x tmpfile"
 		"allow_other,default_permissions,writeback,cache=always,workers=1 -x sparse_seek -x tmpfile"
 		"allow_other,default_permissions,cache=never,workers=2 -x tmpfile"
+		"allow_other,passthrough -x tmpfile"
 	)
 	other=--allow-other
 else

@@ -12,10 +12,12 @@
 #             with O_DIRECT (-Z) under cache=never; with operations of up
 #             to 1 MiB, whose writes are spliced, 5,000 on a default mount
 #             and 2,000 with -Z on max_write=1044480 (255 pages, the most
-#             1 MiB pipes hold).
+#             1 MiB pipes hold); under passthrough, 20,000, and 5,000
+#             with -Z.
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
-#             the tree through the mount equals the source's.
+#             the tree through the mount equals the source's.  Then the
+#             same, smaller (5,000 operations each), under passthrough.
 #   chaos     The same while a random worker is killed with SIGKILL every
 #             300 ms, on a mount that splices writes, two of the fsx with
 #             operations of up to 512 KiB.  Every fsx and the load must still pass: requests
@@ -116,7 +118,8 @@ phase_fsx() {
 	fsx_on "cache=auto|-N 50000" "writeback,cache=always|-N 20000" \
 		"cache=never|-Z -N 10000" \
 		"cache=auto|-N 5000 -l 4M -o 1M" \
-		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M"
+		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M" \
+		"passthrough|-N 20000" "passthrough|-Z -N 5000"
 }
 
 # Short, for the sanitizer build.
@@ -165,6 +168,9 @@ parallel_load() {
 phase_parallel() {
 	mount_fg "cache=auto" || return
 	parallel_load 10000 "-n 1500"
+	umount_fg
+	mount_fg "passthrough" || return
+	parallel_load 5000 "-n 800"
 	umount_fg
 }
 

@@ -78,6 +78,7 @@ struct afs_inode {
 	struct op *after_close;     /* lock requests waiting for those */
 	int backing_id;             /* passthrough.c: the kernel's, or 0 */
 	int backing_fd;             /* what backing_id was registered from */
+	struct afs_file *backing_of; /* whose description that is, while open */
 	unsigned pt_files;          /* its files open in passthrough */
 	bool pt_refused;            /* the kernel refused it a backing file */
 };
@@ -195,6 +196,7 @@ void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
 void afs_close_async(int fd, struct afs_inode *in);
+void afs_unlock_async(int fd, struct afs_inode *in);
 
 /* passthrough.c */
 struct fuse_init_out;
@@ -203,14 +205,11 @@ struct fuse_open_out;
 bool afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
 		      struct fuse_init_out *out);
 bool afs_pt_enabled(void);
-/* f's inode needs a backing file before f may open in passthrough. */
-bool afs_pt_needs_backing(const struct afs_file *f);
-/* in's backing file: fd (opened for it), or -errno if that failed. */
-void afs_pt_register(struct afs_inode *in, int fd);
-/* f opens in passthrough if its inode has a backing file: its id, or 0. */
+/* f (of a known inode) opens in passthrough: its backing id, or 0: not. */
 int afs_pt_attach(struct afs_file *f);
-/* f's passthrough ends (released, or its open reply not taken). */
-void afs_pt_detach(struct afs_file *f);
+/* f's passthrough ends (released, with or without a flock to drop, or
+ * its open reply not taken). */
+void afs_pt_detach(struct afs_file *f, bool flock_release);
 /* The open reply out names backing_id. */
 void afs_pt_amend_open(struct fuse_open_out *out, int backing_id);
 void afs_pt_counts(unsigned *files, unsigned *inodes);

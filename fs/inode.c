@@ -17,6 +17,7 @@
  * lives on, unreachable by lookup, until the kernel forgets it.
  */
 #include <stdlib.h>
+#include <sys/file.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -228,6 +229,25 @@ static void closed(struct aiod_req *req)
 }
 
 /*
+ * Run c's request on fd in a worker; with in, counted in in->closing
+ * (whose hold passes to it) until it is done.  Returns false if it could
+ * not be submitted: then the caller finishes it and calls closes_done().
+ */
+static bool submit_closing(struct closing *c, struct afs_inode *in)
+{
+	if (in)
+		in->closing++;
+	if (!c)
+		return false;
+	c->req.cb = closed;
+	c->in = in;
+	if (aiod_submit(afs.pool, &c->req) == 0)
+		return true;
+	free(c);
+	return false;
+}
+
+/*
  * Close fd in a worker: the last close of a file can block (NFS flushes
  * on close), so it never runs in the loop.  With in, the inode of an
  * open file (whose hold passes to the close), lock requests on in wait
@@ -237,16 +257,26 @@ void afs_close_async(int fd, struct afs_inode *in)
 {
 	struct closing *c = malloc(sizeof(*c));
 
-	if (in)
-		in->closing++;
-	if (c) {
+	if (c)
 		aiod_prep_close(&c->req, fd);
-		c->req.cb = closed;
-		c->in = in;
-		if (aiod_submit(afs.pool, &c->req) == 0)
-			return;
-		free(c);
-	}
+	if (submit_closing(c, in))
+		return;
 	close(fd); /* shutting down, or no memory: better late than leaked */
 	closes_done(in);
+}
+
+/*
+ * Drop the flock on fd's open file description in a worker (on NFS an
+ * unlock is a round trip), as a close of in's would: lock requests on in
+ * wait for it (in's hold passes to it).  If it cannot be submitted, the
+ * lock stays until the description's last close.
+ */
+void afs_unlock_async(int fd, struct afs_inode *in)
+{
+	struct closing *c = malloc(sizeof(*c));
+
+	if (c)
+		aiod_prep_flock(&c->req, fd, LOCK_UN);
+	if (!submit_closing(c, in))
+		closes_done(in);
 }

@@ -437,44 +437,6 @@ static void file_set_inode(struct afs_file *f, struct afs_inode *in)
 	}
 }
 
-/*
- * -o passthrough: before an open or create of a regular file is
- * answered, its inode needs a backing file (passthrough.c), unless it
- * has one already.  That is an open file description of its own, opened
- * read-only by a worker as the daemon: the kernel keeps it while the
- * inode has files in passthrough, so it must not be the caller's, whose
- * flock has to go when the caller closes it.  Returns whether op went to
- * open it (op->file[1] the file being opened); step then runs next, and
- * the file is answered with or without passthrough either way.
- */
-static bool open_backing(struct op *op, op_step *step)
-{
-	struct afs_file *f = op->file[1];
-
-	if (!afs_pt_needs_backing(f))
-		return false;
-	aiod_prep_open(&op->req, -1, NULL, O_RDONLY | O_NOCTTY, 0, 0);
-	afs_inode_set_obj(&op->req, 0, f->in);
-	op->as_daemon = true;
-	op_submit(op, step);
-	return true;
-}
-
-static void backing_opened(struct op *op)
-{
-	afs_pt_register(op->file[1]->in, op->req.result < 0
-					     ? (int)op->req.result
-					     : op->req.ret_fd);
-}
-
-static void reply_entry(struct op *op);
-
-static void create_backing_done(struct op *op)
-{
-	backing_opened(op);
-	reply_entry(op);
-}
-
 /* Reply with the entry op->made, giving the kernel one reference. */
 static void reply_entry(struct op *op)
 {
@@ -484,15 +446,13 @@ static void reply_entry(struct op *op)
 	if (op->fi.fh) {
 		/* create: the entry and the open file, whose reference the
 		 * kernel takes over from the op. */
-		file_set_inode(op->file[1], op->made);
-		if (open_backing(op, create_backing_done))
-			return;
 		op->made->nlookup++;
 		op->file[1]->refs++;
+		file_set_inode(op->file[1], op->made);
 		afs_loop_backing_next(afs_pt_attach(op->file[1]));
 		if (fuse_reply_create(op->freq, &e, &op->fi) != 0) {
 			afs_inode_forget(op->made, 1);
-			afs_pt_detach(op->file[1]);
+			afs_pt_detach(op->file[1], false);
 			afs_file_put(op->file[1]);
 		}
 		afs_loop_backing_next(0);
@@ -1099,28 +1059,6 @@ static void set_open_flags(struct fuse_file_info *fi)
 	fi->direct_io = afs.opt.direct_io;
 }
 
-/* Answer an open with op->file[1], whose reference the kernel takes. */
-static void reply_open(struct op *op)
-{
-	struct afs_file *f = op->file[1];
-
-	f->refs++;
-	afs_loop_backing_next(afs_pt_attach(f));
-	if (fuse_reply_open(op->freq, &op->fi) != 0) {
-		/* interrupted: no release will come */
-		afs_pt_detach(f);
-		afs_file_put(f);
-	}
-	afs_loop_backing_next(0);
-	op_free(op);
-}
-
-static void open_backing_done(struct op *op)
-{
-	backing_opened(op);
-	reply_open(op);
-}
-
 static void open_done(struct op *op)
 {
 	struct afs_file *f;
@@ -1136,9 +1074,14 @@ static void open_done(struct op *op)
 		return;
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
-	op->file[1] = f; /* an error from here on closes it with the op */
-	if (!open_backing(op, open_backing_done))
-		reply_open(op);
+	afs_loop_backing_next(afs_pt_attach(f));
+	if (fuse_reply_open(op->freq, &op->fi) != 0) {
+		/* interrupted: no release will come */
+		afs_pt_detach(f, false);
+		afs_file_put(f);
+	}
+	afs_loop_backing_next(0);
+	op_free(op);
 }
 
 static void afs_open(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1294,7 +1237,7 @@ static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (afs.opt.posix_locks)
 		file_released(afs_inode_get(ino), f);
-	afs_pt_detach(f);
+	afs_pt_detach(f, fi->flock_release);
 	if (f->refs > 1) {
 		/*
 		 * A request a worker has answered (its flush, say) may not

@@ -19,20 +19,22 @@
  * must not itself be a stacking filesystem such as overlayfs; a FUSE
  * source without passthrough is fine).  The kernel insists that every
  * open of an inode in passthrough uses the same backing file, so a
- * backing file belongs to the inode: when the first OPEN or CREATE of a
- * regular file succeeds, a worker opens the file once more, read-only
- * as the daemon (ops.c, open_backing()), and the loop registers that
- * description with the kernel (FUSE_DEV_IOC_BACKING_OPEN, an ioctl that
- * does not block and needs CAP_SYS_ADMIN).  It must be a description of
- * its own: the kernel keeps it while the inode has files in passthrough,
- * and a flock on the caller's description must go when the caller
- * closes it.  Each open reply then names the inode's backing id with
- * FOPEN_PASSTHROUGH (loop.c amends what libfuse wrote), and the kernel
- * opens a file of its own on the backing file's path, with the caller's
- * open flags and the credentials the backing file was registered with,
- * after the worker's open checked the caller's.  The id is given back
- * (FUSE_DEV_IOC_BACKING_CLOSE) when the inode's last such file is
- * released, and the description closed in a worker.
+ * backing file belongs to the inode: when the first open or create of a
+ * regular file is answered, the loop registers a dup of its fd with the
+ * kernel (FUSE_DEV_IOC_BACKING_OPEN; neither blocks; the ioctl needs
+ * CAP_SYS_ADMIN), and each open reply of the inode names the backing
+ * id with FOPEN_PASSTHROUGH (loop.c amends what libfuse wrote).  The
+ * kernel opens a file of its own on the backing file's path, with the
+ * caller's open flags and the credentials the backing file was
+ * registered with, after the worker's open checked the caller's.  The
+ * id is given back (FUSE_DEV_IOC_BACKING_CLOSE) when the inode's last
+ * such file is released, and the dup closed in a worker.
+ *
+ * The registered description is the first opener's, and outlives that
+ * file while other opens of the inode keep the backing file: a flock on
+ * it would outlive the close that must drop it, so when that file is
+ * released with a flock (the kernel says so), the flock is undone
+ * through the dup, in a worker, before lock requests on the inode go on.
  *
  * Those credentials are the daemon's, less CAP_FSETID (dropped from the
  * effective set around the ioctl): a write through the backing file
@@ -53,6 +55,7 @@
  * Debian 12's headers predate them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/fuse.h>
 #include <string.h>
@@ -89,6 +92,12 @@ bool afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
 {
 	if (!afs.opt.passthrough)
 		return false;
+	if (afs.uid != 0) {
+		/* The backing files' ioctl would refuse: say so now. */
+		afs_log(LOG_WARNING, "passthrough: only for root; reads and "
+			"writes go through the workers");
+		return false;
+	}
 	if (!(in_flags & FUSE_INIT_EXT) || !(in_flags2 & INIT2_PASSTHROUGH)) {
 		afs_log(LOG_WARNING, "passthrough: the kernel does not offer it; "
 			"reads and writes go through the workers");
@@ -151,62 +160,52 @@ static int fsetid(bool on)
 	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
 }
 
-bool afs_pt_needs_backing(const struct afs_file *f)
-{
-	const struct afs_inode *in = f->in;
-
-	return enabled && in && in->type == S_IFREG && !in->pt_refused &&
-	       !in->backing_id;
-}
-
-void afs_pt_register(struct afs_inode *in, int fd)
-{
-	struct backing_map map = { .fd = fd };
-	int id, err;
-
-	if (fd < 0) {
-		refuse(in, -fd);
-		return;
-	}
-	if (in->backing_id || in->pt_refused || !enabled) {
-		/* Another open of the inode got there first. */
-		afs_close_async(fd, NULL);
-		return;
-	}
-	err = fsetid(false);
-	if (err < 0) {
-		refuse(in, -err);
-		afs_close_async(fd, NULL);
-		return;
-	}
-	id = ioctl(fuse_session_fd(afs.se), IOC_BACKING_OPEN, &map);
-	err = id < 0 ? errno : id == 0 ? EPROTO : 0;
-	if (fsetid(true) < 0)
-		afs_log(LOG_WARNING, "passthrough: CAP_FSETID not restored: %s",
-			strerror(errno));
-	if (err) {
-		refuse(in, err);
-		afs_close_async(fd, NULL);
-		return;
-	}
-	in->backing_id = id;
-	in->backing_fd = fd;
-	ninodes++;
-}
-
 int afs_pt_attach(struct afs_file *f)
 {
 	struct afs_inode *in = f->in;
+	struct backing_map map;
+	int id, err;
 
-	if (!in || !in->backing_id)
+	if (!in || in->type != S_IFREG || in->pt_refused)
 		return 0;
+	if (!in->backing_id) {
+		if (!enabled)
+			return 0;
+		/*
+		 * A descriptor of our own for the kernel's reference (a dup
+		 * does not block): the caller's goes when they close it.
+		 */
+		map = (struct backing_map){
+			.fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0),
+		};
+		if (map.fd < 0)
+			return 0;
+		id = fsetid(false);
+		if (id == 0) {
+			id = ioctl(fuse_session_fd(afs.se), IOC_BACKING_OPEN, &map);
+			id = id < 0 ? -errno : id == 0 ? -EPROTO : id;
+			err = fsetid(true);
+			if (err < 0)
+				afs_log(LOG_WARNING, "passthrough: CAP_FSETID not "
+					"restored: %s", strerror(-err));
+		}
+		if (id < 0) {
+			close(map.fd); /* f->fd keeps the file open */
+			refuse(in, -id);
+			return 0;
+		}
+		in->backing_id = id;
+		in->backing_fd = map.fd;
+		in->backing_of = f;
+		ninodes++;
+	}
 	in->pt_files++;
 	f->backing = true;
 	nfiles++;
 	return in->backing_id;
 }
 
-void afs_pt_detach(struct afs_file *f)
+void afs_pt_detach(struct afs_file *f, bool flock_release)
 {
 	struct afs_inode *in = f->in;
 	uint32_t id;
@@ -215,17 +214,32 @@ void afs_pt_detach(struct afs_file *f)
 		return;
 	f->backing = false;
 	nfiles--;
-	if (--in->pt_files)
+	in->pt_files--;
+	if (in->backing_of == f) {
+		/*
+		 * The backing file shares f's open file description, which
+		 * outlives f while the inode has other files in passthrough:
+		 * a flock f holds must still go with f.
+		 */
+		if (flock_release && in->pt_files) {
+			afs_inode_hold(in);
+			afs_unlock_async(in->backing_fd, in);
+		}
+		in->backing_of = NULL;
+	}
+	if (in->pt_files)
 		return;
 	id = (uint32_t)in->backing_id;
 	in->backing_id = 0;
 	ninodes--;
 	/*
 	 * Fails only for an id the kernel does not know: nothing to undo.
-	 * The kernel's reference goes, ours is the last: closed in a worker.
+	 * Its reference gone, ours is the last: closed in a worker, and
+	 * lock requests on the inode wait for that (it may hold f's flock).
 	 */
 	(void)ioctl(fuse_session_fd(afs.se), IOC_BACKING_CLOSE, &id);
-	afs_close_async(in->backing_fd, NULL);
+	afs_inode_hold(in);
+	afs_close_async(in->backing_fd, in);
 	in->backing_fd = -1;
 }
 

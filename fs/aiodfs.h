@@ -202,7 +202,7 @@ void afs_unlock_async(int fd, struct afs_inode *in);
 struct fuse_init_out;
 struct fuse_open_out;
 /* INIT: accept passthrough into out if asked for and offered. */
-bool afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
+void afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
 		      struct fuse_init_out *out);
 bool afs_pt_enabled(void);
 /* f (of a known inode) opens in passthrough: its backing id, or 0: not. */

@@ -144,7 +144,8 @@ static void usage(const char *prog)
 	       "    -o inode_fds           known inodes hold an fd, not a file handle\n"
 	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n"
 	       "    -o passthrough         the kernel reads and writes open files on\n"
-	       "                           SOURCE itself (root; not with writeback)\n\n",
+	       "                           SOURCE itself (root; not with writeback\n"
+	       "                           or direct_io)\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();

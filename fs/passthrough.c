@@ -87,29 +87,27 @@ bool afs_pt_enabled(void)
 	return enabled;
 }
 
-bool afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
+void afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
 		      struct fuse_init_out *out)
 {
 	if (!afs.opt.passthrough)
-		return false;
+		return;
 	if (afs.uid != 0) {
 		/* The backing files' ioctl would refuse: say so now. */
 		afs_log(LOG_WARNING, "passthrough: only for root; reads and "
 			"writes go through the workers");
-		return false;
+		return;
 	}
 	if (!(in_flags & FUSE_INIT_EXT) || !(in_flags2 & INIT2_PASSTHROUGH)) {
 		afs_log(LOG_WARNING, "passthrough: the kernel does not offer it; "
 			"reads and writes go through the workers");
-		return false;
+		return;
 	}
-	if (out->flags & FUSE_WRITEBACK_CACHE)
-		return false;
+	/* main.c refused writeback with it: the kernel refuses the pair. */
 	out->flags |= FUSE_INIT_EXT;
 	out->flags2 |= INIT2_PASSTHROUGH;
 	out->unused[0] = 1;     /* max_stack_depth */
 	enabled = true;
-	return true;
 }
 
 /* Stop offering passthrough to new opens, saying why once. */

@@ -188,7 +188,7 @@ int afs_pt_attach(struct afs_file *f)
 					"restored: %s", strerror(-err));
 		}
 		if (id < 0) {
-			close(map.fd); /* f->fd keeps the file open */
+			afs_close_async(map.fd, NULL); /* a close may block */
 			refuse(in, -id);
 			return 0;
 		}

@@ -81,4 +81,59 @@ enum { AIOD__DATA_NONE, AIOD__DATA_IN, AIOD__DATA_OUT };
 /* Which way an op's buffer goes: AIOD__DATA_IN is caller to worker. */
 unsigned aiod__op_data(unsigned op);
 
+/* ---- closer.c: closes the caller's fds in a process of its own ------ */
+
+struct aiod__close_job {
+	int32_t fd;
+	uint32_t pad;
+	uint64_t token;         /* 0: no ack wanted */
+};
+
+/*
+ * A mount and whether its filesystem's files have no flush operation.
+ * A mount id may be used again after an unmount: the device tells the
+ * new mount from the old.
+ */
+struct aiod__mount_kind {
+	uint64_t mnt_id;
+	uint32_t dev_major, dev_minor;
+	bool flushless;
+};
+
+#define AIOD__MOUNT_KINDS 32
+
+struct aiod__closer {
+	pid_t pid;              /* 0: none (closes run in the caller) */
+	int pidfd;              /* -1 where pidfd_open() is missing */
+	int jobs[2];            /* pipe: the caller writes jobs[1] */
+	int acks[2];            /* pipe: the caller reads acks[0] */
+	struct aiod__close_job *backlog; /* jobs the pipe had no room for */
+	size_t nbacklog, cap;
+	struct aiod__mount_kind kinds[AIOD__MOUNT_KINDS]; /* seen, newest */
+	unsigned nkinds, next_kind;                        /* replaced next */
+};
+
+/* Start the closer.  Returns 0 or -errno (c then has no closer). */
+int aiod__closer_start(struct aiod__closer *c);
+/*
+ * Give fd to the closer, which closes it and, for a non-zero token,
+ * hands the token back through aiod__closer_acks().  Returns false if
+ * there is no closer or no memory: fd is still the caller's.
+ */
+bool aiod__closer_give(struct aiod__closer *c, int fd, uint64_t token);
+/*
+ * Whether fd's file is on a filesystem known to have no flush operation
+ * (ext2/3/4, XFS, tmpfs), so that closing a copy of it that is not its
+ * last cannot block and may as well run in the caller.  Asks the
+ * filesystem nothing: statx(AT_STATX_DONT_SYNC) for the mount id, then
+ * /proc/self/mountinfo once per mount.
+ */
+bool aiod__closer_flushless(struct aiod__closer *c, int fd);
+/* Up to max tokens of closes done (also sends what waited in the backlog). */
+size_t aiod__closer_acks(struct aiod__closer *c, uint64_t *tokens, size_t max);
+/* Whether the closer has exited (reaped then: c->pid becomes 0). */
+bool aiod__closer_dead(struct aiod__closer *c);
+/* End the closer after the jobs it was given, and free c's resources. */
+void aiod__closer_stop(struct aiod__closer *c);
+
 #endif /* AIOD_INTERNAL_H */

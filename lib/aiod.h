@@ -80,11 +80,16 @@ enum aiod_op {
 	AIOD_OP_OPEN = 3,        /* openat2(fd, name, arg[0] flags, arg[1] mode,
 				    arg[2] RESOLVE_* flags); result 0, ret_fd */
 	AIOD_OP_OPEN_BY_HANDLE = 4, /* open_by_handle_at(fd, buf, arg[0]) */
-	AIOD_OP_CLOSE = 5,       /* close fd in the worker, so that the
-				    last close (which may block, as NFS's
-				    does) never runs in the caller.  The
-				    pool owns fd from aiod_submit() on:
-				    the caller must not use or close it */
+	AIOD_OP_CLOSE = 5,       /* close fd without blocking the caller:
+				    the worker closes the last reference
+				    (NFS's last close may block) and the
+				    pool's closer the caller's own (any
+				    close runs the file's flush: NFS's,
+				    a FUSE filesystem's, may block); the
+				    callback runs once both are closed.
+				    The pool owns fd from aiod_submit()
+				    on: the caller must not use or close
+				    it */
 	AIOD_OP_PREAD = 6,       /* pread(fd, buf, len, arg[0]) */
 	AIOD_OP_PWRITE = 7,      /* pwrite(fd, buf, len, arg[0]); arg[0] ==
 				    -1: write() at the file position */
@@ -409,6 +414,15 @@ struct aiod_pool_stats {
  * from a thread that lives as long as the pool: workers die with it.  A
  * process forked from the caller must not use the pool; a daemon forks
  * first, then creates its pool.
+ *
+ * With the workers comes the closer, a child named aiod-closer that
+ * shares the caller's fd table (clone(2) with CLONE_FILES, nothing else
+ * shared) and closes the caller's copies of AIOD_OP_CLOSE's fds, which
+ * only a task sharing that table can.  Where it cannot be started, or
+ * with $AIOD_NO_CLOSER set (valgrind cannot follow such a clone), the
+ * caller closes them itself, and a flush may block it.  A caller that
+ * calls unshare(CLONE_FILES) or execs leaves the closer its old table:
+ * free the pool first.
  *
  * Returns 0 and sets *poolp, or -errno: -EINVAL for bad options, -ENOENT
  * or -EACCES if the worker cannot be run, -EPROTO if it speaks another

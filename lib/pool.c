@@ -8,13 +8,16 @@
  * The pool's one pollable fd is an epoll instance holding, for each
  * worker, its socket and its pidfd, plus an eventfd that is signalled
  * when a completion was decided without a worker (a cancelled queued
- * request, a request whose worker died and may not be re-run).
+ * request, a request whose worker died and may not be re-run), and the
+ * closer's ack pipe and pidfd (closer.c).
  *
  * A request is in one of four states: IDLE (not submitted, or its
  * callback has started), QUEUED (on the FIFO queue, waiting for an idle
  * worker and room in the arena), RUNNING (a worker holds it; w->cur
  * points at it) or DONE (its result is decided and it waits on the done
- * list for aiod_pool_process()).  The client always knows which worker
+ * list for aiod_pool_process()).  A CLOSE whose worker is done but whose
+ * caller's fd the closer has not yet closed (closer.c) waits as CLOSING.
+ * The client always knows which worker
  * holds which request, because it picks the worker and a worker holds at
  * most one request.
  *
@@ -52,7 +55,7 @@
 
 extern char **environ;
 
-enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE };
+enum { REQ_IDLE, REQ_QUEUED, REQ_RUNNING, REQ_DONE, REQ_CLOSING };
 
 /* Small inbound data (xattr values, file handles) rides in the message. */
 #define INLINE_DATA_MAX 1024u
@@ -113,6 +116,9 @@ struct aiod_pool {
 	struct aiod_req *done_head, *done_tail;
 	uint64_t nqueued, next_id;
 	size_t ws_used;         /* arena bytes of the workers' aiod_wstate */
+	struct aiod__closer closer;  /* closes our copies of CLOSE's fds */
+	struct aiod_req **unacked;   /* CLOSEs whose fd the closer has */
+	size_t nunacked, unacked_cap;
 	uint64_t submitted, completed, deaths, retries;
 };
 
@@ -205,10 +211,105 @@ static void defer(struct aiod_pool *p, struct aiod_req *req)
 	poke(p);
 }
 
+/* ---- the closer (closer.c) ----------------------------------------- */
+
+/* fd, which the caller gave us, closes in the closer (or here, without one). */
+static void close_quietly(struct aiod_pool *p, int fd)
+{
+	if (!aiod__closer_give(&p->closer, fd, 0))
+		close(fd);
+}
+
+/*
+ * A CLOSE's fd has gone to its worker: the caller's copy goes to the
+ * closer, and the request ends when both are closed.  (Closed here, it
+ * would run the file's flush here, which on NFS or a FUSE source can
+ * take as long as the source likes.)  Where there is no flush, the copy
+ * closes here at once.
+ */
+static void close_caller_copy(struct aiod_pool *p, struct aiod_req *req)
+{
+	if (!p->closer.pid || aiod__closer_flushless(&p->closer, req->fd[0])) {
+		close(req->fd[0]);
+		return;
+	}
+	if (p->nunacked == p->unacked_cap) {
+		size_t cap = p->unacked_cap ? 2 * p->unacked_cap : 16;
+		struct aiod_req **u = realloc(p->unacked, cap * sizeof(*u));
+
+		if (!u) {
+			close(req->fd[0]);
+			return;
+		}
+		p->unacked = u;
+		p->unacked_cap = cap;
+	}
+	if (!aiod__closer_give(&p->closer, req->fd[0], (uint64_t)(uintptr_t)req)) {
+		close(req->fd[0]);
+		return;
+	}
+	p->unacked[p->nunacked++] = req;
+}
+
+/* Whether req waits for the closer; with take, it no longer does. */
+static bool unacked(struct aiod_pool *p, const struct aiod_req *req, bool take)
+{
+	for (size_t i = 0; i < p->nunacked; i++) {
+		if (p->unacked[i] != req)
+			continue;
+		if (take)
+			p->unacked[i] = p->unacked[--p->nunacked];
+		return true;
+	}
+	return false;
+}
+
+static void finish(struct aiod_pool *p, struct aiod_req *req);
+
+/* The closer's acks: CLOSEs whose worker is done too end now. */
+static int closer_read(struct aiod_pool *p)
+{
+	uint64_t tokens[64];
+	size_t n;
+	int ran = 0;
+
+	while ((n = aiod__closer_acks(&p->closer, tokens, 64)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct aiod_req *req = (struct aiod_req *)(uintptr_t)tokens[i];
+
+			if (unacked(p, req, true) && req->state_ == REQ_CLOSING) {
+				finish(p, req);
+				ran++;
+			}
+		}
+	}
+	return ran;
+}
+
+/*
+ * No closer (any more): the CLOSEs it held end as they are (whether it
+ * closed their fds we cannot know; closing a number again could close a
+ * file opened since), and the next ones close in the caller.
+ */
+static int closer_gone(struct aiod_pool *p)
+{
+	int ran = 0;
+
+	while (p->nunacked) {
+		struct aiod_req *req = p->unacked[--p->nunacked];
+
+		if (req->state_ == REQ_CLOSING) {
+			finish(p, req);
+			ran++;
+		}
+	}
+	return ran;
+}
+
 static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
 {
 	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE)
-		close(req->fd[0]);
+		close_quietly(p, req->fd[0]);
 	req->result = err;
 	req->replied = 0;
 	defer(p, req);
@@ -235,6 +336,11 @@ static void finish(struct aiod_pool *p, struct aiod_req *req)
 {
 	uint64_t tmp = req->tmp_off_;
 
+	if (req->op == AIOD_OP_CLOSE && unacked(p, req, false)) {
+		req->state_ = REQ_CLOSING;      /* closer_read() ends it */
+		req->worker_ = NULL;
+		return;
+	}
 	if (req->msg_off_)
 		aiod__buddy_free(&p->arena.alloc, req->msg_off_);
 	req->msg_off_ = 0;
@@ -480,7 +586,7 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	req->worker_ = w;
 	req->state_ = REQ_RUNNING;
 	if (req->op == AIOD_OP_CLOSE)
-		close(req->fd[0]);      /* the worker's copy is now the last */
+		close_caller_copy(p, req); /* the worker's copy is the last */
 	return 0;
 }
 
@@ -560,10 +666,10 @@ static void collect(struct aiod_pool *p, struct aiod_req *req, int fd)
 	req->out = data;
 }
 
-static void close_fds(const int *fds, int n)
+static void close_fds(struct aiod_pool *p, const int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
-		close(fds[i]);
+		close_quietly(p, fds[i]);
 }
 
 /*
@@ -683,12 +789,12 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 			memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
 		}
 		if (n != sizeof(done)) {
-			close_fds(fds, nfds);
+			close_fds(p, fds, nfds);
 			worker_bad(p, w, "malformed reply");
 			break;
 		}
 		if (done.kind == AIOD_DONE_HELLO) {
-			close_fds(fds, nfds);
+			close_fds(p, fds, nfds);
 			if (done.version != AIOD_PROTO_VERSION || w->hello) {
 				worker_bad(p, w, "wrong protocol version");
 				break;
@@ -700,7 +806,7 @@ static int worker_read(struct aiod_pool *p, struct worker *w)
 		req = w->cur;
 		if (done.kind != AIOD_DONE_REPLY || !req ||
 		    done.msg_off != req->msg_off_ || nfds > 1) {
-			close_fds(fds, nfds);
+			close_fds(p, fds, nfds);
 			worker_bad(p, w, "reply to no request");
 			break;
 		}
@@ -1120,6 +1226,17 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		err = -errno;
 		goto out_arena;
 	}
+	/* Without a closer, closes run here, as they may. */
+	p->closer.jobs[0] = p->closer.jobs[1] = -1;
+	p->closer.acks[0] = p->closer.acks[1] = p->closer.pidfd = -1;
+	if (!getenv("AIOD_NO_CLOSER") &&
+	    aiod__closer_start(&p->closer) == 0) {
+		ev.data.ptr = &p->closer;
+		epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->closer.acks[0], &ev);
+		ev.data.ptr = &p->closer.pidfd;
+		if (p->closer.pidfd >= 0)
+			epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->closer.pidfd, &ev);
+	}
 	p->setup = true;
 	err = fill_slots(p);
 	if (!err)
@@ -1190,6 +1307,10 @@ void aiod_pool_free(struct aiod_pool *p)
 	reap_all(p, 1000);
 	for (struct worker *w = p->dying; w; w = w->next)
 		fprintf(stderr, "libaiod: worker %d does not die\n", (int)w->pid);
+	aiod__closer_stop(&p->closer);
+	closer_gone(p);
+	free(p->unacked);
+	p->unacked = NULL;
 
 	fail_queue(p, -ECANCELED);
 	run_done_list(p);
@@ -1294,7 +1415,17 @@ static int run(struct aiod_pool *p, int timeout_ms)
 	for (int i = 0; i < n; i++) {
 		struct worker *w = ev[i].data.ptr;
 
-		if (!w)
+		if (ev[i].data.ptr == &p->closer)
+			ran += closer_read(p);
+		else if (ev[i].data.ptr == &p->closer.pidfd) {
+			ran += closer_read(p);
+			if (aiod__closer_dead(&p->closer)) {
+				fprintf(stderr, "libaiod: the closer died; "
+					"closes run in the caller from now on\n");
+				epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->closer.pidfd, NULL);
+				ran += closer_gone(p);
+			}
+		} else if (!w)
 			wake = true;
 		else if (!w->lost)
 			ran += worker_read(p, w);
@@ -1304,6 +1435,8 @@ static int run(struct aiod_pool *p, int timeout_ms)
 	for (struct worker *w = p->dying; w; w = w->next)
 		if (w->pidfd < 0)
 			try_reap(p, w);
+	if (p->closer.nbacklog)
+		ran += closer_read(p);  /* sends the backlog on */
 	ran += reap_silent(p);
 	if (wake || p->done_head) {
 		err = run_done_list(p);
@@ -1508,6 +1641,7 @@ int aiod_cancel(struct aiod_pool *p, struct aiod_req *req)
 		signal_worker(w, AIOD_CANCEL_SIGNAL);
 		return 0;
 	case REQ_DONE:
+	case REQ_CLOSING:
 		return 0;
 	default:
 		return -ENOENT;

@@ -75,6 +75,18 @@ wait_for() {
 	return 1
 }
 
+# A daemon's children: its workers (the aiod program) and its closer
+# (aiod-closer, a clone of the daemon that closes fds for it: see
+# aiod_pool_new() in lib/aiod.h), by pid.
+children_named() {
+	local c
+	for c in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+		[ "$(cat "/proc/$c/comm" 2>/dev/null)" = "$2" ] && echo "$c"
+	done
+}
+aiod_workers() { children_named "$1" aiod; }
+aiod_closer() { children_named "$1" aiod-closer; }
+
 # Checks print "ok   WHAT" or "FAIL WHAT" and count the failures.
 failures=0
 ok() { echo "ok   $*"; }

@@ -43,7 +43,7 @@ before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
 start() { serve "$log" "$src" "$mnt" "$@"; }
 stop() { unserve "$mnt"; }
 json() { "$CTL" stats --json "$mnt" | python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
-workers_of() { wc -w <"/proc/$1/task/$1/children"; }
+workers_of() { aiod_workers "$1" | wc -w; }
 
 # ---- 1. counters ----
 start -o slow=1 || exit 1
@@ -86,7 +86,8 @@ for n in 2 12 1 6 3; do
 done
 wait "$fsx"
 check "fsx passes while the pool is resized" test $? = 0
-wait_for -t 5 test "$(workers_of "$pid")" = 3
+has_workers() { [ "$(workers_of "$pid")" = "$1" ]; }
+wait_for -t 5 has_workers 3
 check "3 workers after (got $(workers_of "$pid"))" test "$(workers_of "$pid")" = 3
 check "and stats says 3" test "$(json 'd["pool"]["workers"]')" = 3
 check "resizing is no worker death (worker_deaths 0)" test "$(json 'd["pool"]["worker_deaths"]')" = 0

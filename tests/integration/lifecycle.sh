@@ -20,8 +20,7 @@ daemon_pid() {
 	done
 }
 
-# The daemon's worker processes (its children).
-workers_of() { cat "/proc/$1/task/$1/children" 2>/dev/null; }
+workers_of() { aiod_workers "$1"; }
 
 gone() { for p in "$@"; do [ -d "/proc/$p" ] && return 1; done; return 0; }
 not_mounted() { ! mounted "$1"; }

@@ -10,8 +10,10 @@
 #     $! is the daemon's pid, and waits for MNT to appear in /proc/mounts
 #     (type fuse.aiodfs, source SRC).
 #  2. The daemon has exactly one thread (Threads: in /proc/PID/status)
-#     and exactly 3 children (/proc/PID/task/PID/children), each running
-#     the worker binary with only the capabilities file operations need.
+#     and exactly 4 children (/proc/PID/task/PID/children): 3 running
+#     the worker binary with only the capabilities file operations need,
+#     and libaiod's closer, which shares the daemon's fds and holds no
+#     capabilities.
 #  3. cp -a /usr/include into the mount; diff -r the mount's copy and the
 #     source's copy against /usr/include; compare the copy's metadata
 #     (modes, owners, mtimes, symlinks, hard links) with the original,
@@ -55,7 +57,7 @@ start() {
 }
 
 threads() { awk '/^Threads:/ { print $2 }' "/proc/$pid/status"; }
-children() { cat "/proc/$pid/task/$pid/children"; }
+children() { aiod_workers "$pid"; }
 
 workers_are_aiod() {
 	local w want
@@ -96,8 +98,23 @@ check "mount type fuse.aiodfs from $src" \
 	awk -v m="$mnt" -v s="$src" '$2 == m { ok = ($1 == s && $3 == "fuse.aiodfs") } END { exit !ok }' /proc/mounts
 check "the daemon has one thread (Threads: $(threads))" [ "$(threads)" = 1 ]
 before=$(children | xargs)
-check "workers=3 gives 3 children ($before)" [ "$(echo $before | wc -w)" = 3 ]
-check "each child runs $AIOD_WORKER" workers_are_aiod
+check "workers=3 gives 3 workers ($before)" [ "$(echo $before | wc -w)" = 3 ]
+check "each worker runs $AIOD_WORKER" workers_are_aiod
+closer=$(aiod_closer "$pid")
+nchildren=$(wc -w <"/proc/$pid/task/$pid/children")
+one_closer() { [ -n "$closer" ] && [ "$nchildren" = 4 ]; }
+check "and one closer, the only other child ($closer; $nchildren children)" one_closer
+# The closer shares the daemon's fd table: a file the daemon opens is
+# open in the closer too, under the same number (here: /dev/fuse).
+fuse_fd_in() { ls -l "/proc/$1/fd" | awk '$NF == "/dev/fuse" { print $9 }'; }
+same_fds() { [ -n "$(fuse_fd_in "$pid")" ] && [ "$(fuse_fd_in "$closer")" = "$(fuse_fd_in "$pid")" ]; }
+check "the closer shares the daemon's fds (/dev/fuse as fd $(fuse_fd_in "$pid"))" same_fds
+closer_powerless() {
+	grep -q '^CapPrm:[[:space:]]*0*$' "/proc/$closer/status" &&
+		grep -q '^CapEff:[[:space:]]*0*$' "/proc/$closer/status" &&
+		grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$closer/status"
+}
+check "the closer holds no capabilities and no_new_privs is set" closer_powerless
 
 # A root daemon's workers keep the file capabilities (CAP_DAC_OVERRIDE,
 # bit 1), not others (CAP_NET_ADMIN 12, CAP_SYS_MODULE 16, CAP_SYS_PTRACE

@@ -72,7 +72,7 @@ umount_fg() {
 	check "the daemon exits 0 (got $rc)" [ "$rc" = 0 ]
 }
 
-workers() { cat "/proc/$pid/task/$pid/children" 2>/dev/null; }
+workers() { aiod_workers "$pid"; }
 spliced() {
 	"$AIODFSCTL" stats --json "$T/mnt" |
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_spliced"])'

@@ -1053,21 +1053,112 @@ static void test_pool_worker_replies(void **state)
 	rmdir(dir);
 }
 
-/* How many children this process has now. */
-static int nchildren(void)
+/* How many children this process has now named comm (aiod: workers). */
+static int children_named(const char *comm)
 {
-	char path[64], buf[4096];
+	char path[64], buf[4096], name[32];
 	int n = 0;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)gettid());
 	f = fopen(path, "r");
 	assert_non_null(f);
-	if (fgets(buf, sizeof(buf), f))
-		for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n"))
-			n++;
+	if (fgets(buf, sizeof(buf), f)) {
+		for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n")) {
+			FILE *c;
+
+			snprintf(path, sizeof(path), "/proc/%s/comm", t);
+			c = fopen(path, "r");
+			if (!c)
+				continue;       /* reaped meanwhile */
+			if (fgets(name, sizeof(name), c)) {
+				name[strcspn(name, "\n")] = 0;
+				n += strcmp(name, comm) == 0;
+			}
+			fclose(c);
+		}
+	}
 	fclose(f);
 	return n;
+}
+
+static int nchildren(void)
+{
+	return children_named("aiod");
+}
+
+/*
+ * AIOD_OP_CLOSE: the caller's number for the fd is gone by the time the
+ * callback runs (the closer closed it, or, without a closer or for a
+ * file of a filesystem without flush, the pool did); the closer comes
+ * and goes with the pool.
+ */
+static void close_some(bool closer)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req req[64];
+	int count = 0, fds[64];
+
+	assert_int_equal(children_named("aiod-closer"), closer);
+	for (int i = 0; i < 64; i += 2) {
+		/* Pipes (no flush known) go to the closer, tmpfs files not. */
+		assert_int_equal(pipe2(&fds[i], O_CLOEXEC), 0);
+		if (i % 4 == 0) {
+			close(fds[i + 1]);
+			fds[i + 1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		}
+	}
+	for (int i = 0; i < 64; i++) {
+		assert_true(fds[i] >= 0);
+		aiod_prep_close(&req[i], fds[i]);
+		req[i].cb = count_cb;
+		req[i].data = &count;
+		assert_int_equal(aiod_submit(p, &req[i]), 0);
+	}
+	wait_count(p, &count, 64, 2000);
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(req[i].result, 0);
+		assert_int_equal(fcntl(fds[i], F_GETFD), -1);
+		assert_int_equal(errno, EBADF);
+	}
+	aiod_pool_free(p);
+	assert_int_equal(children_named("aiod-closer"), 0);
+}
+
+/*
+ * Which files close in the caller at once: those of filesystems without
+ * a flush (tmpfs here: /dev/shm), not pipes nor /proc's (not known to
+ * have none), and the answer is kept per mount.
+ */
+static void test_closer_knows_flushless(void **state)
+{
+	struct aiod__closer c = { .pid = 0 };
+	char path[] = "/dev/shm/aiod-flushless-XXXXXX";
+	int fd = mkstemp(path), pfd[2], proc;
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	proc = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	assert_true(aiod__closer_flushless(&c, fd));
+	assert_false(aiod__closer_flushless(&c, pfd[0]));
+	assert_false(aiod__closer_flushless(&c, proc));
+	assert_true(aiod__closer_flushless(&c, fd));
+	assert_int_equal(c.nkinds, 3); /* one entry per mount */
+	close(fd);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(proc);
+}
+
+static void test_pool_close_in_closer(void **state)
+{
+	(void)state;
+	close_some(true);
+	setenv("AIOD_NO_CLOSER", "1", 1);
+	close_some(false);
+	unsetenv("AIOD_NO_CLOSER");
 }
 
 /*
@@ -1287,6 +1378,8 @@ int main(void)
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_resize),
+		cmocka_unit_test(test_pool_close_in_closer),
+		cmocka_unit_test(test_closer_knows_flushless),
 		cmocka_unit_test(test_pool_worker_replies),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),

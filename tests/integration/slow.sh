@@ -1,0 +1,77 @@
+#!/bin/bash
+# A slow source never holds up the loop, closes included.
+#
+#   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod SLOWFS=... tests/integration/slow.sh
+#
+# The source is slowfs (tests/bench/slowfs) with every operation taking
+# 1 s, its flush too: a FUSE filesystem answers a FLUSH request at every
+# close(2) of one of its files, not only at the last.  Files are opened
+# and closed through the mount; while their closes reach the source, the
+# control socket, which the loop serves, is asked for its stats every
+# 50 ms: no answer may take 0.5 s (a close of the loop's own copy of a
+# source fd, run in the loop, took the whole second).  Then every source
+# file the daemon had open is closed: no fd of the daemon (nor of its
+# closer, which shares them) still holds one open.  Exits 0 if all hold.
+set -u
+. "$(dirname "$0")/../lib.sh" slow
+CTL=${AIODFSCTL:-$(dirname "$(dirname "$AIODFS")")/fs/aiodfsctl}
+SLOWFS=${SLOWFS:-$(dirname "$(dirname "$AIODFS")")/tests/bench/slowfs}
+[ -x "$SLOWFS" ] || { echo "slow.sh: no slowfs at $SLOWFS" >&2; exit 1; }
+
+slow=
+before_cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null
+	if [ -n "$slow" ]; then
+		fusermount3 -u "$T/slow" 2>/dev/null
+		kill "$slow" 2>/dev/null
+	fi
+}
+
+log=$T/log
+mkdir -p "$T/src" "$T/slow" "$T/mnt"
+for i in 1 2 3 4; do echo "file $i" >"$T/src/f$i"; done
+"$SLOWFS" -f -o delay_ms=1000 "$T/src" "$T/slow" 2>>"$log" &
+slow=$!
+slow_mounted() { awk -v m="$T/slow" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
+wait_for -t 10 slow_mounted || { fail "slowfs did not mount"; exit 1; }
+serve "$log" "$T/slow" "$T/mnt" -o workers=8 || exit 1
+
+# Open the four files (a read-only, three for writing: one written),
+# close them all, and time the control socket meanwhile.
+python3 - "$CTL" "$T/mnt" >"$T/probe" <<'PY'
+import os, subprocess, sys, threading, time
+ctl, mnt = sys.argv[1:]
+fds = [os.open(f"{mnt}/f1", os.O_RDONLY)]
+fds += [os.open(f"{mnt}/f{i}", os.O_RDWR) for i in (2, 3, 4)]
+os.pwrite(fds[1], b"F", 0)
+closers = [threading.Thread(target=os.close, args=(fd,)) for fd in fds]
+for t in closers:
+    t.start()
+worst, end = 0.0, time.monotonic() + 4
+while time.monotonic() < end:
+    t0 = time.monotonic()
+    subprocess.run([ctl, "stats", mnt], capture_output=True, check=True)
+    worst = max(worst, time.monotonic() - t0)
+    time.sleep(0.05)
+for t in closers:
+    t.join()
+print(f"{worst:.3f}")
+PY
+check "python: opened, wrote, closed" test $? = 0
+worst=$(cat "$T/probe")
+check "the loop answered within 0.5 s while the closes reached the source (worst ${worst} s)" \
+	python3 -c "import sys; sys.exit(not float('$worst') < 0.5)"
+check "the write reached the source" test "$(head -c 1 "$T/src/f2")" = F
+
+# Open files, that is: a known inode of a FUSE source pins an O_PATH fd
+# (mode l---------), as it should.
+source_fds() { ls -l "/proc/$pid/fd" 2>/dev/null | grep -v '^l---------' | grep -c -- "-> $T/slow/"; }
+no_source_fds() { [ "$(source_fds)" = 0 ]; }
+check "then no fd of the daemon holds a source file open (within 10 s)" wait_for -t 10 no_source_fds
+
+unserve "$T/mnt"
+fusermount3 -u "$T/slow"
+wait "$slow"
+slow=
+echo "slow: $failures failed"
+[ "$failures" = 0 ]

@@ -813,6 +813,7 @@ op_fn *const aiod_ops[AIOD_OP__COUNT] = {
 	[AIOD_OP_OPEN_BY_HANDLE] = op_open_by_handle,
 	[AIOD_OP_READDIRPLUS] = op_readdirplus,
 	[AIOD_OP_CLOSE] = op_close,
+	[AIOD_OP_FLUSH] = op_close,     /* of the worker's copy: the same */
 	[AIOD_OP_PREAD] = op_pread,
 	[AIOD_OP_PWRITE] = op_pwrite,
 	[AIOD_OP_FSYNC] = op_fsync,

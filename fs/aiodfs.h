@@ -75,6 +75,7 @@ struct afs_inode {
 	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
 	int64_t nocaps_until;       /* ms: no security.capability till then */
 	unsigned closing;           /* closes of its files in flight */
+	uint64_t writes;            /* data-changing requests sent (flush) */
 	struct op *after_close;     /* lock requests waiting for those */
 	int backing_id;             /* passthrough.c: the kernel's, or 0 */
 	int backing_fd;             /* what backing_id was registered from */
@@ -91,6 +92,7 @@ struct afs_file {
 	bool released;              /* counted in in->closing already */
 	bool backing;               /* open in passthrough (in->backing_id) */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
+	uint64_t flushed;           /* in->writes at its open or last flush */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 

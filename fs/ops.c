@@ -258,6 +258,13 @@ static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
 		op->live.ino = f->in->ino;
 }
 
+/* The op changes the data of its file i: its next flush must reach the source. */
+static void op_changes_data(struct op *op, int i)
+{
+	if (op->file[i]->in)
+		op->file[i]->in->writes++;
+}
+
 /*
  * Submit op->req; next runs from its callback.  Returns false if it
  * failed: then the kernel has the error and the op is gone.
@@ -434,6 +441,7 @@ static void file_set_inode(struct afs_file *f, struct afs_inode *in)
 	if (in && !f->in) {
 		afs_inode_hold(in);
 		f->in = in;
+		f->flushed = in->writes;
 	}
 }
 
@@ -1200,6 +1208,7 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	}
 	set_cred_writer(op);
 	op_file(op, 0, fi);
+	op_changes_data(op, 0);
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
 	if (op->file[0]->append)
 		op->req.flags |= AIOD_F_NORETRY;
@@ -1211,20 +1220,34 @@ static void owner_closed(struct afs_inode *in, uint64_t owner);
 static void file_released(struct afs_inode *in, const struct afs_file *f);
 
 /*
- * flush comes with every close(2) of a descriptor.  The worker that runs
- * any request on the file closes its own copy of the fd afterwards,
- * which is what flush must cause on the source (NFS writes back and
- * checks on close), so a cheap request on the fd is all it takes.
+ * flush comes with every close(2) of a descriptor, and is a close on the
+ * source (NFS writes back then, and says if that failed): a worker closes
+ * its copy of the fd before it replies, with close's result.  It is
+ * needed only where data may wait to be pushed: after a request that
+ * changed the inode's data since the file's open or last flush (the
+ * worker of a write closes its copy only after replying), or on a file
+ * the kernel writes itself (passthrough).  The close of a file only
+ * read, or created and left empty, is answered at once: on a slow source
+ * that spares the application a round trip to it.
  */
 static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, AFS_OP_FLUSH, NULL, NULL);
+	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
+	struct op *op;
 
-	if (!op)
-		return;
 	if (afs.opt.posix_locks)
 		owner_closed(afs_inode_get(ino), fi->lock_owner);
-	aiod_prep_lseek(&op->req, -1, 0, SEEK_CUR);
+	if (f->in && !f->backing && f->flushed == f->in->writes) {
+		fuse_reply_err(freq, 0);
+		afs_stats_count(AFS_OP_FLUSH, 0, 0);
+		return;
+	}
+	op = op_new(freq, AFS_OP_FLUSH, NULL, NULL);
+	if (!op)
+		return;
+	if (f->in)
+		f->flushed = f->in->writes;
+	aiod_prep_flush(&op->req, -1);
 	op_file(op, 0, fi);
 	direct_reply(op, false);
 	op_submit(op, reply_status);
@@ -1292,6 +1315,7 @@ static void afs_fallocate(fuse_req_t freq, fuse_ino_t ino, int mode,
 	set_cred_writer(op);
 	aiod_prep_fallocate(&op->req, -1, mode, offset, length);
 	op_file(op, 0, fi);
+	op_changes_data(op, 0);
 	op_submit(op, reply_status);
 }
 
@@ -1312,6 +1336,7 @@ static void afs_copy_file_range(fuse_req_t freq, fuse_ino_t ino_in,
 				  (unsigned)flags);
 	op_file(op, 0, fi_in);
 	op_file(op, 1, fi_out);
+	op_changes_data(op, 1);
 	op_submit(op, write_done); /* a count of bytes written, as a write's */
 }
 

@@ -48,7 +48,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 6u
+#define AIOD_PROTO_VERSION 7u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from

@@ -146,6 +146,12 @@ enum aiod_op {
 				     short count.  Where the worker cannot
 				     leave it as it was, it takes them and
 				     the request is not run again. */
+	AIOD_OP_FLUSH = 35,      /* close the worker's copy of fd, which
+				    runs the file's flush as a close(2) of
+				    the caller's would (NFS writes back,
+				    and reports a write-back error here),
+				    before the request ends; the caller's
+				    fd stays open */
 	AIOD_OP__COUNT
 };
 
@@ -568,6 +574,7 @@ void aiod_prep_open(struct aiod_req *req, int dirfd, const char *name,
 void aiod_prep_open_by_handle(struct aiod_req *req, int mountfd,
 			      const struct aiod_fh *fh, int flags);
 void aiod_prep_close(struct aiod_req *req, int fd);
+void aiod_prep_flush(struct aiod_req *req, int fd);
 void aiod_prep_pread(struct aiod_req *req, int fd, void *buf, size_t len,
 		     off_t off);
 void aiod_prep_pwrite(struct aiod_req *req, int fd, const void *buf,

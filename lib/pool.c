@@ -1589,7 +1589,8 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 				      AIOD_F_STATX)) ||
 	    ((req->flags & AIOD_F_STATX) && req->op == AIOD_OP_CLOSE))
 		return -EINVAL;
-	if (req->op == AIOD_OP_CLOSE && shared_index(p, req->fd[0]) >= 0)
+	if ((req->op == AIOD_OP_CLOSE || req->op == AIOD_OP_FLUSH) &&
+	    shared_index(p, req->fd[0]) >= 0)
 		return -EINVAL;
 	if (!name_ok(req->name[0]) || !name_ok(req->name[1]))
 		return -ENAMETOOLONG;

@@ -56,6 +56,7 @@ static const struct {
 	[AIOD_OP_LOCK] = { "lock", false },
 	[AIOD_OP_READDIRPLUS] = { "readdirplus", true, OUT },
 	[AIOD_OP_PWRITE_PIPE] = { "pwrite_pipe", true },
+	[AIOD_OP_FLUSH] = { "flush", true },
 };
 
 const char *aiod_op_name(unsigned op)
@@ -159,6 +160,11 @@ void aiod_prep_open_by_handle(struct aiod_req *req, int mountfd,
 void aiod_prep_close(struct aiod_req *req, int fd)
 {
 	prep_at(req, AIOD_OP_CLOSE, fd, NULL);
+}
+
+void aiod_prep_flush(struct aiod_req *req, int fd)
+{
+	prep_at(req, AIOD_OP_FLUSH, fd, NULL);
 }
 
 void aiod_prep_pread(struct aiod_req *req, int fd, void *buf, size_t len,

@@ -6,7 +6,8 @@
 # The source is slowfs (tests/bench/slowfs) with every operation taking
 # 1 s, its flush too: a FUSE filesystem answers a FLUSH request at every
 # close(2) of one of its files, not only at the last.  Files are opened
-# and closed through the mount; while their closes reach the source, the
+# and closed through the mount: only the close of the one written waits
+# for the source's flush.  While the closes reach the source, the
 # control socket, which the loop serves, is asked for its stats every
 # 50 ms: no answer may take 0.5 s (a close of the loop's own copy of a
 # source fd, run in the loop, took the whole second).  Then every source
@@ -44,7 +45,12 @@ ctl, mnt = sys.argv[1:]
 fds = [os.open(f"{mnt}/f1", os.O_RDONLY)]
 fds += [os.open(f"{mnt}/f{i}", os.O_RDWR) for i in (2, 3, 4)]
 os.pwrite(fds[1], b"F", 0)
-closers = [threading.Thread(target=os.close, args=(fd,)) for fd in fds]
+took = [0.0] * len(fds)
+def close(i):
+    t0 = time.monotonic()
+    os.close(fds[i])
+    took[i] = time.monotonic() - t0
+closers = [threading.Thread(target=close, args=(i,)) for i in range(len(fds))]
 for t in closers:
     t.start()
 worst, end = 0.0, time.monotonic() + 4
@@ -55,13 +61,20 @@ while time.monotonic() < end:
     time.sleep(0.05)
 for t in closers:
     t.join()
-print(f"{worst:.3f}")
+print(f"{worst:.3f}", " ".join(f"{t:.3f}" for t in took))
 PY
 check "python: opened, wrote, closed" test $? = 0
-worst=$(cat "$T/probe")
+read -r worst took1 took2 took3 took4 <"$T/probe"
 check "the loop answered within 0.5 s while the closes reached the source (worst ${worst} s)" \
 	python3 -c "import sys; sys.exit(not float('$worst') < 0.5)"
 check "the write reached the source" test "$(head -c 1 "$T/src/f2")" = F
+# A close must reach the source's flush only after a write: the one
+# written took the source's second, the others (read, or opened for
+# writing and not written) came back at once.
+secs() { python3 -c "import sys; sys.exit(not ($1))"; }
+check "the written file's close waited for the source's flush (${took2} s)" secs "$took2 >= 0.9"
+check "the others' closes did not (${took1} ${took3} ${took4} s)" \
+	secs "max($took1, $took3, $took4) < 0.5"
 
 # Open files, that is: a known inode of a FUSE source pins an O_PATH fd
 # (mode l---------), as it should.

@@ -799,6 +799,8 @@ static void test_pool_shared_fds(void **state)
 
 	aiod_prep_close(&req, dfd);
 	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	aiod_prep_flush(&req, dfd);     /* would close the workers' copy */
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
 	aiod_pool_free(p);
 
 	opts.nshared = AIOD_MAX_SHARED_FDS + 1;

@@ -85,7 +85,9 @@ enum aiod_op {
 				    (NFS's last close may block) and the
 				    pool's closer the caller's own (any
 				    close runs the file's flush: NFS's,
-				    a FUSE filesystem's, may block); the
+				    a FUSE filesystem's, may block; on
+				    filesystems known to have none the
+				    caller's copy closes at once); the
 				    callback runs once both are closed.
 				    The pool owns fd from aiod_submit()
 				    on: the caller must not use or close

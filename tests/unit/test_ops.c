@@ -708,7 +708,13 @@ static void test_ops_open_by_handle(void **state)
 	assert_int_equal(run(&req), -ESTALE);
 }
 
-static void test_ops_close_closes_fd(void **state)
+/*
+ * FLUSH closes the worker's copy only: the caller's fd, its description
+ * and the lock on it live on.  (That the close runs the file's flush
+ * before the request ends is seen over a slow FUSE source, in
+ * tests/integration/slow.sh.)  CLOSE then ends them.
+ */
+static void test_ops_flush_then_close(void **state)
 {
 	struct aiod_req req;
 	int fd, other;
@@ -718,6 +724,13 @@ static void test_ops_close_closes_fd(void **state)
 	fd = open_at(d, "file", O_RDONLY);
 	/* A lock on the open file description lives as long as it does. */
 	assert_int_equal(flock(fd, LOCK_EX), 0);
+	aiod_prep_flush(&req, fd);
+	assert_int_equal(run(&req), 0);
+	assert_true(fcntl(fd, F_GETFD) >= 0);
+	other = open_at(d, "file", O_RDONLY);
+	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), -1);
+	assert_int_equal(errno, EWOULDBLOCK);
+
 	aiod_prep_close(&req, fd);
 	assert_int_equal(run(&req), 0);
 	/* The pool owns the fd from submission on: it is gone here... */
@@ -725,40 +738,13 @@ static void test_ops_close_closes_fd(void **state)
 	assert_int_equal(fcntl(fd, F_GETFD), -1);
 	assert_int_equal(errno, EBADF);
 	/* ...and in the worker, since the description was released. */
-	other = open_at(d, "file", O_RDONLY);
 	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
 	close(other);
 
 	/* A bad fd: close(-1). */
-	aiod_prep_close(&req, -1);
-	assert_int_equal(run(&req), -EBADF);
-}
-
-/*
- * FLUSH closes the worker's copy only: the caller's fd, its description
- * and the lock on it live on.  (That the close runs the file's flush
- * before the request ends is seen over a slow FUSE source, in
- * tests/integration/slow.sh.)
- */
-static void test_ops_flush_keeps_callers_fd(void **state)
-{
-	struct aiod_req req;
-	int fd, other;
-
-	(void)state;
-	put_str(d, "file", "x");
-	fd = open_at(d, "file", O_RDONLY);
-	assert_int_equal(flock(fd, LOCK_EX), 0);
-	aiod_prep_flush(&req, fd);
-	assert_int_equal(run(&req), 0);
-	assert_true(fcntl(fd, F_GETFD) >= 0);
-	other = open_at(d, "file", O_RDONLY);
-	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), -1);
-	assert_int_equal(errno, EWOULDBLOCK);
-	close(other);
-	close(fd);
-
 	aiod_prep_flush(&req, -1);
+	assert_int_equal(run(&req), -EBADF);
+	aiod_prep_close(&req, -1);
 	assert_int_equal(run(&req), -EBADF);
 }
 
@@ -2471,8 +2457,7 @@ int main(void)
 		T(test_ops_open_reopens_opath_fd),
 		T(test_ops_open_lookup_flag),
 		T(test_ops_open_by_handle),
-		T(test_ops_close_closes_fd),
-		T(test_ops_flush_keeps_callers_fd),
+		T(test_ops_flush_then_close),
 		T(test_ops_pread_pwrite_ordinary_buffers),
 		T(test_ops_pread_pwrite_arena_buffers),
 		T(test_ops_pread_null_buf_out),

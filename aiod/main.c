@@ -11,7 +11,8 @@
  *   fd 3  one end of a SOCK_SEQPACKET socketpair; the client has the other
  *   fd 4  the arena, a sealed memfd the client created and sized
  *   fd 5  and up: the pool's shared fds (NSHARED of them, and more as
- *         the client sends them), kept for the worker's life
+ *         the client sends them), kept for the worker's life; the
+ *         worker holds the numbers of those to come with copies of fd 3
  * and no other fds beyond 0-2, the default disposition for every signal,
  * a signal mask holding only the cancel signal (unblocked once its
  * handler is in place), and a process group of its own, so that a ^C on
@@ -31,7 +32,10 @@
  * and replies with the same offset, passing a newly opened fd back as
  * SCM_RIGHTS.  It closes the fds it received once the request is done;
  * the client kept its own copies, except for CLOSE, whose fd the worker
- * closes last.  A doorbell for offset 0 carries a shared fd instead.  A
+ * closes last.  An fd the client asks it to keep (aiod_msg.keep) goes in
+ * one of its slots instead, and later requests name it by slot: no fd
+ * passed, and no close of a copy, which on NFS or a FUSE source is a
+ * flush round trip.  A doorbell for offset 0 carries a shared fd instead.  A
  * request that asks for it gets its reply written by the worker itself,
  * and then, while the arena header's lazy word is set, no REPLY datagram
  * (see struct aiod_wstate).  EOF on fd 3 means the client is done: the
@@ -107,6 +111,7 @@ static uint32_t *wstate;        /* struct aiod_wstate's state */
 static unsigned poll_us;        /* see poll_bell() */
 static pid_t self;
 static bool trace;
+static int kept[AIOD_KEEP_SLOTS]; /* copies kept for the client, or -1 */
 
 /*
  * The capabilities a worker keeps, where it has them (a root client's):
@@ -408,10 +413,16 @@ static int64_t unpack(struct op_ctx *c, struct aiod_msg *m, const int *fds,
 			c->fd[i] = AIOD_WORKER_SHARED_FD + (AIOD_WIRE_FD_SHARED - f);
 		else if (f == AIOD_WIRE_FD_NONE)
 			c->fd[i] = -1;
+		else if (f == AIOD_WIRE_FD_KEPT)
+			c->fd[i] = m->keep == AIOD_KEEP_USE &&
+					   m->keep_slot < AIOD_KEEP_SLOTS
+				   ? kept[m->keep_slot] : -1;
 		else if (f >= 0 && f < nfds)
 			c->fd[i] = fds[f];
 		else
 			return -EINVAL;
+		if (c->fd[i] == -1 && f == AIOD_WIRE_FD_KEPT)
+			return -EBADF; /* the client lost track: tell it */
 	}
 	for (int i = 0; i < 2; i++)
 		if (msg_name(m, m->name_off[i], &c->name[i]) < 0)
@@ -557,8 +568,8 @@ static bool finish_silently(const struct aiod_msg *m)
 
 /*
  * A shared fd the client added (aiod_pool_share()): it becomes the next
- * one from AIOD_WORKER_SHARED_FD on.  Between requests we hold no other
- * fd there.
+ * one from AIOD_WORKER_SHARED_FD on, in place of a placeholder
+ * (reserve_shared()).
  */
 static int take_shared(const int *fds, int nfds)
 {
@@ -575,13 +586,52 @@ static int take_shared(const int *fds, int nfds)
 	return 0;
 }
 
+/* Close every kept copy (AIOD_WF_DROP_KEPT). */
+static void drop_kept(void)
+{
+	for (unsigned s = 0; s < AIOD_KEEP_SLOTS; s++)
+		if (kept[s] >= 0) {
+			close(kept[s]);
+			kept[s] = -1;
+		}
+}
+
+/*
+ * The fd the request's slot is to keep (struct aiod_msg.keep), or -1:
+ * after it ran, so that a CLOSE of a kept copy empties its slot.  The
+ * client reads the answer in m->kept, so set it before replying.
+ */
+static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
+{
+	const struct aiod_msg *m = c->m;
+
+	if (m->keep_slot >= AIOD_KEEP_SLOTS)
+		return -1;
+	switch (m->keep) {
+	case AIOD_KEEP_USE:
+		if (c->close_fd0) {
+			kept[m->keep_slot] = -1;
+			return -1;
+		}
+		return kept[m->keep_slot];
+	case AIOD_KEEP_STORE:
+		return unpacked == 0 && !c->close_fd0 && m->fd[0] >= 0
+			       ? fds[m->fd[0]] : -1;
+	case AIOD_KEEP_STORE_RET:
+		return c->ret_fd;
+	default:
+		return -1;
+	}
+}
+
 /* Run one request.  Returns 0, or -errno if the socket failed. */
 static int serve(uint64_t msg_off, const int *fds, int nfds)
 {
 	struct aiod_msg *m;
 	struct op_ctx c = { .fd = { -1, -1 }, .fh_fd = { -1, -1 } };
-	int64_t res;
-	int err;
+	int64_t res, unpacked;
+	uint32_t kmode, kslot;
+	int err, keep;
 
 	if (!in_arena(msg_off, sizeof(*m)) || msg_off % 8) {
 		/* Nowhere to write a result: a broken client. */
@@ -593,24 +643,38 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	c.m = m;
 	if (m->size < sizeof(*m) || !in_arena(msg_off, m->size))
 		res = -EINVAL;
-	else
+	else {
+		if (m->wflags & AIOD_WF_DROP_KEPT)
+			drop_kept();
 		res = unpack(&c, m, fds, nfds);
+	}
+	unpacked = res;
 	if (res == 0)
 		res = aiod_ops[m->op](&c);
 	if (res >= 0 && (m->flags & AIOD_F_STATX))
 		stat_after(&c);
 	m->result = res;
 	m->ret_fd = c.ret_fd >= 0;
+	keep = to_keep(&c, unpacked, fds);
+	m->kept = keep >= 0;
+	kmode = m->keep;
+	kslot = m->keep_slot;
 	if (res >= 0 && m->reply_fd != AIOD_WIRE_FD_NONE && c.ret_fd < 0)
 		write_reply(m, &c);
 	if (trace)
 		trace_req(&c);
 	/* From here on m may be the client's again. */
 	err = finish_silently(m) ? 0 : reply(msg_off, c.ret_fd);
-	if (c.ret_fd >= 0)
+	if (keep >= 0 && kmode != AIOD_KEEP_USE) {
+		/* A slot the client fills again: what it held goes. */
+		if (kept[kslot] >= 0)
+			close(kept[kslot]);
+		kept[kslot] = keep;
+	}
+	if (c.ret_fd >= 0 && c.ret_fd != keep)
 		close(c.ret_fd);
 	for (int i = 0; i < nfds; i++)
-		if (!(c.close_fd0 && fds[i] == c.fd[0]))
+		if (!(c.close_fd0 && fds[i] == c.fd[0]) && fds[i] != keep)
 			close(fds[i]);
 	for (int i = 0; i < 2; i++)
 		if (c.fh_fd[i] >= 0 && !(c.close_fd0 && i == 0))
@@ -700,6 +764,18 @@ static void yield_to_client(void)
 					 &(struct sched_param){ 0 });
 }
 
+/*
+ * Hold the numbers shared fds added later will take with copies of our
+ * socket, so that no fd we receive or keep lands there first.
+ */
+static int reserve_shared(void)
+{
+	for (unsigned k = nshared; k < AIOD_MAX_SHARED_FDS; k++)
+		if (dup2(AIOD_WORKER_SOCK_FD, AIOD_WORKER_SHARED_FD + (int)k) < 0)
+			return -errno;
+	return 0;
+}
+
 static int hello(void)
 {
 	struct aiod_done done = {
@@ -748,6 +824,10 @@ int main(int argc, char **argv)
 	if (own.ngroups < 0)
 		return AIOD_EXIT_USAGE;
 	memcpy(cur.groups, own.groups, (size_t)own.ngroups * sizeof(gid_t));
+	for (unsigned s = 0; s < AIOD_KEEP_SLOTS; s++)
+		kept[s] = -1;
+	if (reserve_shared() < 0)
+		return AIOD_EXIT_USAGE;
 	aiod_ops_init();
 	yield_to_client();
 	if (setup_signals() < 0 || hello() < 0)

@@ -261,7 +261,9 @@ void afs_close_async(int fd, struct afs_inode *in)
 		aiod_prep_close(&c->req, fd);
 	if (submit_closing(c, in))
 		return;
-	close(fd); /* shutting down, or no memory: better late than leaked */
+	/* Shutting down, or no memory: better late than leaked. */
+	aiod_pool_forget(afs.pool, fd);
+	close(fd);
 	closes_done(in);
 }
 

@@ -254,6 +254,8 @@ static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
 	f->refs++;
 	op->file[i] = f;
 	op->req.fd[i] = f->fd;
+	if (i == 0)
+		op->req.flags |= AIOD_F_KEEP; /* closed only by afs_close_async() */
 	if (i == 0 && !op->live.ino && f->in)
 		op->live.ino = f->in->ino;
 }
@@ -1102,6 +1104,7 @@ static void afs_open(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 	op->fi = *fi;
 	set_open_flags(&op->fi);
 	aiod_prep_open(&op->req, -1, NULL, backing_flags(fi->flags), 0, 0);
+	op->req.flags = AIOD_F_KEEP;
 	op_obj(op, 0, ino);
 	op_submit(op, open_done);
 }
@@ -1139,7 +1142,7 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
 		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
-	op->req.flags = AIOD_F_LOOKUP;
+	op->req.flags = AIOD_F_LOOKUP | AIOD_F_KEEP;
 	op_submit(op, create_done);
 }
 
@@ -1635,6 +1638,7 @@ static void lock_run(struct op *op)
 			return;
 		}
 		aiod_prep_open(&op->req, -1, NULL, op->file[0]->accmode, 0, 0);
+		op->req.flags = AIOD_F_KEEP;
 		afs_inode_set_obj(&op->req, 0, op->in[0]);
 		op->as_daemon = true; /* the file is open already: no new check */
 		op_submit(op, owner_opened);
@@ -1773,6 +1777,7 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
 	set_cred(op);
 	op->fi = *fi;
 	aiod_prep_open(&op->req, -1, NULL, O_RDONLY | O_DIRECTORY, 0, 0);
+	op->req.flags = AIOD_F_KEEP;
 	op_obj(op, 0, ino);
 	op_submit(op, open_done);
 }

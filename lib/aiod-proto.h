@@ -17,14 +17,28 @@
  *  - worker -> client, once at start: struct aiod_done with kind HELLO.
  *  - client -> worker: struct aiod_bell, one datagram per request, with
  *    the request's fds (0 to AIOD_WIRE_MAXFD) as SCM_RIGHTS, but for the
- *    shared fds each worker got at start.  The worker closes the fds it
- *    received when the request is done.
+ *    shared fds each worker got at start and its kept copies (below).
+ *    The worker closes the fds it received when the request is done,
+ *    but one it is told to keep.
  *  - client -> worker: struct aiod_bell with msg_off 0 and one fd: a
  *    shared fd added after the worker started (aiod_pool_share()); it
  *    becomes the next one from AIOD_WORKER_SHARED_FD on.
  *  - worker -> client: struct aiod_done with kind REPLY when the request
  *    is done, with the new fd as SCM_RIGHTS if it opened one.
  * A worker holds at most one request at a time.
+ *
+ * Kept copies (AIOD_F_KEEP): a worker has AIOD_KEEP_SLOTS slots, each
+ * empty or holding its copy of one of the client's fds, kept between
+ * requests.  The client decides which fd goes in which slot of which
+ * worker (aiod_msg.keep, keep_slot), so it always knows where a copy
+ * lives.  STORE: fd[0] arrives by SCM_RIGHTS as usual and, instead of
+ * being closed after the request, goes in the slot; STORE_RET: the fd
+ * the request opens is sent as usual and a copy of it goes in the slot;
+ * USE: fd[0] (AIOD_WIRE_FD_KEPT) is the slot's copy, and a CLOSE of it
+ * empties the slot.  A worker that stores a copy says so in
+ * aiod_msg.kept before it replies.  AIOD_WF_DROP_KEPT: close every
+ * kept copy before the request (one that may wait for a lock: no close
+ * must ever wait behind it).
  *
  * A message with reply_fd set asks the worker, when the op succeeds, to
  * write the client's reply itself (struct aiod_reply in aiod.h) to that
@@ -48,7 +62,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 7u
+#define AIOD_PROTO_VERSION 8u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -142,12 +156,25 @@ struct aiod_wstate {
 #define AIOD_WIRE_FD_NONE (-1)
 #define AIOD_WIRE_FD_CWD (-100) /* AT_FDCWD */
 #define AIOD_WIRE_FD_SHARED (-200) /* minus k: shared fd k */
+#define AIOD_WIRE_FD_KEPT (-300)   /* the copy in slot keep_slot */
+
+/* Slots for kept copies a worker has (see the top of this file). */
+#define AIOD_KEEP_SLOTS 256u
+
+/* aiod_msg.keep */
+enum {
+	AIOD_KEEP_NONE = 0,
+	AIOD_KEEP_USE = 1,      /* fd[0] is the slot's copy */
+	AIOD_KEEP_STORE = 2,    /* keep fd[0] in the slot after the request */
+	AIOD_KEEP_STORE_RET = 3, /* keep a copy of the fd it opens */
+};
 
 /* aiod_msg.wflags: what the variable part holds. */
 enum {
 	AIOD_WF_CRED = 1u << 0, /* uid, gid, groups apply */
 	AIOD_WF_FH = 1u << 1,   /* data_off holds a struct aiod_fh (in) */
 	AIOD_WF_REPLY_DATA = 1u << 2, /* the reply carries the data out */
+	AIOD_WF_DROP_KEPT = 1u << 3, /* close every kept copy first */
 };
 
 /*
@@ -177,6 +204,8 @@ struct aiod_msg {
 	int64_t arg[5];         /* client: per op, see enum aiod_op */
 	struct aiod_lock lk;    /* client and worker: AIOD_OP_LOCK */
 	int32_t reply_fd;       /* client: AIOD_WIRE_FD_SHARED - k, or NONE */
+	uint32_t keep;          /* client: AIOD_KEEP_* */
+	uint32_t keep_slot;     /* client: below AIOD_KEEP_SLOTS */
 	uint32_t reply_hdr_len; /* client: struct aiod_reply */
 	uint32_t reply_len_off;
 	uint32_t reply_res_off;
@@ -185,7 +214,7 @@ struct aiod_msg {
 	uint32_t reply_state;   /* worker: AIOD_REPLY_* */
 	int32_t reply_err;      /* worker: errno of a failed reply write */
 	uint32_t consumed;      /* worker: 1: never run this message again */
-	uint32_t pad1;
+	uint32_t kept;          /* worker: 1: the slot holds a copy now */
 	uint64_t reply_ns;      /* worker: CLOCK_MONOTONIC when it was written */
 
 	int64_t result;         /* worker: >= 0 or -errno */

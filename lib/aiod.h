@@ -82,7 +82,9 @@ enum aiod_op {
 	AIOD_OP_OPEN_BY_HANDLE = 4, /* open_by_handle_at(fd, buf, arg[0]) */
 	AIOD_OP_CLOSE = 5,       /* close fd without blocking the caller:
 				    the worker closes the last reference
-				    (NFS's last close may block) and the
+				    (NFS's last close may block; with
+				    AIOD_F_KEEP, the worker keeping a
+				    copy closes that one) and the
 				    pool's closer the caller's own (any
 				    close runs the file's flush: NFS's,
 				    a FUSE filesystem's, may block; on
@@ -187,6 +189,22 @@ enum {
 	 * the op still succeeded.
 	 */
 	AIOD_F_STATX = 1u << 2,
+	/*
+	 * fd[0] stays open, and the caller's, until it ends with an
+	 * AIOD_OP_CLOSE through this pool: a worker may keep a copy of it
+	 * between requests.  The next request on it that this worker
+	 * runs needs no fd passed, and no copy closed after it (each such
+	 * close runs the file's flush: on NFS or a FUSE filesystem, a
+	 * round trip to the server).  On an OPEN or OPEN_BY_HANDLE the
+	 * same holds for the fd it returns.  The pool runs a CLOSE of a
+	 * kept fd in the worker that keeps it, once that worker is done
+	 * with the request it holds; a worker drops its copies before a
+	 * request that may wait for a lock (LOCK with F_OFD_SETLKW, FLOCK
+	 * without LOCK_NB).  Never close such an fd otherwise: the pool
+	 * would take a new file under the same number for the old one.
+	 * Ignored on FLUSH, CLOSE and shared fds.
+	 */
+	AIOD_F_KEEP = 1u << 3,
 };
 
 /* Largest file handle the library carries (MAX_HANDLE_SZ). */
@@ -530,6 +548,15 @@ int aiod_pool_resize(struct aiod_pool *pool, unsigned n);
  * AIOD_MAX_SHARED_FDS) or -errno.
  */
 int aiod_pool_share(struct aiod_pool *pool, int fd);
+
+/*
+ * aiod_pool_forget - the caller is about to close an fd it submitted
+ * with AIOD_F_KEEP other than by an AIOD_OP_CLOSE (when that could not
+ * be submitted): the pool's workers stop standing in for it, so that a
+ * new file under the same number is not taken for the old one.  A
+ * worker's copy may stay open until that worker fills its slot again.
+ */
+void aiod_pool_forget(struct aiod_pool *pool, int fd);
 
 /*
  * aiod_pool_lazy - whether a worker that wrote its request's reply itself

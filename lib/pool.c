@@ -21,6 +21,17 @@
  * holds which request, because it picks the worker and a worker holds at
  * most one request.
  *
+ * Kept copies (AIOD_F_KEEP): homes[fd] names the worker keeping a copy
+ * of the caller's fd, and its slot; a request on fd goes to that worker
+ * when it is idle, and otherwise to any idle one with the fd passed as
+ * usual.  A CLOSE of a kept fd waits for its home (QUEUED, on the
+ * worker's pinned list), which runs its pinned CLOSEs before anything
+ * else; a request that may wait for a lock empties its worker's slots
+ * first, so that no CLOSE is ever pinned behind a lock wait.  A retiring
+ * worker runs its pinned CLOSEs before it goes.  When a worker dies, its
+ * homes are forgotten and its pinned CLOSEs go back to the queue, to run
+ * anywhere (its copies died with it).
+ *
  * A worker's death shows as EOF on its socket (its files close before
  * it becomes a zombie) and then as its pidfd turning readable.  Replies
  * already in the socket are consumed before EOF is believed, so a request
@@ -40,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
@@ -84,6 +96,15 @@ struct worker {
 	struct worker *next;    /* on the dying list */
 	struct worker *rnext;   /* on the retiring list */
 	uint64_t ws_off;        /* its struct aiod_wstate in the arena */
+	uint64_t slot_used[AIOD_KEEP_SLOTS / 64]; /* slots of kept copies */
+	unsigned nkept;
+	struct aiod_req *pinned, *pinned_tail; /* CLOSEs waiting for it */
+};
+
+/* The worker keeping a copy of one of the caller's fds (AIOD_F_KEEP). */
+struct home {
+	struct worker *w;       /* NULL: none */
+	uint32_t slot;
 };
 
 struct aiod_pool {
@@ -119,6 +140,9 @@ struct aiod_pool {
 	struct aiod__closer closer;  /* closes our copies of CLOSE's fds */
 	struct aiod_req **unacked;   /* CLOSEs whose fd the closer has */
 	size_t nunacked, unacked_cap;
+	struct home *homes;     /* by the caller's fd number */
+	size_t nhomes;
+	uint64_t npinned;       /* CLOSEs on workers' pinned lists */
 	uint64_t submitted, completed, deaths, retries;
 };
 
@@ -139,6 +163,28 @@ static uint32_t *wstate_of(struct aiod_pool *p, const struct worker *w)
 
 /* ---- the queue and the done list ----------------------------------- */
 
+/* Lists of requests linked through next_: the queue, pinned CLOSEs. */
+static void list_append(struct aiod_req **head, struct aiod_req **tail,
+			struct aiod_req *req)
+{
+	req->next_ = NULL;
+	if (*tail)
+		(*tail)->next_ = req;
+	else
+		*head = req;
+	*tail = req;
+}
+
+static struct aiod_req *list_pop(struct aiod_req **head, struct aiod_req **tail)
+{
+	struct aiod_req *req = *head;
+
+	*head = req->next_;
+	if (!*head)
+		*tail = NULL;
+	return req;
+}
+
 static void queue_push(struct aiod_pool *p, struct aiod_req *req, bool front)
 {
 	req->state_ = REQ_QUEUED;
@@ -148,41 +194,40 @@ static void queue_push(struct aiod_pool *p, struct aiod_req *req, bool front)
 		if (!p->q_tail)
 			p->q_tail = req;
 	} else {
-		req->next_ = NULL;
-		if (p->q_tail)
-			p->q_tail->next_ = req;
-		else
-			p->q_head = req;
-		p->q_tail = req;
+		list_append(&p->q_head, &p->q_tail, req);
 	}
 	p->nqueued++;
 }
 
 static struct aiod_req *queue_pop(struct aiod_pool *p)
 {
-	struct aiod_req *req = p->q_head;
-
-	p->q_head = req->next_;
-	if (!p->q_head)
-		p->q_tail = NULL;
 	p->nqueued--;
-	return req;
+	return list_pop(&p->q_head, &p->q_tail);
+}
+
+/* Take req off the list from *head to *tail; false if it is not on it. */
+static bool list_remove(struct aiod_req **head, struct aiod_req **tail,
+			struct aiod_req *req)
+{
+	struct aiod_req **pp, *prev = NULL;
+
+	for (pp = head; *pp; prev = *pp, pp = &(*pp)->next_) {
+		if (*pp != req)
+			continue;
+		*pp = req->next_;
+		if (*tail == req)
+			*tail = prev;
+		return true;
+	}
+	return false;
 }
 
 static bool queue_remove(struct aiod_pool *p, struct aiod_req *req)
 {
-	struct aiod_req **pp, *prev = NULL;
-
-	for (pp = &p->q_head; *pp; prev = *pp, pp = &(*pp)->next_) {
-		if (*pp != req)
-			continue;
-		*pp = req->next_;
-		if (p->q_tail == req)
-			p->q_tail = prev;
-		p->nqueued--;
-		return true;
-	}
-	return false;
+	if (!list_remove(&p->q_head, &p->q_tail, req))
+		return false;
+	p->nqueued--;
+	return true;
 }
 
 /*
@@ -306,10 +351,14 @@ static int closer_gone(struct aiod_pool *p)
 	return ran;
 }
 
+static void home_forget(struct aiod_pool *p, int fd);
+
 static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
 {
-	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE)
+	if (req->state_ == REQ_QUEUED && req->op == AIOD_OP_CLOSE) {
+		home_forget(p, req->fd[0]);
 		close_quietly(p, req->fd[0]);
+	}
 	req->result = err;
 	req->replied = 0;
 	defer(p, req);
@@ -322,7 +371,7 @@ static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
  */
 static void sync_lazy(struct aiod_pool *p)
 {
-	uint32_t want = p->lazy && !p->q_head && !p->closing;
+	uint32_t want = p->lazy && !p->q_head && !p->npinned && !p->closing;
 
 	if (__atomic_load_n(&hdr_of(p)->lazy, __ATOMIC_RELAXED) == want)
 		return;
@@ -510,6 +559,231 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 	return 0;
 }
 
+/* ---- kept copies (AIOD_F_KEEP) ------------------------------------- */
+
+static struct home *home_of(struct aiod_pool *p, int fd)
+{
+	return fd >= 0 && (size_t)fd < p->nhomes && p->homes[fd].w ? &p->homes[fd]
+								  : NULL;
+}
+
+/* A free slot of w's, now taken, or -1. */
+static int slot_take(struct worker *w)
+{
+	for (unsigned i = 0; i < AIOD_KEEP_SLOTS / 64; i++) {
+		if (!~w->slot_used[i])
+			continue;
+		int b = __builtin_ctzll(~w->slot_used[i]);
+
+		w->slot_used[i] |= 1ull << b;
+		w->nkept++;
+		return (int)(i * 64) + b;
+	}
+	return -1;
+}
+
+/*
+ * Slot s of w's is free for the next copy.  The worker may still hold
+ * the old one there: it closes it when told to fill the slot again.
+ */
+static void slot_free(struct worker *w, uint32_t s)
+{
+	w->slot_used[s / 64] &= ~(1ull << (s % 64));
+	w->nkept--;
+}
+
+/* No worker's copy stands for fd from now on. */
+static void home_forget(struct aiod_pool *p, int fd)
+{
+	struct home *h = home_of(p, fd);
+
+	if (h) {
+		slot_free(h->w, h->slot);
+		h->w = NULL;
+	}
+}
+
+/* w's copy in slot s stands for fd.  Returns false for want of memory. */
+static bool home_set(struct aiod_pool *p, int fd, struct worker *w, uint32_t s)
+{
+	if ((size_t)fd >= p->nhomes) {
+		size_t n = p->nhomes ? p->nhomes : 64;
+		struct home *h;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		h = realloc(p->homes, n * sizeof(*h));
+		if (!h)
+			return false;
+		memset(h + p->nhomes, 0, (n - p->nhomes) * sizeof(*h));
+		p->homes = h;
+		p->nhomes = n;
+	}
+	home_forget(p, fd);
+	p->homes[fd] = (struct home){ .w = w, .slot = s };
+	return true;
+}
+
+static void pin(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
+{
+	list_append(&w->pinned, &w->pinned_tail, req);
+	p->npinned++;
+}
+
+static struct aiod_req *unpin(struct aiod_pool *p, struct worker *w)
+{
+	p->npinned--;
+	return list_pop(&w->pinned, &w->pinned_tail);
+}
+
+/*
+ * w is lost (dead, or its socket closed for it to exit): its copies
+ * stand for nothing any more, and the CLOSEs waiting for it go back to
+ * the head of the queue.
+ */
+static void homes_leave(struct aiod_pool *p, struct worker *w)
+{
+	struct aiod_req *req, *rev = NULL;
+
+	for (size_t fd = 0; w->nkept && fd < p->nhomes; fd++)
+		if (p->homes[fd].w == w)
+			home_forget(p, (int)fd);
+	while (w->pinned) {     /* reversed, to keep their order */
+		req = unpin(p, w);
+		req->next_ = rev;
+		rev = req;
+	}
+	while ((req = rev)) {
+		rev = req->next_;
+		queue_push(p, req, true);
+	}
+}
+
+/* Whether req may wait for a lock: then no kept copy may wait behind it. */
+static bool waits_for_lock(const struct aiod_req *req)
+{
+	return (req->op == AIOD_OP_LOCK && req->arg[0] == F_OFD_SETLKW) ||
+	       (req->op == AIOD_OP_FLOCK && !(req->arg[0] & (LOCK_NB | LOCK_UN)));
+}
+
+static bool opens(const struct aiod_req *req)
+{
+	return req->op == AIOD_OP_OPEN || req->op == AIOD_OP_OPEN_BY_HANDLE;
+}
+
+/* Whether req runs on the worker keeping fd[0], if that one is idle. */
+static bool goes_home(const struct aiod_req *req)
+{
+	return req->op == AIOD_OP_CLOSE ||
+	       ((req->flags & AIOD_F_KEEP) && req->op != AIOD_OP_FLUSH &&
+		!opens(req) && !waits_for_lock(req));
+}
+
+/*
+ * What w is to do with kept copies for req (aiod_msg.keep, keep_slot,
+ * AIOD_WF_DROP_KEPT), decided as it gets the request.
+ */
+static void keep_plan(struct aiod_pool *p, struct worker *w,
+		      struct aiod_req *req, struct aiod_msg *m)
+{
+	int fd = req->fd[0], s;
+	struct home *h = home_of(p, fd);
+
+	m->keep = AIOD_KEEP_NONE;
+	m->keep_slot = 0;
+	m->wflags &= ~(uint32_t)AIOD_WF_DROP_KEPT;
+	if (waits_for_lock(req)) {
+		if (w->nkept)
+			m->wflags |= AIOD_WF_DROP_KEPT;
+		homes_leave(p, w); /* nothing is pinned on an idle worker */
+		return;
+	}
+	if (h && h->w == w && goes_home(req)) {
+		m->keep = AIOD_KEEP_USE;
+		m->keep_slot = h->slot;
+		return;
+	}
+	if (!(req->flags & AIOD_F_KEEP) || req->op == AIOD_OP_FLUSH ||
+	    req->op == AIOD_OP_CLOSE)
+		return;
+	if (opens(req)) {
+		/* The new fd's home is set when it arrives (keep_done()). */
+		if ((s = slot_take(w)) >= 0) {
+			m->keep = AIOD_KEEP_STORE_RET;
+			m->keep_slot = (uint32_t)s;
+		}
+		return;
+	}
+	if (h || fd < 0 || shared_index(p, fd) >= 0 || (s = slot_take(w)) < 0)
+		return;
+	if (!home_set(p, fd, w, (uint32_t)s)) {
+		slot_free(w, (uint32_t)s);
+		return;
+	}
+	m->keep = AIOD_KEEP_STORE;      /* other requests on fd go elsewhere */
+	m->keep_slot = (uint32_t)s;
+}
+
+/* w has done req (fd: the one it opened, or -1): what it keeps now. */
+static void keep_done(struct aiod_pool *p, struct worker *w,
+		      struct aiod_req *req, int fd)
+{
+	const struct aiod_msg *m = msg_of(p, req);
+	struct home *h;
+
+	switch (m->keep) {
+	case AIOD_KEEP_STORE_RET:
+		if (!m->kept || fd < 0 || !home_set(p, fd, w, m->keep_slot))
+			slot_free(w, m->keep_slot);
+		break;
+	case AIOD_KEEP_STORE:
+	case AIOD_KEEP_USE:
+		h = home_of(p, req->fd[0]);
+		if (!m->kept && req->op != AIOD_OP_CLOSE && h && h->w == w &&
+		    h->slot == m->keep_slot)
+			home_forget(p, req->fd[0]);
+		break;
+	}
+}
+
+/* The doorbell for req never reached w: undo what keep_plan() took. */
+static void keep_undo(struct aiod_pool *p, struct worker *w,
+		      struct aiod_req *req, struct aiod_msg *m)
+{
+	if (m->keep == AIOD_KEEP_STORE_RET)
+		slot_free(w, m->keep_slot);
+	else if (m->keep == AIOD_KEEP_STORE)
+		home_forget(p, req->fd[0]);
+	m->keep = AIOD_KEEP_NONE;
+}
+
+/*
+ * A CLOSE of a copy kept by a busy worker waits for that worker, even
+ * when no other is idle.  Returns whether req is pinned now.
+ */
+static bool pin_close(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct home *h = req->op == AIOD_OP_CLOSE ? home_of(p, req->fd[0]) : NULL;
+
+	if (!h || !h->w->cur || prepare(p, req) < 0)
+		return false;
+	req->state_ = REQ_QUEUED;
+	pin(p, h->w, req);
+	sync_lazy(p);
+	return true;
+}
+
+/* Take req off whichever pinned list holds it; false if none does. */
+static bool unpin_req(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct home *h = home_of(p, req->fd[0]);
+
+	if (!h || !list_remove(&h->w->pinned, &h->w->pinned_tail, req))
+		return false;
+	p->npinned--;
+	return true;
+}
+
 /* ---- talking to a worker ------------------------------------------- */
 
 /*
@@ -546,12 +820,15 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	int fds[AIOD_WIRE_MAXFD], nfds = 0;
 	ssize_t n;
 
+	keep_plan(p, w, req, m);
 	for (int i = 0; i < AIOD_WIRE_MAXFD; i++) {
 		int fd = req->fd[i];
 
 		int k = shared_index(p, fd);
 
-		if (fd == AT_FDCWD)
+		if (i == 0 && m->keep == AIOD_KEEP_USE)
+			m->fd[i] = AIOD_WIRE_FD_KEPT;
+		else if (fd == AT_FDCWD)
 			m->fd[i] = AIOD_WIRE_FD_CWD;
 		else if (k >= 0)
 			m->fd[i] = AIOD_WIRE_FD_SHARED - k;
@@ -580,13 +857,17 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	do
 		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
+	if (n < 0) {
+		keep_undo(p, w, req, m);
 		return -errno;
+	}
 	set_cur(p, w, req);
 	req->worker_ = w;
 	req->state_ = REQ_RUNNING;
-	if (req->op == AIOD_OP_CLOSE)
+	if (req->op == AIOD_OP_CLOSE) {
+		home_forget(p, req->fd[0]); /* the number may come back at once */
 		close_caller_copy(p, req); /* the worker's copy is the last */
+	}
 	return 0;
 }
 
@@ -612,28 +893,63 @@ static struct worker *pick_idle(struct aiod_pool *p)
 	return p->idle[--p->nidle];
 }
 
+/*
+ * The worker for req, taken off the idle list: the one keeping a copy of
+ * its fd if that one is idle, else pick_idle()'s.  NULL: req is a CLOSE
+ * pinned to its busy home now.
+ */
+static struct worker *pick(struct aiod_pool *p, struct aiod_req *req)
+{
+	struct home *h = goes_home(req) ? home_of(p, req->fd[0]) : NULL;
+
+	if (!h)
+		return pick_idle(p);
+	for (unsigned i = 0; i < p->nidle; i++) {
+		struct worker *w = p->idle[i];
+
+		if (w != h->w)
+			continue;
+		p->idle[i] = p->idle[--p->nidle];
+		return w;
+	}
+	if (req->op != AIOD_OP_CLOSE)
+		return pick_idle(p);
+	pin(p, h->w, req);
+	return NULL;
+}
+
+/* Give prepared req to w, which was idle. */
+static void give(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
+{
+	int err = ring(p, w, req);
+
+	if (err == -EPIPE || err == -ECONNRESET) {
+		/* It never reached the worker: not a try. */
+		queue_push(p, req, true);
+		worker_lost(p, w);
+	} else if (err) {
+		/* The request itself is at fault (a closed fd: EBADF). */
+		if (w->retiring)
+			worker_lost(p, w);
+		else
+			p->idle[p->nidle++] = w;
+		defer_done(p, req, err);
+	}
+}
+
 /* Hand queued requests to idle workers while there is room. */
 static void dispatch(struct aiod_pool *p)
 {
 	while (p->q_head && p->nidle) {
 		struct aiod_req *req = p->q_head;
 		struct worker *w;
-		int err;
 
 		if (prepare(p, req) < 0)
 			return;
 		queue_pop(p);
-		w = pick_idle(p);
-		err = ring(p, w, req);
-		if (err == -EPIPE || err == -ECONNRESET) {
-			/* It never reached the worker: not a try. */
-			queue_push(p, req, true);
-			worker_lost(p, w);
-		} else if (err) {
-			/* The request itself is at fault (a closed fd: EBADF). */
-			p->idle[p->nidle++] = w;
-			defer_done(p, req, err);
-		}
+		w = pick(p, req);
+		if (w)
+			give(p, w, req);
 	}
 	sync_lazy(p);
 }
@@ -702,13 +1018,16 @@ static void worker_done(struct aiod_pool *p, struct worker *w,
 			struct aiod_req *req, int fd, bool no_fd)
 {
 	set_cur(p, w, NULL);
-	if (w->retiring)
-		worker_lost(p, w); /* EOF tells it to exit */
-	else
-		p->idle[p->nidle++] = w;
 	collect(p, req, fd);
 	if (no_fd)
 		req->result = -EMFILE;
+	keep_done(p, w, req, fd);
+	if (w->pinned)
+		give(p, w, unpin(p, w)); /* a CLOSE of a copy it keeps */
+	else if (w->retiring)
+		worker_lost(p, w); /* EOF tells it to exit */
+	else
+		p->idle[p->nidle++] = w;
 	dispatch(p);
 	finish(p, req);
 }
@@ -1057,6 +1376,7 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, w->sock, NULL);
 	close(w->sock);
 	w->sock = -1;
+	homes_leave(p, w);
 	for (unsigned i = 0; i < p->nidle; i++)
 		if (p->idle[i] == w)
 			p->idle[i] = p->idle[--p->nidle];
@@ -1318,6 +1638,7 @@ void aiod_pool_free(struct aiod_pool *p)
 	close(p->wakefd);
 	close_shared(p);
 	aiod__arena_fini(&p->arena);
+	free(p->homes);
 	free(p->worker_path);
 	free(p->slots);
 	free(p->idle);
@@ -1522,6 +1843,11 @@ int aiod_pool_share(struct aiod_pool *p, int fd)
 	return 0;
 }
 
+void aiod_pool_forget(struct aiod_pool *p, int fd)
+{
+	home_forget(p, fd);
+}
+
 int aiod_pool_process(struct aiod_pool *p)
 {
 	return run(p, 0);
@@ -1586,7 +1912,7 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 		return -ESHUTDOWN;
 	if (req->op >= AIOD_OP__COUNT || req->state_ != REQ_IDLE ||
 	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP |
-				      AIOD_F_STATX)) ||
+				      AIOD_F_STATX | AIOD_F_KEEP)) ||
 	    ((req->flags & AIOD_F_STATX) && req->op == AIOD_OP_CLOSE))
 		return -EINVAL;
 	if ((req->op == AIOD_OP_CLOSE || req->op == AIOD_OP_FLUSH) &&
@@ -1621,6 +1947,8 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 	req->msg_off_ = req->tmp_off_ = 0;
 	req->worker_ = NULL;
 	p->submitted++;
+	if (pin_close(p, req))
+		return 0;
 	queue_push(p, req, false);
 	dispatch(p);
 	return 0;
@@ -1632,7 +1960,7 @@ int aiod_cancel(struct aiod_pool *p, struct aiod_req *req)
 
 	switch (req->state_) {
 	case REQ_QUEUED:
-		if (!queue_remove(p, req))
+		if (!queue_remove(p, req) && !unpin_req(p, req))
 			return -ENOENT;
 		defer_done(p, req, -ECANCELED);
 		return 0;
@@ -1682,7 +2010,7 @@ int aiod_pool_stats(const struct aiod_pool *p, struct aiod_pool_stats *st)
 	memset(st, 0, sizeof(*st));
 	st->workers = p->nlive;
 	st->busy = st->workers - p->nidle + p->nretiring;
-	st->queued = p->nqueued;
+	st->queued = p->nqueued + p->npinned;
 	st->submitted = p->submitted;
 	st->completed = p->completed;
 	st->worker_deaths = p->deaths;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/falloc.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -444,9 +445,21 @@ static void test_pool_cancel_queued_and_running(void **state)
 
 /*
  * Workers run in their own process groups, with no fds but their own:
- * stdio and the socket, and above the numbers shared fds take, what a
- * worker keeps for itself (a pipe and /dev/null, aiod/ops.c).
+ * stdio and the socket, copies of the socket holding the numbers shared
+ * fds take, and above those what a worker keeps for itself (a pipe and
+ * /dev/null, aiod/ops.c).
  */
+/* The target of /proc/PID/fd/FD, or "" if there is none. */
+static void fd_target(pid_t pid, int fd, char *buf, size_t size)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	n = readlink(path, buf, size - 1);
+	buf[n > 0 ? n : 0] = 0;
+}
+
 static void test_pool_worker_isolation(void **state)
 {
 	const int kept_from = AIOD_WORKER_SHARED_FD + AIOD_MAX_SHARED_FDS;
@@ -455,7 +468,8 @@ static void test_pool_worker_isolation(void **state)
 	struct aiod_req req;
 	char dir[64];
 	struct dirent *de;
-	int count = 0, nfd = 0, kept = 0;
+	int count = 0, nfd = 0, kept = 0, holders = 0;
+	char sock[64], link[64];
 	pid_t pid;
 	DIR *d;
 
@@ -466,21 +480,32 @@ static void test_pool_worker_isolation(void **state)
 	assert_int_equal(getpgid(pid), pid);
 	assert_int_not_equal(getpgid(pid), getpgrp());
 	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	fd_target(pid, AIOD_WORKER_SOCK_FD, sock, sizeof(sock));
+	assert_true(sock[0]);
 	d = opendir(dir);
 	assert_non_null(d);
 	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+
 		if (de->d_name[0] == '.')
 			continue;
 		/* The arena is closed once mapped. */
-		if (atoi(de->d_name) >= kept_from) {
+		if (fd >= kept_from) {
 			kept++;
 			continue;
 		}
-		assert_true(atoi(de->d_name) <= 3);
+		if (fd >= AIOD_WORKER_SHARED_FD) {
+			fd_target(pid, fd, link, sizeof(link));
+			assert_string_equal(link, sock);
+			holders++;
+			continue;
+		}
+		assert_true(fd <= 3);
 		nfd++;
 	}
 	closedir(d);
 	assert_int_equal(nfd, 4);
+	assert_int_equal(holders, AIOD_MAX_SHARED_FDS);
 	assert_true(kept <= 3);
 	aiod_cancel(p, &req);
 	wait_count(p, &count, 1, 2000);
@@ -714,17 +739,6 @@ static void test_pool_bad_fd_fails_only_its_request(void **state)
 	assert_int_equal(st.worker_deaths, 0);
 	assert_int_equal(st.workers, 3);
 	aiod_pool_free(p);
-}
-
-/* The target of /proc/PID/fd/FD, or "" if there is none. */
-static void fd_target(pid_t pid, int fd, char *buf, size_t size)
-{
-	char path[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-	n = readlink(path, buf, size - 1);
-	buf[n > 0 ? n : 0] = 0;
 }
 
 /* How many of this process's children have path open as fd 5. */
@@ -1101,7 +1115,10 @@ static void close_some(bool closer)
 	struct aiod_req req[64];
 	int count = 0, fds[64];
 
-	assert_int_equal(children_named("aiod-closer"), closer);
+	/* The closer names itself once it runs, which may take a moment. */
+	for (int64_t end = now_ms() + 2000;
+	     children_named("aiod-closer") != closer; usleep(5000))
+		assert_true(now_ms() < end);
 	for (int i = 0; i < 64; i += 2) {
 		/* Pipes (no flush known) go to the closer, tmpfs files not. */
 		assert_int_equal(pipe2(&fds[i], O_CLOEXEC), 0);
@@ -1358,6 +1375,299 @@ static void test_pool_new_reports_worker_failures(void **state)
 	free(keep);
 }
 
+/* ---- kept copies (AIOD_F_KEEP) ---------------------------------------- */
+
+/* Whether process pid has path open, under any number. */
+static bool holds(pid_t pid, const char *path)
+{
+	char dir[64], got[PATH_MAX];
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	if (!d)
+		return false;   /* gone meanwhile */
+	while (!found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		fd_target(pid, atoi(de->d_name), got, sizeof(got));
+		found = strcmp(got, path) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+/* How many of our workers (not the closer: it shares our fds) have path open. */
+static int workers_holding(const char *path)
+{
+	char list[512], file[64], comm[32], *tok, *save = NULL;
+	int n = 0;
+	FILE *f;
+
+	snprintf(file, sizeof(file), "/proc/self/task/%d/children", (int)gettid());
+	f = fopen(file, "r");
+	assert_non_null(f);
+	if (!fgets(list, sizeof(list), f))
+		list[0] = 0;
+	fclose(f);
+	for (tok = strtok_r(list, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+		snprintf(file, sizeof(file), "/proc/%s/comm", tok);
+		f = fopen(file, "r");
+		if (!f)
+			continue;       /* reaped meanwhile */
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+		n += strcmp(comm, "aiod\n") == 0 && holds(atoi(tok), path);
+	}
+	return n;
+}
+
+/* A new file in /dev/shm holding text; its path in path (>= 32 bytes). */
+static void shm_file(char *path, const char *text)
+{
+	int fd;
+
+	strcpy(path, "/dev/shm/aiod-keep-XXXXXX");
+	fd = mkostemp(path, O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+/* Run req to its end (flags added), returning its result. */
+static int64_t run_req(struct aiod_pool *p, struct aiod_req *req, uint32_t flags)
+{
+	int count = 0;
+
+	req->flags |= flags;
+	req->cb = count_cb;
+	req->data = &count;
+	assert_int_equal(aiod_submit(p, req), 0);
+	wait_count(p, &count, 1, 3000);
+	return req->result;
+}
+
+/* A kept pread of fd's first bytes, which must read want. */
+static void read_kept(struct aiod_pool *p, int fd, const char *want)
+{
+	char buf[16] = "";
+	struct aiod_req req;
+
+	aiod_prep_pread(&req, fd, buf, sizeof(buf) - 1, 0);
+	assert_int_equal(run_req(p, &req, AIOD_F_KEEP), (int64_t)strlen(want));
+	assert_string_equal(buf, want);
+}
+
+static void close_kept(struct aiod_pool *p, int fd)
+{
+	struct aiod_req req;
+
+	aiod_prep_close(&req, fd);
+	assert_int_equal(run_req(p, &req, 0), 0);
+}
+
+/*
+ * One worker keeps one copy of a kept fd however many requests run on
+ * it; a CLOSE closes that copy too; and a new file that takes the old
+ * number is read as itself, not as the file the number named before.
+ */
+static void test_pool_keep_and_close(void **state)
+{
+	struct aiod_pool *p = new_pool(3, 0);
+	char a[32], b[32];
+	int fd;
+
+	(void)state;
+	shm_file(a, "first");
+	shm_file(b, "second");
+	fd = open(a, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 20; i++)
+		read_kept(p, fd, "first");
+	assert_int_equal(workers_holding(a), 1);
+	close_kept(p, fd);
+	assert_int_equal(workers_holding(a), 0);
+	assert_int_equal(open(b, O_RDONLY | O_CLOEXEC), fd);
+	read_kept(p, fd, "second");
+	assert_int_equal(workers_holding(b), 1);
+	close_kept(p, fd);
+	assert_int_equal(workers_holding(b), 0);
+	aiod_pool_free(p);
+	unlink(a);
+	unlink(b);
+}
+
+/* An OPEN with AIOD_F_KEEP leaves its worker a copy of the fd it returns. */
+static void test_pool_keep_open(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req req;
+	char a[32];
+
+	(void)state;
+	shm_file(a, "opened");
+	aiod_prep_open(&req, AT_FDCWD, a, O_RDONLY, 0, 0);
+	assert_int_equal(run_req(p, &req, AIOD_F_KEEP), 0);
+	assert_true(req.ret_fd >= 0);
+	assert_int_equal(workers_holding(a), 1);
+	read_kept(p, req.ret_fd, "opened");
+	assert_int_equal(workers_holding(a), 1);
+	close_kept(p, req.ret_fd);
+	assert_int_equal(workers_holding(a), 0);
+	aiod_pool_free(p);
+	unlink(a);
+}
+
+/*
+ * The CLOSE of a kept fd waits for the worker keeping it, while other
+ * requests run on the other workers.
+ */
+static void test_pool_keep_close_waits_for_home(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req nop, quick, cl;
+	int cn = 0, cq = 0, cc = 0;
+	pid_t home;
+	char a[32];
+	int fd;
+
+	(void)state;
+	shm_file(a, "home");
+	fd = open(a, O_RDONLY | O_CLOEXEC);
+	read_kept(p, fd, "home");
+	/* The worker that went idle last takes the next request: the home. */
+	home = start_nop(p, &nop, &cn, 300 * 1000, 0);
+	assert_true(home > 0);
+	assert_int_equal(workers_holding(a), 1);
+	aiod_prep_close(&cl, fd);
+	cl.cb = count_cb;
+	cl.data = &cc;
+	assert_int_equal(aiod_submit(p, &cl), 0);
+	assert_int_equal(aiod_req_worker(&cl), 0); /* pinned, not running */
+	start_nop(p, &quick, &cq, 0, 0);
+	wait_count(p, &cq, 1, 2000);
+	assert_int_equal(cc, 0);
+	assert_int_equal(cn, 0);
+	wait_count(p, &cc, 1, 3000);
+	assert_int_equal(cn, 1);
+	assert_int_equal(cl.result, 0);
+	assert_int_equal(workers_holding(a), 0);
+	aiod_pool_free(p);
+	unlink(a);
+}
+
+/*
+ * A worker drops its kept copies before a lock wait, so a CLOSE of one
+ * of them never waits behind it (the unlock it waits for might wait for
+ * that CLOSE); the file is read as well as before after.
+ */
+static void test_pool_keep_dropped_before_lock_wait(void **state)
+{
+	struct aiod_pool *p = new_pool(2, 0);
+	struct aiod_req lk;
+	char a[32], l[32];
+	int fd, lfd, mine, cl = 0;
+
+	(void)state;
+	shm_file(a, "kept");
+	shm_file(l, "");
+	fd = open(a, O_RDONLY | O_CLOEXEC);
+	lfd = open(l, O_RDONLY | O_CLOEXEC);
+	mine = open(l, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(flock(mine, LOCK_EX), 0);
+	read_kept(p, fd, "kept");
+	assert_int_equal(workers_holding(a), 1);
+	aiod_prep_flock(&lk, lfd, LOCK_EX);
+	lk.cb = count_cb;
+	lk.data = &cl;
+	assert_int_equal(aiod_submit(p, &lk), 0);
+	for (int64_t end = now_ms() + 2000; workers_holding(a); usleep(5000)) {
+		assert_true(now_ms() < end);
+		aiod_pool_wait(p, 0);
+	}
+	assert_int_equal(cl, 0); /* still waiting for the lock */
+	read_kept(p, fd, "kept");
+	close_kept(p, fd);
+	assert_int_equal(workers_holding(a), 0);
+	assert_int_equal(flock(mine, LOCK_UN), 0);
+	wait_count(p, &cl, 1, 2000);
+	assert_int_equal(lk.result, 0);
+	aiod_pool_free(p);
+	close(lfd);
+	close(mine);
+	unlink(a);
+	unlink(l);
+}
+
+/* When the worker keeping a copy dies, the fd is passed anew. */
+static void test_pool_keep_survives_worker_death(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req nop;
+	int cn = 0;
+	pid_t pid;
+	char a[32];
+	int fd;
+
+	(void)state;
+	shm_file(a, "again");
+	fd = open(a, O_RDONLY | O_CLOEXEC);
+	read_kept(p, fd, "again");
+	pid = start_nop(p, &nop, &cn, 10 * 1000 * 1000, AIOD_F_NORETRY);
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	wait_count(p, &cn, 1, 3000);
+	assert_int_equal(nop.result, -EIO);
+	read_kept(p, fd, "again");
+	assert_int_equal(workers_holding(a), 1);
+	close_kept(p, fd);
+	assert_int_equal(workers_holding(a), 0);
+	aiod_pool_free(p);
+	unlink(a);
+}
+
+/*
+ * A worker resized away while busy runs the CLOSEs waiting for it
+ * before it goes, not after a request of another worker.
+ */
+static void test_pool_keep_retiring_worker_closes(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req a, b, cl;
+	int ca = 0, cb = 0, cc = 0;
+	pid_t home;
+	char path[32];
+	int fd;
+
+	(void)state;
+	shm_file(path, "retire");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(aiod_pool_resize(p, 2), 0);
+	/* The newest worker is on top of the idle stack: the second slot's. */
+	read_kept(p, fd, "retire");
+	home = start_nop(p, &a, &ca, 200 * 1000, 0);
+	assert_true(holds(home, path));
+	assert_true(start_nop(p, &b, &cb, 3000 * 1000, 0) > 0);
+	aiod_prep_close(&cl, fd);
+	cl.cb = count_cb;
+	cl.data = &cc;
+	assert_int_equal(aiod_submit(p, &cl), 0);
+	assert_int_equal(aiod_pool_resize(p, 1), 0); /* the second slot goes */
+	wait_count(p, &cc, 1, 2000);
+	assert_int_equal(cb, 0);
+	assert_int_equal(cl.result, 0);
+	assert_int_equal(workers_holding(path), 0);
+	for (int64_t end = now_ms() + 2000; !process_gone(home); usleep(5000)) {
+		assert_true(now_ms() < end);
+		aiod_pool_wait(p, 0);
+	}
+	aiod_pool_free(p);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1390,6 +1700,12 @@ int main(void)
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),
 		cmocka_unit_test(test_pool_position_dependent_not_rerun),
+		cmocka_unit_test(test_pool_keep_and_close),
+		cmocka_unit_test(test_pool_keep_open),
+		cmocka_unit_test(test_pool_keep_close_waits_for_home),
+		cmocka_unit_test(test_pool_keep_dropped_before_lock_wait),
+		cmocka_unit_test(test_pool_keep_survives_worker_death),
+		cmocka_unit_test(test_pool_keep_retiring_worker_closes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,7 +23,8 @@
  *
  * Kept copies (AIOD_F_KEEP): homes[fd] names the worker keeping a copy
  * of the caller's fd, and its slot; a request on fd goes to that worker
- * when it is idle, and otherwise to any idle one with the fd passed as
+ * when it is idle (or waits for it when it has only to say it is done:
+ * finishing()), and otherwise to any idle one with the fd passed as
  * usual.  A CLOSE of a kept fd waits for its home (QUEUED, on the
  * worker's pinned list), which runs its pinned CLOSEs before anything
  * else; a request that may wait for a lock empties its worker's slots
@@ -894,9 +895,25 @@ static struct worker *pick_idle(struct aiod_pool *p)
 }
 
 /*
+ * Whether w has written the reply to a request that carried it no fd,
+ * and so has nothing left to do but say it is done.  A worker that
+ * writes its reply to the kernel wakes the program waiting for it, whose
+ * next request can reach us before that word: it should wait for w.
+ */
+static bool finishing(struct aiod_pool *p, const struct worker *w)
+{
+	const struct aiod_msg *m = w->cur ? msg_of(p, w->cur) : NULL;
+
+	return m && !w->retiring && m->fd[0] < 0 && m->fd[1] < 0 &&
+	       __atomic_load_n(&m->reply_state, __ATOMIC_ACQUIRE) ==
+		       AIOD_REPLY_DONE;
+}
+
+/*
  * The worker for req, taken off the idle list: the one keeping a copy of
- * its fd if that one is idle, else pick_idle()'s.  NULL: req is a CLOSE
- * pinned to its busy home now.
+ * its fd if that one is idle, else pick_idle()'s.  NULL: req waits for
+ * its busy home now, pinned to it: a CLOSE always, another request if
+ * the home is only finishing().
  */
 static struct worker *pick(struct aiod_pool *p, struct aiod_req *req)
 {
@@ -912,7 +929,7 @@ static struct worker *pick(struct aiod_pool *p, struct aiod_req *req)
 		p->idle[i] = p->idle[--p->nidle];
 		return w;
 	}
-	if (req->op != AIOD_OP_CLOSE)
+	if (req->op != AIOD_OP_CLOSE && !finishing(p, h->w))
 		return pick_idle(p);
 	pin(p, h->w, req);
 	return NULL;

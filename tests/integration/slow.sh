@@ -10,9 +10,12 @@
 # for the source's flush.  While the closes reach the source, the
 # control socket, which the loop serves, is asked for its stats every
 # 50 ms: no answer may take 0.5 s (a close of the loop's own copy of a
-# source fd, run in the loop, took the whole second).  Then every source
-# file the daemon had open is closed: no fd of the daemon (nor of its
-# closer, which shares them) still holds one open.  Exits 0 if all hold.
+# source fd, run in the loop, took the whole second).  Reads of a file
+# open through the mount reach the source without a FLUSH each (the
+# worker keeps its copy of the fd; slowfs's debug log counts both).
+# Then every source file the daemon had open is closed: no fd of the
+# daemon (nor of its closer, which shares them) still holds one open.
+# Exits 0 if all hold.
 set -u
 . "$(dirname "$0")/../lib.sh" slow
 CTL=${AIODFSCTL:-$(dirname "$(dirname "$AIODFS")")/fs/aiodfsctl}
@@ -31,7 +34,7 @@ before_cleanup() {
 log=$T/log
 mkdir -p "$T/src" "$T/slow" "$T/mnt"
 for i in 1 2 3 4; do echo "file $i" >"$T/src/f$i"; done
-"$SLOWFS" -f -o delay_ms=1000 "$T/src" "$T/slow" 2>>"$log" &
+"$SLOWFS" -d -o delay_ms=1000 "$T/src" "$T/slow" 2>"$T/slowlog" &
 slow=$!
 slow_mounted() { awk -v m="$T/slow" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
 wait_for -t 10 slow_mounted || { fail "slowfs did not mount"; exit 1; }
@@ -75,6 +78,30 @@ secs() { python3 -c "import sys; sys.exit(not ($1))"; }
 check "the written file's close waited for the source's flush (${took2} s)" secs "$took2 >= 0.9"
 check "the others' closes did not (${took1} ${took3} ${took4} s)" \
 	secs "max($took1, $took3, $took4) < 0.5"
+
+# Six reads of one open file, its cached pages dropped before each: each
+# reaches the source (a READ in slowfs's log), and the worker keeping the
+# file's fd closes no copy of it (a close of any copy is a FLUSH there),
+# counted before the file is closed.  Not a strict zero: a read may find
+# the keeping worker not yet done and go to another.
+python3 - "$T/mnt/f1" "$T/slowlog" <<'PY' >"$T/reads"
+import os, sys
+def count(opcode):
+    with open(sys.argv[2]) as log:
+        return log.read().count(f"opcode: {opcode} ")
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def read():
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    return len(os.pread(fd, 4096, 0))
+reads0, flushes0 = count("READ"), count("FLUSH")
+got = [read() for _ in range(6)]
+print(" ".join(map(str, got)), count("READ") - reads0, count("FLUSH") - flushes0)
+os.close(fd)
+PY
+read -r r1 r2 r3 r4 r5 r6 reads flushes <"$T/reads"
+check "six reads through the mount read the file" test "$r1 $r2 $r3 $r4 $r5 $r6" = "7 7 7 7 7 7"
+check "they reached the source ($reads reads)" test "$reads" -ge 6
+check "with fewer FLUSHes than reads at the source ($flushes for $reads)" test "$flushes" -lt 3
 
 # Open files, that is: a known inode of a FUSE source pins an O_PATH fd
 # (mode l---------), as it should.

@@ -628,7 +628,7 @@ static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
 static int serve(uint64_t msg_off, const int *fds, int nfds)
 {
 	struct aiod_msg *m;
-	struct op_ctx c = { .fd = { -1, -1 }, .fh_fd = { -1, -1 } };
+	struct op_ctx c = { .fd = { -1, -1 }, .ret_fd = -1, .fh_fd = { -1, -1 } };
 	int64_t res, unpacked;
 	uint32_t kmode, kslot;
 	int err, keep;

@@ -546,22 +546,25 @@ static void write_reply(struct aiod_msg *m, const struct op_ctx *c)
 
 /*
  * Mark our request finished (struct aiod_wstate).  Returns whether the
- * client takes it from there without a REPLY datagram: only a request
- * whose reply we wrote, while the arena header says lazy.
+ * client takes it from there without a REPLY datagram: a request whose
+ * reply we wrote, while the arena header says lazy; one that returns no
+ * fd (sends_fd), while it says awake.
  */
-static bool finish_silently(const struct aiod_msg *m)
+static bool finish_silently(const struct aiod_msg *m, bool sends_fd)
 {
 	const struct aiod_arena_hdr *hdr = (const struct aiod_arena_hdr *)arena;
+	bool replied = m->reply_state == AIOD_REPLY_DONE && !m->reply_err;
 	uint32_t silent = AIOD_WS_SILENT;
 
-	if (m->reply_state != AIOD_REPLY_DONE || m->reply_err) {
+	if (sends_fd) {
 		__atomic_store_n(wstate, AIOD_WS_RANG, __ATOMIC_SEQ_CST);
 		return false;
 	}
 	__atomic_store_n(wstate, AIOD_WS_SILENT, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&hdr->lazy, __ATOMIC_SEQ_CST))
+	if ((replied && __atomic_load_n(&hdr->lazy, __ATOMIC_SEQ_CST)) ||
+	    __atomic_load_n(&hdr->awake, __ATOMIC_SEQ_CST))
 		return true;
-	/* Not lazy: ring, unless the client has already taken it. */
+	/* Neither: ring, unless the client has already taken it. */
 	return !__atomic_compare_exchange_n(wstate, &silent, AIOD_WS_RANG, false,
 					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
@@ -664,7 +667,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	if (trace)
 		trace_req(&c);
 	/* From here on m may be the client's again. */
-	err = finish_silently(m) ? 0 : reply(msg_off, c.ret_fd);
+	err = finish_silently(m, c.ret_fd >= 0) ? 0 : reply(msg_off, c.ret_fd);
 	if (keep >= 0 && kmode != AIOD_KEEP_USE) {
 		/* A slot the client fills again: what it held goes. */
 		if (kept[kslot] >= 0)

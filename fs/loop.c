@@ -602,13 +602,15 @@ static int timeout_ms(void)
  * in a worker, first polling for up to US µs, yielding the CPU to any
  * other runnable task between two looks: a loop that goes to sleep
  * after each request costs the next one a wake-up, which on a virtual
- * machine without halt polling takes tens of µs.
+ * machine without halt polling takes tens of µs.  While the loop is not
+ * asleep here, workers finish requests without a doorbell to us
+ * (aiod_pool_awake()): we look at them before we sleep.
  */
 static int wait_events(struct epoll_event *evs, int max)
 {
 	struct aiod_pool_stats ps;
 	struct timespec t0, t;
-	int n;
+	int n, err;
 
 	aiod_pool_stats(afs.pool, &ps);
 	/* Under load, polling would only crowd the CPUs (aiod/main.c). */
@@ -618,12 +620,22 @@ static int wait_events(struct epoll_event *evs, int max)
 			n = epoll_wait(epfd, evs, max, 0);
 			if (n != 0)
 				return n;
+			/* Finished while we are awake: no doorbell came. */
+			if (aiod_pool_reap(afs.pool) > 0)
+				return 0;
 			sched_yield(); /* only an otherwise idle CPU polls */
 			clock_gettime(CLOCK_MONOTONIC, &t);
 		} while ((t.tv_sec - t0.tv_sec) * 1000000 +
 			 (t.tv_nsec - t0.tv_nsec) / 1000 < afs.opt.poll_us);
 	}
-	return epoll_wait(epfd, evs, max, timeout_ms());
+	/* About to sleep: from now on a finished request rings. */
+	if (aiod_pool_awake(afs.pool, false) > 0)
+		return 0;
+	n = epoll_wait(epfd, evs, max, timeout_ms());
+	err = errno;
+	aiod_pool_awake(afs.pool, true);
+	errno = err;
+	return n;
 }
 
 /* Kernel requests read per wake-up before finished requests get a turn. */

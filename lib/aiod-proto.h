@@ -62,7 +62,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 8u
+#define AIOD_PROTO_VERSION 9u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -100,7 +100,7 @@ struct aiod_arena_hdr {
 	uint32_t poll_us;       /* aiod_pool_opts.poll_us */
 	int32_t poller;         /* pid of the worker polling now, or 0 */
 	uint32_t busy;          /* client: workers holding a request */
-	uint32_t pad;
+	uint32_t awake;         /* client: see aiod_pool_awake() */
 };
 
 struct aiod_bell {
@@ -129,12 +129,14 @@ enum {
  * Each worker has a word of its own in the arena (struct aiod_wstate, at
  * the offset its third argument gives) saying where its request stands.
  * A worker that finished a request whose reply it wrote itself may skip
- * its REPLY datagram while the arena header's lazy word is set: it
- * stores SILENT, then reads lazy; if lazy is clear it moves SILENT to
- * RANG and sends REPLY.  The client takes a SILENT request by moving the
- * word to IDLE, and after clearing lazy looks at every busy worker's
- * word again, so exactly one of the two completes the request and none
- * is forgotten.  Any other finished request: RANG, then REPLY.  The
+ * its REPLY datagram while the arena header's lazy word is set, and one
+ * that finished any request that returns no fd, while the awake word
+ * is: it stores SILENT, then reads the word; if it is clear it moves
+ * SILENT to RANG and sends REPLY.  The client takes a SILENT request by
+ * moving the word to IDLE, and after clearing lazy or awake looks at
+ * every busy worker's word again, so exactly one of the two completes
+ * the request and none is forgotten.  Any other finished request: RANG,
+ * then REPLY.  The
  * client stores RUNNING before each doorbell.
  */
 enum {

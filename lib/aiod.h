@@ -571,9 +571,22 @@ void aiod_pool_forget(struct aiod_pool *pool, int fd);
 void aiod_pool_lazy(struct aiod_pool *pool, bool on);
 
 /*
+ * aiod_pool_awake - whether the caller is awake: it will call
+ * aiod_pool_reap() before it next blocks, so that a worker that
+ * finishes a request returning no fd need not wake it (a send and a
+ * receive per request fewer, while the caller is busy or polls).
+ * Turning it off, right before blocking on the pool's fd, looks at the
+ * workers once more: it returns the number of callbacks that ran, and
+ * when that is not 0 the caller should look for work rather than block.
+ * aiod_pool_wait() turns it off itself.  Default: off.
+ */
+int aiod_pool_awake(struct aiod_pool *pool, bool on);
+
+/*
  * aiod_pool_reap - run the callbacks of requests that finished without
- * waking the client (see aiod_pool_lazy()), without blocking.  Returns
- * their number.  aiod_pool_process() and aiod_pool_wait() reap too.
+ * waking the client (see aiod_pool_lazy() and aiod_pool_awake()),
+ * without blocking.  Returns their number.  aiod_pool_process() and
+ * aiod_pool_wait() reap too.
  */
 int aiod_pool_reap(struct aiod_pool *pool);
 

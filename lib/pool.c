@@ -1619,6 +1619,7 @@ void aiod_pool_free(struct aiod_pool *p)
 	if (!p)
 		return;
 	p->closing = true;
+	__atomic_store_n(&hdr_of(p)->awake, 0, __ATOMIC_SEQ_CST); /* ring */
 	for (unsigned i = 0; i < p->nworkers; i++) {
 		struct worker *w = p->slots[i];
 
@@ -1795,6 +1796,12 @@ void aiod_pool_lazy(struct aiod_pool *p, bool on)
 	sync_lazy(p);
 }
 
+int aiod_pool_awake(struct aiod_pool *p, bool on)
+{
+	__atomic_store_n(&hdr_of(p)->awake, on && !p->closing, __ATOMIC_SEQ_CST);
+	return on ? 0 : aiod_pool_reap(p);
+}
+
 int aiod_pool_reap(struct aiod_pool *p)
 {
 	int ran;
@@ -1876,8 +1883,10 @@ static int wait_rung(struct aiod_pool *p, int timeout_ms);
 int aiod_pool_wait(struct aiod_pool *p, int timeout_ms)
 {
 	bool lazy = p->lazy;
-	int ran;
+	int ran = aiod_pool_awake(p, false); /* we are about to block */
 
+	if (ran)
+		return ran;
 	p->lazy = false;
 	sync_lazy(p);
 	ran = wait_rung(p, timeout_ms);

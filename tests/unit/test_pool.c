@@ -1668,6 +1668,51 @@ static void test_pool_keep_retiring_worker_closes(void **state)
 	unlink(path);
 }
 
+/*
+ * aiod_pool_awake: while on, a request that returns no fd ends without
+ * making the pool's fd readable (aiod_pool_reap() takes it) and one that
+ * returns an fd still does; turning it off takes what finished since,
+ * and from then on a finished request makes the fd readable again.
+ */
+static void test_pool_awake(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	struct pollfd pfd = { .fd = aiod_pool_fd(p), .events = POLLIN };
+	struct aiod_req nop, op;
+	int count = 0;
+
+	(void)state;
+	assert_int_equal(aiod_pool_awake(p, true), 0);
+	start_nop(p, &nop, &count, 0, 0);
+	for (int64_t end = now_ms() + 2000; count < 1; usleep(1000)) {
+		assert_true(now_ms() < end);
+		assert_int_equal(poll(&pfd, 1, 0), 0);
+		aiod_pool_reap(p);
+	}
+	assert_int_equal(nop.result, 0);
+
+	aiod_prep_open(&op, AT_FDCWD, "/dev/null", O_RDONLY, 0, 0);
+	op.cb = count_cb;
+	op.data = &count;
+	assert_int_equal(aiod_submit(p, &op), 0);
+	assert_int_equal(poll(&pfd, 1, 2000), 1);
+	wait_count(p, &count, 2, 2000);
+	assert_true(op.ret_fd >= 0);
+	close(op.ret_fd);
+
+	aiod_pool_awake(p, true);       /* aiod_pool_wait() turned it off */
+	start_nop(p, &nop, &count, 0, 0);
+	usleep(300 * 1000);             /* done, unseen */
+	assert_int_equal(aiod_pool_awake(p, false), 1);
+	assert_int_equal(count, 3);
+
+	start_nop(p, &nop, &count, 50 * 1000, 0);
+	assert_int_equal(poll(&pfd, 1, 2000), 1);
+	assert_true(aiod_pool_process(p) >= 0);
+	assert_int_equal(count, 4);
+	aiod_pool_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1706,6 +1751,7 @@ int main(void)
 		cmocka_unit_test(test_pool_keep_dropped_before_lock_wait),
 		cmocka_unit_test(test_pool_keep_survives_worker_death),
 		cmocka_unit_test(test_pool_keep_retiring_worker_closes),
+		cmocka_unit_test(test_pool_awake),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

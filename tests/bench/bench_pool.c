@@ -18,7 +18,9 @@
  *   aiod   a libaiod pool at its default worker count (or -w): NOP,
  *          STATX, and PREAD into a buffer from aiod_buf_alloc(), driven
  *          by aiod_pool_wait() (or, with -e, by an epoll loop of our own
- *          on aiod_pool_fd() that calls aiod_pool_process()).
+ *          on aiod_pool_fd() that calls aiod_pool_process(); with -a,
+ *          that loop also tells the pool when it is awake, so workers
+ *          finish without a completion datagram: aiod_pool_awake()).
  *
  * For N in flight, N requests are submitted at once, and each completion
  * submits the next at once, until the cell's time is up; then the ones
@@ -176,6 +178,7 @@ struct bench {
 	unsigned workers;       /* 0: the pool's default */
 	unsigned poll_us;       /* aiod_pool_opts.poll_us */
 	bool epoll;             /* drive aiod from our own epoll loop */
+	bool awake;             /* ... which uses aiod_pool_awake() */
 	unsigned op_set;        /* bit masks of the cells to run */
 	unsigned depth_set;
 	unsigned peer_set;
@@ -419,7 +422,18 @@ static void aiod_run_cell(struct run *r)
 		struct epoll_event ev;
 		int n;
 
-		if (b->epoll) {
+		if (b->awake) {
+			/* Going to sleep: what ended unseen runs now instead. */
+			n = aiod_pool_awake(b->pool, false);
+			if (n == 0 && epoll_wait(b->epfd, &ev, 1, -1) < 0 &&
+			    errno != EINTR) {
+				check(r, -errno);
+				return;
+			}
+			aiod_pool_awake(b->pool, true);
+			if (n == 0)
+				n = aiod_pool_process(b->pool);
+		} else if (b->epoll) {
 			n = epoll_wait(b->epfd, &ev, 1, -1);
 			if (n < 0 && errno != EINTR) {
 				check(r, -errno);
@@ -736,8 +750,10 @@ static void print_header(const struct bench *b, int argc, char **argv)
 	printf("aiod:  %u workers (%s), polling %u us, from %s, driven by %s\n",
 	       b->aiod_workers, b->workers ? "-w" : "default", b->poll_us,
 	       worker && *worker ? worker : "the installed path",
-	       b->epoll ? "epoll on aiod_pool_fd() + aiod_pool_process()"
-			: "aiod_pool_wait()");
+	       b->awake   ? "epoll on aiod_pool_fd() + aiod_pool_process(), "
+			    "awake between waits"
+	       : b->epoll ? "epoll on aiod_pool_fd() + aiod_pool_process()"
+			  : "aiod_pool_wait()");
 	printf("cells: %.2f s each after a %.2f s warm-up, %u repetitions, "
 	       "peers alternated\n", b->secs, b->secs / 10, b->reps);
 	printf("files: in %s (stat: a 5-byte file; pread: 4 KiB at random "
@@ -851,7 +867,7 @@ static int64_t run_all(struct bench *b)
 static void usage(FILE *f, const char *argv0)
 {
 	fprintf(f,
-		"usage: %s [-q] [-n REPS] [-w WORKERS] [-P US] [-t SECONDS] [-e]\n"
+		"usage: %s [-q] [-n REPS] [-w WORKERS] [-P US] [-t SECONDS] [-e | -a]\n"
 		"          [-d DIR] [-o OPS] [-D DEPTHS] [-p PEERS]\n"
 		"  -q          quick: 0.2 s per cell instead of 1 s\n"
 		"  -n REPS     repetitions, each peer in turn (default 3)\n"
@@ -861,6 +877,8 @@ static void usage(FILE *f, const char *argv0)
 		"  -t SECONDS  time per cell (overrides -q)\n"
 		"  -e          drive aiod from an epoll loop on aiod_pool_fd()\n"
 		"              instead of aiod_pool_wait()\n"
+		"  -a          -e, and the loop says when it is awake\n"
+		"              (aiod_pool_awake())\n"
 		"  -d DIR      where to make the scratch files (default $TMPDIR or /tmp)\n"
 		"  -o OPS      only these ops, e.g. nop,stat (default nop,stat,pread)\n"
 		"  -D DEPTHS   only these depths, e.g. 64 (default 1,64)\n"
@@ -927,7 +945,7 @@ int main(int argc, char **argv)
 	b->op_set = (1u << NOPS) - 1;
 	b->depth_set = (1u << NDEPTHS) - 1;
 	b->peer_set = (1u << NPEERS) - 1;
-	while ((c = getopt(argc, argv, "qn:w:P:t:ed:o:D:p:h")) != -1) {
+	while ((c = getopt(argc, argv, "qn:w:P:t:ead:o:D:p:h")) != -1) {
 		switch (c) {
 		case 'q':
 			b->secs = 0.2;
@@ -949,6 +967,9 @@ int main(int argc, char **argv)
 			if (!(secs > 0 && secs <= 3600))
 				goto bad_usage;
 			break;
+		case 'a':
+			b->awake = true;
+			/* fall through */
 		case 'e':
 			b->epoll = true;
 			break;

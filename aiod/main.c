@@ -38,7 +38,8 @@
  * flush round trip.  A doorbell for offset 0 carries a shared fd instead.  A
  * request that asks for it gets its reply written by the worker itself,
  * and then, while the arena header's lazy word is set, no REPLY datagram
- * (see struct aiod_wstate).  EOF on fd 3 means the client is done: the
+ * (see struct aiod_wstate); nor does any request that returns no fd
+ * while its awake word is.  EOF on fd 3 means the client is done: the
  * worker exits.
  * With the arena header's poll_us set, a worker that has replied polls
  * for its next doorbell for that long before it blocks, if no other

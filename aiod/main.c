@@ -601,9 +601,9 @@ static void drop_kept(void)
 }
 
 /*
- * The fd the request's slot is to keep (struct aiod_msg.keep), or -1:
- * after it ran, so that a CLOSE of a kept copy empties its slot.  The
- * client reads the answer in m->kept, so set it before replying.
+ * The fd the request's slot holds once it ran (struct aiod_msg.keep), or
+ * -1: none, or the request was a CLOSE of the kept copy.  The client
+ * reads the answer in m->kept, so ask before replying.
  */
 static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
 {
@@ -613,11 +613,7 @@ static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
 		return -1;
 	switch (m->keep) {
 	case AIOD_KEEP_USE:
-		if (c->close_fd0) {
-			kept[m->keep_slot] = -1;
-			return -1;
-		}
-		return kept[m->keep_slot];
+		return c->close_fd0 ? -1 : kept[m->keep_slot];
 	case AIOD_KEEP_STORE:
 		return unpacked == 0 && !c->close_fd0 && m->fd[0] >= 0
 			       ? fds[m->fd[0]] : -1;
@@ -669,9 +665,10 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		trace_req(&c);
 	/* From here on m may be the client's again. */
 	err = finish_silently(m, c.ret_fd >= 0) ? 0 : reply(msg_off, c.ret_fd);
-	if (keep >= 0 && kmode != AIOD_KEEP_USE) {
-		/* A slot the client fills again: what it held goes. */
-		if (kept[kslot] >= 0)
+	if (kmode != AIOD_KEEP_NONE && kslot < AIOD_KEEP_SLOTS &&
+	    kept[kslot] != keep) {
+		/* Filled again (what it held goes), or emptied by a CLOSE. */
+		if (kept[kslot] >= 0 && kmode != AIOD_KEEP_USE)
 			close(kept[kslot]);
 		kept[kslot] = keep;
 	}

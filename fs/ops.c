@@ -1228,8 +1228,8 @@ static void file_released(struct afs_inode *in, const struct afs_file *f);
  * its copy of the fd before it replies, with close's result.  It is
  * needed only where data may wait to be pushed: after a request that
  * changed the inode's data since the file's open or last flush (the
- * worker of a write closes its copy only after replying), or on a file
- * the kernel writes itself (passthrough).  The close of a file only
+ * worker of a write keeps its copy, or closes it after replying), or on
+ * a file the kernel writes itself (passthrough).  The close of a file only
  * read, or created and left empty, is answered at once: on a slow source
  * that spares the application a round trip to it.
  */

@@ -627,6 +627,7 @@ static bool home_set(struct aiod_pool *p, int fd, struct worker *w, uint32_t s)
 
 static void pin(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 {
+	req->worker_ = w; /* the one it waits for, while it is QUEUED */
 	list_append(&w->pinned, &w->pinned_tail, req);
 	p->npinned++;
 }
@@ -777,9 +778,9 @@ static bool pin_close(struct aiod_pool *p, struct aiod_req *req)
 /* Take req off whichever pinned list holds it; false if none does. */
 static bool unpin_req(struct aiod_pool *p, struct aiod_req *req)
 {
-	struct home *h = home_of(p, req->fd[0]);
+	struct worker *w = req->worker_;
 
-	if (!h || !list_remove(&h->w->pinned, &h->w->pinned_tail, req))
+	if (!w || !list_remove(&w->pinned, &w->pinned_tail, req))
 		return false;
 	p->npinned--;
 	return true;

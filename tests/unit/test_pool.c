@@ -1461,12 +1461,24 @@ static void read_kept(struct aiod_pool *p, int fd, const char *want)
 	assert_string_equal(buf, want);
 }
 
-static void close_kept(struct aiod_pool *p, int fd)
+/* Submit a CLOSE of fd that counts its end in *count. */
+static void submit_close(struct aiod_pool *p, struct aiod_req *req, int fd,
+			 int *count)
+{
+	aiod_prep_close(req, fd);
+	req->cb = count_cb;
+	req->data = count;
+	assert_int_equal(aiod_submit(p, req), 0);
+}
+
+/* CLOSE kept fd, the file at path: then no worker has it open. */
+static void close_kept(struct aiod_pool *p, int fd, const char *path)
 {
 	struct aiod_req req;
 
 	aiod_prep_close(&req, fd);
 	assert_int_equal(run_req(p, &req, 0), 0);
+	assert_int_equal(workers_holding(path), 0);
 }
 
 /*
@@ -1488,13 +1500,11 @@ static void test_pool_keep_and_close(void **state)
 	for (int i = 0; i < 20; i++)
 		read_kept(p, fd, "first");
 	assert_int_equal(workers_holding(a), 1);
-	close_kept(p, fd);
-	assert_int_equal(workers_holding(a), 0);
+	close_kept(p, fd, a);
 	assert_int_equal(open(b, O_RDONLY | O_CLOEXEC), fd);
 	read_kept(p, fd, "second");
 	assert_int_equal(workers_holding(b), 1);
-	close_kept(p, fd);
-	assert_int_equal(workers_holding(b), 0);
+	close_kept(p, fd, b);
 	aiod_pool_free(p);
 	unlink(a);
 	unlink(b);
@@ -1515,8 +1525,7 @@ static void test_pool_keep_open(void **state)
 	assert_int_equal(workers_holding(a), 1);
 	read_kept(p, req.ret_fd, "opened");
 	assert_int_equal(workers_holding(a), 1);
-	close_kept(p, req.ret_fd);
-	assert_int_equal(workers_holding(a), 0);
+	close_kept(p, req.ret_fd, a);
 	aiod_pool_free(p);
 	unlink(a);
 }
@@ -1542,10 +1551,7 @@ static void test_pool_keep_close_waits_for_home(void **state)
 	home = start_nop(p, &nop, &cn, 300 * 1000, 0);
 	assert_true(home > 0);
 	assert_int_equal(workers_holding(a), 1);
-	aiod_prep_close(&cl, fd);
-	cl.cb = count_cb;
-	cl.data = &cc;
-	assert_int_equal(aiod_submit(p, &cl), 0);
+	submit_close(p, &cl, fd, &cc);
 	assert_int_equal(aiod_req_worker(&cl), 0); /* pinned, not running */
 	start_nop(p, &quick, &cq, 0, 0);
 	wait_count(p, &cq, 1, 2000);
@@ -1590,8 +1596,7 @@ static void test_pool_keep_dropped_before_lock_wait(void **state)
 	}
 	assert_int_equal(cl, 0); /* still waiting for the lock */
 	read_kept(p, fd, "kept");
-	close_kept(p, fd);
-	assert_int_equal(workers_holding(a), 0);
+	close_kept(p, fd, a);
 	assert_int_equal(flock(mine, LOCK_UN), 0);
 	wait_count(p, &cl, 1, 2000);
 	assert_int_equal(lk.result, 0);
@@ -1623,8 +1628,7 @@ static void test_pool_keep_survives_worker_death(void **state)
 	assert_int_equal(nop.result, -EIO);
 	read_kept(p, fd, "again");
 	assert_int_equal(workers_holding(a), 1);
-	close_kept(p, fd);
-	assert_int_equal(workers_holding(a), 0);
+	close_kept(p, fd, a);
 	aiod_pool_free(p);
 	unlink(a);
 }
@@ -1651,10 +1655,7 @@ static void test_pool_keep_retiring_worker_closes(void **state)
 	home = start_nop(p, &a, &ca, 200 * 1000, 0);
 	assert_true(holds(home, path));
 	assert_true(start_nop(p, &b, &cb, 3000 * 1000, 0) > 0);
-	aiod_prep_close(&cl, fd);
-	cl.cb = count_cb;
-	cl.data = &cc;
-	assert_int_equal(aiod_submit(p, &cl), 0);
+	submit_close(p, &cl, fd, &cc);
 	assert_int_equal(aiod_pool_resize(p, 1), 0); /* the second slot goes */
 	wait_count(p, &cc, 1, 2000);
 	assert_int_equal(cb, 0);

@@ -43,7 +43,8 @@
  * worker exits.
  * With the arena header's poll_us set, a worker that has replied polls
  * for its next doorbell for that long before it blocks, if no other
- * worker is polling (see poll_bell()).
+ * worker is polling (see poll_begin()); a request with no fds then
+ * comes as an offset in memory instead of a datagram.
  *
  * WHY THESE MECHANISMS
  *
@@ -108,8 +109,11 @@
 static char *arena;
 static size_t arena_size;
 static unsigned nshared;        /* fds from AIOD_WORKER_SHARED_FD on */
-static uint32_t *wstate;        /* struct aiod_wstate's state */
-static unsigned poll_us;        /* see poll_bell() */
+static struct aiod_wstate *ws;  /* ours, in the arena */
+static uint32_t *wstate;        /* its state */
+static uint32_t received;       /* datagrams read (aiod_wstate.sent) */
+static bool polling;            /* poll_begin() said so */
+static unsigned poll_us;        /* see poll_begin() */
 static pid_t self;
 static bool trace;
 static int kept[AIOD_KEEP_SLOTS]; /* copies kept for the client, or -1 */
@@ -624,6 +628,8 @@ static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
 	}
 }
 
+static bool poll_begin(void);
+
 /* Run one request.  Returns 0, or -errno if the socket failed. */
 static int serve(uint64_t msg_off, const int *fds, int nfds)
 {
@@ -663,6 +669,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		write_reply(m, &c);
 	if (trace)
 		trace_req(&c);
+	poll_begin();
 	/* From here on m may be the client's again. */
 	err = finish_silently(m, c.ret_fd >= 0) ? 0 : reply(msg_off, c.ret_fd);
 	if (kmode != AIOD_KEEP_NONE && kslot < AIOD_KEEP_SLOTS &&
@@ -701,44 +708,96 @@ static int64_t elapsed_us(const struct timespec *t0)
 #define POLL_MAX_BUSY 2
 
 /*
- * With poll_us set, at most POLL_MAX_BUSY workers busy and no other
- * worker polling (the arena header's poller word), poll the socket for
- * the next doorbell that long, giving the CPU to any other runnable task
- * between two looks: the client gives its next request to the poller,
- * which then needs no wake-up.  Returns what recvmsg() returned; -1 with errno EAGAIN when
- * nothing came (or another worker polls).
+ * Whether a datagram the client sent waits on our socket.  The client
+ * counts a datagram after sending it, so we may have read one it has
+ * not counted yet: only a count ahead of ours means one waits.
  */
-static ssize_t poll_bell(struct msghdr *mh)
+static bool bell_waits(void)
+{
+	return (int32_t)(__atomic_load_n(&ws->sent, __ATOMIC_ACQUIRE) -
+			 received) > 0;
+}
+
+/*
+ * The request the client handed over in memory (struct aiod_wstate.mbox),
+ * as its offset, or 0: none.
+ */
+static uint64_t take_mbox(void)
+{
+	uint64_t off;
+
+	if (__atomic_load_n(&ws->mbox, __ATOMIC_ACQUIRE) != AIOD_MB_FULL)
+		return 0;
+	off = __atomic_load_n(&ws->bell, __ATOMIC_RELAXED);
+	__atomic_store_n(&ws->mbox, AIOD_MB_NONE, __ATOMIC_RELAXED);
+	return off;
+}
+
+/*
+ * With poll_us set, at most POLL_MAX_BUSY workers busy and no other
+ * worker polling (the arena header's poller word), poll for the next
+ * doorbell that long, giving the CPU to any other runnable task between
+ * two looks: the client gives its next request to the poller, which then
+ * needs no wake-up, and if the request carries no fd it comes through
+ * memory, with no syscall on either side (struct aiod_wstate).
+ *
+ * poll_begin() says we poll, before the reply that lets the client hand
+ * us its next request: a client quicker than our way back to
+ * next_in_memory() would otherwise find us not yet polling.  Returns
+ * whether we poll.
+ */
+static bool poll_begin(void)
 {
 	int32_t *poller = &((struct aiod_arena_hdr *)arena)->poller;
 	int32_t none = 0, me = (int32_t)self;
-	struct timespec t0;
-	ssize_t n = -1;
-	int err = EAGAIN;
-
+	uint32_t mb = AIOD_MB_NONE;
 	uint32_t busy = __atomic_load_n(&((struct aiod_arena_hdr *)arena)->busy,
 					__ATOMIC_ACQUIRE);
 
-	if (!poll_us || busy > POLL_MAX_BUSY ||
+	if (polling || !poll_us || busy > POLL_MAX_BUSY ||
 	    !__atomic_compare_exchange_n(poller, &none, me, false,
-						     __ATOMIC_ACQ_REL,
-						     __ATOMIC_RELAXED)) {
-		errno = EAGAIN;
-		return -1;
+					 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		return polling;
+	/* Not over a request left in mbox while a datagram went first. */
+	polling = __atomic_compare_exchange_n(&ws->mbox, &mb, AIOD_MB_POLLING,
+					      false, __ATOMIC_SEQ_CST,
+					      __ATOMIC_RELAXED);
+	if (!polling)
+		__atomic_store_n(poller, 0, __ATOMIC_RELEASE);
+	return polling;
+}
+
+/*
+ * The next request in memory: poll for it as poll_begin() says, or take
+ * one the client left (struct aiod_wstate.mbox).  Returns its offset, or
+ * 0: read the socket (a datagram waits, or nothing came).  A datagram
+ * goes first: it may be a shared fd that a request after it names.
+ */
+static uint64_t next_in_memory(void)
+{
+	int32_t *poller = &((struct aiod_arena_hdr *)arena)->poller;
+	int32_t me = (int32_t)self;
+	uint32_t mb = AIOD_MB_POLLING;
+	struct timespec t0;
+	uint64_t off;
+
+	/* One left there while a datagram went first. */
+	if (!polling && !bell_waits() && (off = take_mbox()))
+		return off;
+	if (poll_begin()) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (!bell_waits() && elapsed_us(&t0) < poll_us &&
+		       __atomic_load_n(&ws->mbox, __ATOMIC_ACQUIRE) ==
+			       AIOD_MB_POLLING)
+			sched_yield(); /* polling uses only an otherwise idle CPU */
+		/* The client rings the socket now, unless it just filled mbox. */
+		__atomic_compare_exchange_n(&ws->mbox, &mb, AIOD_MB_NONE, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+		__atomic_compare_exchange_n(poller, &me, 0, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+		polling = false;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		n = recvmsg(AIOD_WORKER_SOCK_FD, mh,
-			    MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-		err = errno;
-		if (n >= 0 || err != EAGAIN || elapsed_us(&t0) >= poll_us)
-			break;
-		sched_yield();  /* polling uses only an otherwise idle CPU */
-	}
-	__atomic_compare_exchange_n(poller, &me, 0, false, __ATOMIC_ACQ_REL,
-				    __ATOMIC_RELAXED);
-	errno = err;
-	return n;
+	return bell_waits() ? 0 : take_mbox();
 }
 
 /*
@@ -818,7 +877,8 @@ int main(int argc, char **argv)
 	}
 	if (ws_off % 8 || !in_arena(ws_off, sizeof(struct aiod_wstate)))
 		return AIOD_EXIT_USAGE;
-	wstate = &((struct aiod_wstate *)(arena + ws_off))->state;
+	ws = (struct aiod_wstate *)(arena + ws_off);
+	wstate = &ws->state;
 	own.uid = cur.uid = (uid_t)setfsuid((uid_t)-1);
 	own.gid = cur.gid = (gid_t)setfsgid((gid_t)-1);
 	own.ngroups = cur.ngroups = getgroups(AIOD_MAX_GROUPS, own.groups);
@@ -848,15 +908,21 @@ int main(int argc, char **argv)
 		int fds[AIOD_WIRE_MAXFD], nfds = 0;
 		ssize_t n;
 
-		n = poll_bell(&mh);
-		if (n < 0 && errno == EAGAIN)
-			n = recvmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
+		uint64_t off = bell_waits() ? 0 : next_in_memory();
+
+		if (off) {
+			if (serve(off, NULL, 0) < 0)
+				return AIOD_EXIT_IO;
+			continue;
+		}
+		n = recvmsg(AIOD_WORKER_SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0)
 			return AIOD_EXIT_OK;
 		if (n < 0)
 			return AIOD_EXIT_IO;
+		received++;
 		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
 		     cm = CMSG_NXTHDR(&mh, cm)) {
 			if (cm->cmsg_level == SOL_SOCKET &&

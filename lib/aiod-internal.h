@@ -68,6 +68,11 @@ static inline bool aiod__arena_owns(const struct aiod__arena *a,
 	       len <= (size_t)(a->base + a->size - c);
 }
 
+/* ---- pool.c --------------------------------------------------------- */
+
+/* Requests handed to a polling worker in memory, without a datagram. */
+uint64_t aiod__pool_mem_bells(const struct aiod_pool *p);
+
 /* ---- prep.c --------------------------------------------------------- */
 
 /*

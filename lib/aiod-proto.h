@@ -49,8 +49,9 @@
  * of PWRITE_PIPE, when it cannot leave it as it was) sets consumed
  * first, with the same effect.  With poll_us set in the
  * arena header, a worker that has replied and wins the header's poller
- * word polls its socket for the next doorbell that long before it
- * sleeps, and the client hands its next request to that worker first.
+ * word polls for the next doorbell that long before it sleeps, and the
+ * client hands its next request to that worker first, through memory
+ * when the request carries no fd (struct aiod_wstate's mbox).
  */
 #ifndef AIOD_PROTO_H
 #define AIOD_PROTO_H
@@ -62,7 +63,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 9u
+#define AIOD_PROTO_VERSION 10u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -138,6 +139,17 @@ enum {
  * the request and none is forgotten.  Any other finished request: RANG,
  * then REPLY.  The
  * client stores RUNNING before each doorbell.
+ *
+ * A polling worker takes its doorbell from memory: it moves mbox from
+ * NONE to POLLING and watches it.  The client, for a request that
+ * carries no fd, stores the request's offset in bell and moves mbox
+ * from POLLING to FULL; the worker takes the offset and stores NONE.
+ * If the worker stopped polling first (it moves POLLING back to NONE
+ * before it sleeps), the client's move fails and it rings the socket.
+ * After every datagram it sends, the client adds one to sent; a worker
+ * counts those it received, so one polling sees in memory, too, that a
+ * datagram waits.  Neither side makes a syscall for a request handed
+ * over in memory.
  */
 enum {
 	AIOD_WS_IDLE = 0,
@@ -146,8 +158,18 @@ enum {
 	AIOD_WS_RANG = 3,
 };
 
+/* aiod_wstate.mbox */
+enum {
+	AIOD_MB_NONE = 0,
+	AIOD_MB_POLLING = 1,    /* worker: a doorbell in memory is taken */
+	AIOD_MB_FULL = 2,       /* client: bell holds the next request */
+};
+
 struct aiod_wstate {
 	uint32_t state;         /* AIOD_WS_*, atomic */
+	uint32_t mbox;          /* AIOD_MB_*, atomic */
+	uint64_t bell;          /* with FULL: the request's msg_off */
+	uint32_t sent;          /* client: datagrams sent, atomic */
 	uint32_t pad;
 };
 
@@ -230,6 +252,7 @@ struct aiod_msg {
 
 _Static_assert(sizeof(struct aiod_arena_hdr) == 40, "arena header layout");
 _Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
+_Static_assert(sizeof(struct aiod_wstate) == 24, "wstate layout");
 _Static_assert(sizeof(struct aiod_done) == 16, "done layout");
 _Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");
 _Static_assert(sizeof(struct aiod_fh) == 8 + AIOD_FH_MAX, "fh layout");

@@ -145,6 +145,7 @@ struct aiod_pool {
 	size_t nhomes;
 	uint64_t npinned;       /* CLOSEs on workers' pinned lists */
 	uint64_t submitted, completed, deaths, retries;
+	uint64_t mem_bells;     /* requests handed over in memory */
 };
 
 static struct aiod_arena_hdr *hdr_of(struct aiod_pool *p)
@@ -157,9 +158,14 @@ static struct aiod_msg *msg_of(struct aiod_pool *p, const struct aiod_req *req)
 	return (struct aiod_msg *)(p->arena.base + req->msg_off_);
 }
 
+static struct aiod_wstate *ws_of(struct aiod_pool *p, const struct worker *w)
+{
+	return (struct aiod_wstate *)(p->arena.base + w->ws_off);
+}
+
 static uint32_t *wstate_of(struct aiod_pool *p, const struct worker *w)
 {
-	return &((struct aiod_wstate *)(p->arena.base + w->ws_off))->state;
+	return &ws_of(p, w)->state;
 }
 
 /* ---- the queue and the done list ----------------------------------- */
@@ -804,6 +810,40 @@ static void set_cur(struct aiod_pool *p, struct worker *w,
 }
 
 /*
+ * Send w a datagram and count it in its aiod_wstate.sent, which a
+ * polling worker watches instead of its socket.  Returns what sendmsg()
+ * did.
+ */
+static ssize_t send_bell(struct aiod_pool *p, struct worker *w,
+			 const struct msghdr *mh)
+{
+	ssize_t n;
+
+	do
+		n = sendmsg(w->sock, mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		__atomic_add_fetch(&ws_of(p, w)->sent, 1, __ATOMIC_RELEASE);
+	return n;
+}
+
+/*
+ * Hand the request at msg_off to w through memory, if w is polling for
+ * it (struct aiod_wstate.mbox): no syscall on either side.  Returns
+ * whether w took it; if not, ring its socket.
+ */
+static bool hand_over(struct aiod_pool *p, struct worker *w, uint64_t msg_off)
+{
+	struct aiod_wstate *ws = ws_of(p, w);
+	uint32_t polling = AIOD_MB_POLLING;
+
+	__atomic_store_n(&ws->bell, msg_off, __ATOMIC_RELAXED);
+	return __atomic_compare_exchange_n(&ws->mbox, &polling, AIOD_MB_FULL,
+					   false, __ATOMIC_RELEASE,
+					   __ATOMIC_RELAXED);
+}
+
+/*
  * Ring w's doorbell for req, passing its fds.  The same fd in both slots
  * (a rename within one directory) travels once.  Returns 0 or -errno:
  * -EPIPE or -ECONNRESET when the worker is gone, others (-EBADF for a
@@ -856,9 +896,12 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 	__atomic_store_n(wstate_of(p, w), AIOD_WS_RUNNING, __ATOMIC_RELEASE);
-	do
-		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
+	if (!nfds && hand_over(p, w, req->msg_off_)) {
+		p->mem_bells++;
+		n = 0;
+	} else {
+		n = send_bell(p, w, &mh);
+	}
 	if (n < 0) {
 		keep_undo(p, w, req, m);
 		return -errno;
@@ -1814,8 +1857,12 @@ int aiod_pool_reap(struct aiod_pool *p)
 	return ran;
 }
 
-/* Give w the shared fd k (its socket is FIFO: before any next request). */
-static int send_share(struct worker *w, int fd)
+/*
+ * Give w the shared fd k (its socket is FIFO, and a polling worker reads
+ * a datagram counted in aiod_wstate.sent before a bell in memory: before
+ * any next request).
+ */
+static int send_share(struct aiod_pool *p, struct worker *w, int fd)
 {
 	struct aiod_bell bell = { .msg_off = 0 };
 	struct iovec iov = { .iov_base = &bell, .iov_len = sizeof(bell) };
@@ -1836,9 +1883,7 @@ static int send_share(struct worker *w, int fd)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	do
-		n = sendmsg(w->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
+	n = send_bell(p, w, &mh);
 	return n < 0 ? -errno : 0;
 }
 
@@ -1862,7 +1907,7 @@ int aiod_pool_share(struct aiod_pool *p, int fd)
 	for (unsigned i = 0; i < p->nworkers; i++) {
 		struct worker *w = p->slots[i];
 
-		if (w && !w->lost && send_share(w, own) < 0)
+		if (w && !w->lost && send_share(p, w, own) < 0)
 			worker_bad(p, w, "cannot share an fd with it");
 	}
 	return 0;
@@ -2002,6 +2047,11 @@ int aiod_cancel(struct aiod_pool *p, struct aiod_req *req)
 	default:
 		return -ENOENT;
 	}
+}
+
+uint64_t aiod__pool_mem_bells(const struct aiod_pool *p)
+{
+	return p->mem_bells;
 }
 
 pid_t aiod_req_worker(const struct aiod_req *req)

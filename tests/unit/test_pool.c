@@ -777,6 +777,25 @@ static int64_t pool_statx(struct aiod_pool *p, int dirfd, const char *name,
 }
 
 /*
+ * Make the directory dir (a mkdtemp() template) with a file f holding
+ * "hello", its path in path; returns an fd of the directory.
+ */
+static int hello_dir(char *dir, char path[PATH_MAX])
+{
+	int fd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, PATH_MAX, "%s/f", dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "hello", 5), 5);
+	close(fd);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+/*
  * Shared fds: every worker, a replacement too, holds one at fd 5 and
  * on, requests naming it work; closing one through the pool is refused.
  */
@@ -786,15 +805,10 @@ static void test_pool_shared_fds(void **state)
 	struct aiod_pool_opts opts = { .workers = 2, .nshared = 1 };
 	struct aiod_pool *p = NULL;
 	struct aiod_req req, hold;
-	int count = 0, held = 0, dfd, fd;
+	int count = 0, held = 0, dfd;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/f", dir);
-	fd = open(path, O_CREAT | O_WRONLY, 0600);
-	assert_int_equal(write(fd, "hello", 5), 5);
-	close(fd);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = hello_dir(dir, path);
 	opts.shared_fds = &dfd;
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
 
@@ -855,6 +869,60 @@ static void test_pool_poll_gives_next_to_poller(void **state)
 
 	opts.poll_us = 10001;
 	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
+}
+
+/*
+ * A polling worker takes a request with no fd from memory, not from its
+ * socket, also between requests that come by socket; and a shared fd
+ * sent while it polls reaches it before a request after it that names
+ * that fd, although the request came through memory.  Timing decides
+ * whether the worker still polls: ten tries, of which one must show it.
+ */
+static void test_pool_poll_memory_bell(void **state)
+{
+	char dir[] = "/tmp/aiod-mbell-XXXXXX", path[PATH_MAX];
+	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
+	struct aiod_pool *p = NULL;
+	struct aiod_req req;
+	int count = 0, dfd, own[AIOD_MAX_SHARED_FDS];
+
+	(void)state;
+	dfd = hello_dir(dir, path);
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	for (int t = 0; t < 10 && aiod__pool_mem_bells(p) == 0; t++) {
+		start_nop(p, &req, &count, 0, 0);
+		wait_count(p, &count, count + 1, 2000);
+		start_nop(p, &req, &count, 0, 0);      /* to the poller */
+		wait_count(p, &count, count + 1, 2000);
+		usleep(20000);
+	}
+	assert_true(aiod__pool_mem_bells(p) > 0);
+
+	/*
+	 * Datagrams (a request passing an fd) between bells in memory: the
+	 * worker may read a datagram before the client has counted it, and
+	 * must not then wait on its socket for one more.
+	 */
+	for (int t = 0; t < 2000; t++) {
+		assert_int_equal(pool_statx(p, dfd, "f", &req, &count), 0);
+		start_nop(p, &req, &count, 0, 0);
+		wait_count(p, &count, count + 1, 2000);
+	}
+
+	for (int t = 0; t < AIOD_MAX_SHARED_FDS; t++) {
+		own[t] = dup(dfd);
+		start_nop(p, &req, &count, 0, 0);
+		wait_count(p, &count, count + 1, 2000);
+		assert_int_equal(aiod_pool_share(p, own[t]), 0);
+		assert_int_equal(pool_statx(p, own[t], "f", &req, &count), 0);
+		assert_int_equal(req.stx.stx_size, 5);
+	}
+	aiod_pool_free(p);
+	for (int t = 0; t < AIOD_MAX_SHARED_FDS; t++)
+		close(own[t]);
+	unlink(path);
+	close(dfd);
+	rmdir(dir);
 }
 
 /* A reply: 4 bytes of length, a 12-byte tag, then result as u32 if asked. */
@@ -1738,6 +1806,7 @@ int main(void)
 		cmocka_unit_test(test_pool_bad_fd_fails_only_its_request),
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
+		cmocka_unit_test(test_pool_poll_memory_bell),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
 		cmocka_unit_test(test_closer_knows_flushless),

@@ -238,6 +238,8 @@ enum {
 int afs_loop_watch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_rewatch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_run(void);
+/* How long (µs) the loop polls before it sleeps now; 0: never. */
+unsigned afs_loop_poll_window(void);
 int afs_loop_init_session(void);
 bool afs_loop_adopt(const void *buf, size_t len, void **token);
 int afs_loop_take_pipe(void **token);

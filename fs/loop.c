@@ -598,23 +598,68 @@ static int timeout_ms(void)
 }
 
 /*
+ * How much longer than -o poll the loop's polling may grow: a request
+ * that waits for the source (a cold read, 60-400 µs here) leaves the
+ * loop idle longer than 50 µs before the program's next request.
+ */
+#define POLL_STRETCH 8
+
+static unsigned window_us;      /* the loop's polling now (wait_events()) */
+
+static int64_t us_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/*
+ * After polling in vain we slept slept_us: widen the window if polling
+ * up to POLL_STRETCH times -o poll would have caught what woke us, and
+ * narrow it back when sleeps are longer than that.  (Guests do the same
+ * with a vCPU's halt: KVM's halt polling, cpuidle's haltpoll.)
+ */
+static void adapt_window(int64_t slept_us, bool woken)
+{
+	unsigned most = afs.opt.poll_us * POLL_STRETCH;
+
+	if (woken && slept_us < most)
+		window_us = window_us * 2 < most ? window_us * 2 : most;
+	else if (slept_us >= most)
+		window_us = window_us / 2 > afs.opt.poll_us ? window_us / 2
+							   : afs.opt.poll_us;
+}
+
+unsigned afs_loop_poll_window(void)
+{
+	return afs.opt.poll_us ? (window_us > afs.opt.poll_us ? window_us
+							    : afs.opt.poll_us)
+			       : 0;
+}
+
+/*
  * epoll_wait, but with -o poll=US (default 50) and at most one request
- * in a worker, first polling for up to US µs, yielding the CPU to any
- * other runnable task between two looks: a loop that goes to sleep
- * after each request costs the next one a wake-up, which on a virtual
- * machine without halt polling takes tens of µs.  While the loop is not
- * asleep here, workers finish requests without a doorbell to us
- * (aiod_pool_awake()): we look at them before we sleep.
+ * in a worker, first polling for window_us (from US to POLL_STRETCH
+ * times it, adapt_window()), yielding the CPU to any other runnable task
+ * between two looks: a loop that goes to sleep after each request costs
+ * the next one a wake-up, which on a virtual machine without halt
+ * polling takes tens of µs.  While the loop is not asleep here, workers
+ * finish requests without a doorbell to us (aiod_pool_awake()): we look
+ * at them before we sleep.
  */
 static int wait_events(struct epoll_event *evs, int max)
 {
 	struct aiod_pool_stats ps;
-	struct timespec t0, t;
+	struct timespec t0;
+	bool polled = false;
 	int n, err;
 
 	aiod_pool_stats(afs.pool, &ps);
 	/* Under load, polling would only crowd the CPUs (aiod/main.c). */
 	if (afs.opt.poll_us && ps.busy <= 1) {
+		if (window_us < afs.opt.poll_us)
+			window_us = afs.opt.poll_us;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		do {
 			n = epoll_wait(epfd, evs, max, 0);
@@ -624,15 +669,17 @@ static int wait_events(struct epoll_event *evs, int max)
 			if (aiod_pool_reap(afs.pool) > 0)
 				return 0;
 			sched_yield(); /* only an otherwise idle CPU polls */
-			clock_gettime(CLOCK_MONOTONIC, &t);
-		} while ((t.tv_sec - t0.tv_sec) * 1000000 +
-			 (t.tv_nsec - t0.tv_nsec) / 1000 < afs.opt.poll_us);
+		} while (us_since(&t0) < window_us);
+		polled = true;
 	}
 	/* About to sleep: from now on a finished request rings. */
 	if (aiod_pool_awake(afs.pool, false) > 0)
 		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	n = epoll_wait(epfd, evs, max, timeout_ms());
 	err = errno;
+	if (polled)
+		adapt_window(us_since(&t0), n > 0);
 	aiod_pool_awake(afs.pool, true);
 	errno = err;
 	return n;

@@ -155,7 +155,8 @@ static void usage(const char *prog)
  * The loop and one worker poll this long (µs) before they sleep: waking
  * a sleeping process costs 30-70 µs on a virtual machine without halt
  * polling; polling, only on an otherwise idle CPU, saves that per request
- * of a steady stream (statx round trip 79 -> 12 µs, creates 2x).
+ * of a steady stream (statx round trip 79 -> 12 µs, creates 2x).  The
+ * loop stretches it when that pays (fs/loop.c, adapt_window()).
  */
 #define DEFAULT_POLL_US 50
 

@@ -7,7 +7,9 @@
 #
 #  1. Counters: 1,000 creates through the mount count at least 1,000
 #     creates (stats --json), the bytes written are counted, the table
-#     names the op, and SIGUSR1 writes the same table to the log.
+#     names the op, and SIGUSR1 writes the same table to the log.  A
+#     program asking every 150 µs makes the loop poll longer than 50 µs,
+#     one asking every 20 ms brings it back to 50.
 #  2. Only the daemon's user: another user (aiodt1, created if missing)
 #     cannot connect to the socket (EACCES); aiodfsctl on a path that is
 #     no aiodfs mount says so in one line and exits 1.
@@ -56,6 +58,28 @@ w=$(json 'd["bytes_written"]')
 check "100,000 bytes written count so (got $w)" test "$w" -ge 100000
 check "the table has a create row" sh -c "'$CTL' stats '$mnt' | grep -q '^create '"
 check "its pid is the daemon's" test "$(json 'd["pid"]')" = "$pid"
+# A program that asks every 150 µs: the loop's polling (50 µs) misses
+# each request and then sleeps a short while, so it polls longer.
+python3 - "$mnt/data" <<'PY'
+import os, sys, time
+os.setxattr(sys.argv[1], "user.poll", b"1")
+for _ in range(3000):
+    os.getxattr(sys.argv[1], "user.poll")
+    t = time.perf_counter()
+    while time.perf_counter() - t < 150e-6:
+        pass
+PY
+pw=$(json 'd["poll_window_us"]')
+check "requests 150 us apart make it poll longer (got $pw us)" test "$pw" -gt 50
+# Then requests 20 ms apart: each long sleep halves it, down to 50.
+python3 - "$mnt/data" <<'PY'
+import os, sys, time
+for _ in range(8):
+    time.sleep(0.02)
+    os.getxattr(sys.argv[1], "user.poll")
+PY
+pw=$(json 'd["poll_window_us"]')
+check "requests 20 ms apart bring it back to 50 us (got $pw us)" test "$pw" = 50
 kill -USR1 "$pid"
 wait_for -t 5 grep -q "^aiodfs: create " "$log"
 check "SIGUSR1 writes the table to the log" grep -q "^aiodfs: create " "$log"

@@ -1427,10 +1427,17 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 {
 	struct aiod_req *req = w->cur;
 	int32_t pid = w->pid;
+	bool untaken;
 
 	if (w->lost)
 		return;
 	w->lost = true;
+	/* Handed over in memory and still there: it never ran. */
+	untaken = req &&
+		  __atomic_load_n(&ws_of(p, w)->mbox, __ATOMIC_ACQUIRE) ==
+			  AIOD_MB_FULL &&
+		  __atomic_load_n(&ws_of(p, w)->bell, __ATOMIC_RELAXED) ==
+			  req->msg_off_;
 	/* Died polling: let another worker poll. */
 	__atomic_compare_exchange_n(&hdr_of(p)->poller, &pid, 0, false,
 				    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
@@ -1466,7 +1473,11 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 		const struct aiod_msg *m = msg_of(p, req);
 
 		set_cur(p, w, NULL);
-		if (take_silent(p, w) || m->reply_state == AIOD_REPLY_DONE) {
+		if (untaken) {
+			/* Not a try, as if its doorbell had failed. */
+			queue_push(p, req, true);
+		} else if (take_silent(p, w) ||
+			   m->reply_state == AIOD_REPLY_DONE) {
 			/* Done, its reply written or refused: as if it rang. */
 			collect(p, req, -1);
 			defer(p, req);

@@ -925,6 +925,49 @@ static void test_pool_poll_memory_bell(void **state)
 	rmdir(dir);
 }
 
+/*
+ * A request handed over in memory to a worker that dies before taking it
+ * never ran: it goes to another worker, also one that may not run twice
+ * (AIOD_F_NORETRY), instead of failing with EIO.  The poller is stopped
+ * while it polls, handed the request, then killed.
+ */
+static void test_pool_memory_bell_untaken(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 2, .poll_us = 10000 };
+	struct aiod_pool_stats st;
+	struct aiod_pool *p = NULL;
+	struct aiod_req req;
+	int count = 0;
+	pid_t poller = 0;
+
+	(void)state;
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	for (int t = 0; t < 10 && !poller; t++) {
+		uint64_t before;
+		pid_t first;
+
+		first = start_nop(p, &req, &count, 0, 0);
+		wait_count(p, &count, count + 1, 2000);
+		kill(first, SIGSTOP);
+		before = aiod__pool_mem_bells(p);
+		if (start_nop(p, &req, &count, 0, AIOD_F_NORETRY) == first &&
+		    aiod__pool_mem_bells(p) > before)
+			poller = first;
+		else
+			kill(first, SIGCONT);
+		if (!poller)
+			wait_count(p, &count, count + 1, 2000);
+	}
+	assert_true(poller > 0);
+	kill(poller, SIGKILL);
+	wait_count(p, &count, count + 1, 2000);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(aiod_pool_stats(p, &st), 0);
+	assert_int_equal(st.worker_deaths, 1);
+	assert_int_equal(st.retries, 0);        /* not a second run */
+	aiod_pool_free(p);
+}
+
 /* A reply: 4 bytes of length, a 12-byte tag, then result as u32 if asked. */
 static void set_reply(struct aiod_reply *r, int fd, bool res)
 {
@@ -1807,6 +1850,7 @@ int main(void)
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_poll_memory_bell),
+		cmocka_unit_test(test_pool_memory_bell_untaken),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
 		cmocka_unit_test(test_closer_knows_flushless),

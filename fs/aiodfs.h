@@ -238,6 +238,8 @@ enum {
 int afs_loop_watch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_rewatch(int fd, uint32_t events, uint32_t tag);
 int afs_loop_run(void);
+/* The longest -o poll, and the most the loop stretches its window to. */
+#define AFS_POLL_MAX_US 10000u
 /* How long (µs) the loop polls before it sleeps now; 0: never. */
 unsigned afs_loop_poll_window(void);
 int afs_loop_init_session(void);

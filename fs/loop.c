@@ -600,7 +600,8 @@ static int timeout_ms(void)
 /*
  * How much longer than -o poll the loop's polling may grow: a request
  * that waits for the source (a cold read, 60-400 µs here) leaves the
- * loop idle longer than 50 µs before the program's next request.
+ * loop idle longer than 50 µs before the program's next request.  Never
+ * past the longest -o poll, though.
  */
 #define POLL_STRETCH 8
 
@@ -623,6 +624,9 @@ static int64_t us_since(const struct timespec *t0)
 static void adapt_window(int64_t slept_us, bool woken)
 {
 	unsigned most = afs.opt.poll_us * POLL_STRETCH;
+
+	if (most > AFS_POLL_MAX_US)
+		most = AFS_POLL_MAX_US;
 
 	if (woken && slept_us < most)
 		window_us = window_us * 2 < most ? window_us * 2 : most;

@@ -555,8 +555,9 @@ int main(int argc, char **argv)
 	}
 	if (cli.workers != (unsigned)-1)
 		afs.opt.workers = cli.workers;
-	if (cli.poll > 10000) {
-		afs_log(LOG_ERR, "poll=%u: at most 10000 microseconds", cli.poll);
+	if (cli.poll > AFS_POLL_MAX_US) {
+		afs_log(LOG_ERR, "poll=%u: at most %u microseconds", cli.poll,
+			AFS_POLL_MAX_US);
 		goto out;
 	}
 	afs.opt.poll_us = cli.poll;

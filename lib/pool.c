@@ -1432,8 +1432,12 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 	if (w->lost)
 		return;
 	w->lost = true;
-	/* Handed over in memory and still there: it never ran. */
-	untaken = req &&
+	/*
+	 * Handed over in memory and still there: it never ran.  Not a
+	 * CLOSE, though: its ring closed the caller's copy, whose number
+	 * may be another file's now, and the worker's copy went with it.
+	 */
+	untaken = req && req->op != AIOD_OP_CLOSE &&
 		  __atomic_load_n(&ws_of(p, w)->mbox, __ATOMIC_ACQUIRE) ==
 			  AIOD_MB_FULL &&
 		  __atomic_load_n(&ws_of(p, w)->bell, __ATOMIC_RELAXED) ==

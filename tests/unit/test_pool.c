@@ -1621,6 +1621,62 @@ static void test_pool_keep_and_close(void **state)
 	unlink(b);
 }
 
+/*
+ * A CLOSE handed over in memory to a worker that dies before taking it
+ * does not run again: handing it over closed the caller's copy, and the
+ * number may name another file by then (here one the test opens), which
+ * a second run would close.
+ */
+static void test_pool_keep_close_untaken(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 2, .poll_us = 10000 };
+	struct aiod_pool *p = NULL;
+	struct aiod_req req, rd;
+	char a[32], b[32], buf[16];
+	int count = 0, fd = -1, other;
+	pid_t home = 0;
+
+	(void)state;
+	shm_file(a, "first");
+	shm_file(b, "second");
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	for (int t = 0; t < 10 && !home; t++) {
+		uint64_t before;
+		pid_t w;
+
+		fd = open(a, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		aiod_prep_pread(&rd, fd, buf, sizeof(buf), 0);
+		rd.flags = AIOD_F_KEEP;
+		rd.cb = count_cb;
+		rd.data = &count;
+		assert_int_equal(aiod_submit(p, &rd), 0);
+		w = aiod_req_worker(&rd);   /* keeps the copy, then polls */
+		wait_count(p, &count, count + 1, 3000);
+		kill(w, SIGSTOP);
+		before = aiod__pool_mem_bells(p);
+		submit_close(p, &req, fd, &count);
+		if (aiod_req_worker(&req) == w &&
+		    aiod__pool_mem_bells(p) > before) {
+			home = w;
+		} else {
+			kill(w, SIGCONT);
+			wait_count(p, &count, count + 1, 3000);
+		}
+	}
+	assert_true(home > 0);
+	other = open(b, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(other, fd);    /* the number the CLOSE gave up */
+	kill(home, SIGKILL);
+	wait_count(p, &count, count + 1, 3000);
+	assert_true(fcntl(other, F_GETFD) >= 0);
+	read_kept(p, other, "second");
+	aiod_pool_free(p);
+	close(other);
+	unlink(a);
+	unlink(b);
+}
+
 /* An OPEN with AIOD_F_KEEP leaves its worker a copy of the fd it returns. */
 static void test_pool_keep_open(void **state)
 {
@@ -1861,6 +1917,7 @@ int main(void)
 		cmocka_unit_test(test_pool_position_dependent_not_rerun),
 		cmocka_unit_test(test_pool_keep_and_close),
 		cmocka_unit_test(test_pool_keep_open),
+		cmocka_unit_test(test_pool_keep_close_untaken),
 		cmocka_unit_test(test_pool_keep_close_waits_for_home),
 		cmocka_unit_test(test_pool_keep_dropped_before_lock_wait),
 		cmocka_unit_test(test_pool_keep_survives_worker_death),

@@ -720,17 +720,21 @@ static bool bell_waits(void)
 
 /*
  * The request the client handed over in memory (struct aiod_wstate.mbox),
- * as its offset, or 0: none.
+ * as its offset, or 0: none.  Taken by compare-and-swap: a client that
+ * gave us up for dead takes it back the same way, and only one of us
+ * gets it.
  */
 static uint64_t take_mbox(void)
 {
+	uint32_t full = AIOD_MB_FULL;
 	uint64_t off;
 
 	if (__atomic_load_n(&ws->mbox, __ATOMIC_ACQUIRE) != AIOD_MB_FULL)
 		return 0;
 	off = __atomic_load_n(&ws->bell, __ATOMIC_RELAXED);
-	__atomic_store_n(&ws->mbox, AIOD_MB_NONE, __ATOMIC_RELAXED);
-	return off;
+	return __atomic_compare_exchange_n(&ws->mbox, &full, AIOD_MB_NONE,
+					   false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_RELAXED) ? off : 0;
 }
 
 /*
@@ -769,9 +773,10 @@ static bool poll_begin(void)
 
 /*
  * The next request in memory: poll for it as poll_begin() says, or take
- * one the client left (struct aiod_wstate.mbox).  Returns its offset, or
- * 0: read the socket (a datagram waits, or nothing came).  A datagram
- * goes first: it may be a shared fd that a request after it names.
+ * one the client left (struct aiod_wstate.mbox) while a datagram went
+ * first (poll_begin() then does not poll).  Returns its offset, or 0:
+ * read the socket (a datagram waits, or nothing came).  A datagram goes
+ * first: it may be a shared fd that a request after it names.
  */
 static uint64_t next_in_memory(void)
 {
@@ -779,11 +784,7 @@ static uint64_t next_in_memory(void)
 	int32_t me = (int32_t)self;
 	uint32_t mb = AIOD_MB_POLLING;
 	struct timespec t0;
-	uint64_t off;
 
-	/* One left there while a datagram went first. */
-	if (!polling && !bell_waits() && (off = take_mbox()))
-		return off;
 	if (poll_begin()) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		while (!bell_waits() && elapsed_us(&t0) < poll_us &&

@@ -637,9 +637,7 @@ static void adapt_window(int64_t slept_us, bool woken)
 
 unsigned afs_loop_poll_window(void)
 {
-	return afs.opt.poll_us ? (window_us > afs.opt.poll_us ? window_us
-							    : afs.opt.poll_us)
-			       : 0;
+	return window_us;
 }
 
 /*
@@ -662,8 +660,6 @@ static int wait_events(struct epoll_event *evs, int max)
 	aiod_pool_stats(afs.pool, &ps);
 	/* Under load, polling would only crowd the CPUs (aiod/main.c). */
 	if (afs.opt.poll_us && ps.busy <= 1) {
-		if (window_us < afs.opt.poll_us)
-			window_us = afs.opt.poll_us;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		do {
 			n = epoll_wait(epfd, evs, max, 0);
@@ -699,6 +695,8 @@ static int wait_events(struct epoll_event *evs, int max)
 int afs_loop_run(void)
 {
 	int err = setup();
+
+	window_us = afs.opt.poll_us;
 
 	while (!err && !fuse_session_exited(afs.se)) {
 		struct epoll_event evs[4];

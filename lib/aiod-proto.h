@@ -143,7 +143,9 @@ enum {
  * A polling worker takes its doorbell from memory: it moves mbox from
  * NONE to POLLING and watches it.  The client, for a request that
  * carries no fd, stores the request's offset in bell and moves mbox
- * from POLLING to FULL; the worker takes the offset and stores NONE.
+ * from POLLING to FULL; the worker takes the offset and moves FULL to
+ * NONE (a client that gives the worker up takes a request back by the
+ * same move).
  * If the worker stopped polling first (it moves POLLING back to NONE
  * before it sleeps), the client's move fails and it rings the socket.
  * After every datagram it sends, the client adds one to sent; a worker

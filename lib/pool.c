@@ -1427,21 +1427,24 @@ static void worker_lost(struct aiod_pool *p, struct worker *w)
 {
 	struct aiod_req *req = w->cur;
 	int32_t pid = w->pid;
+	uint32_t full = AIOD_MB_FULL;
 	bool untaken;
 
 	if (w->lost)
 		return;
 	w->lost = true;
 	/*
-	 * Handed over in memory and still there: it never ran.  Not a
-	 * CLOSE, though: its ring closed the caller's copy, whose number
-	 * may be another file's now, and the worker's copy went with it.
+	 * Handed over in memory and still there: take it back (the worker
+	 * takes it by the same compare-and-swap, so one of us has it, also
+	 * when it lives on: aiod_pool_free(), worker_bad()); it never ran.
+	 * Not a CLOSE, though: its ring closed the caller's copy, whose
+	 * number may be another file's now, and the worker's copy goes
+	 * with the worker.
 	 */
 	untaken = req && req->op != AIOD_OP_CLOSE &&
-		  __atomic_load_n(&ws_of(p, w)->mbox, __ATOMIC_ACQUIRE) ==
-			  AIOD_MB_FULL &&
-		  __atomic_load_n(&ws_of(p, w)->bell, __ATOMIC_RELAXED) ==
-			  req->msg_off_;
+		  __atomic_compare_exchange_n(&ws_of(p, w)->mbox, &full,
+					      AIOD_MB_NONE, false,
+					      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 	/* Died polling: let another worker poll. */
 	__atomic_compare_exchange_n(&hdr_of(p)->poller, &pid, 0, false,
 				    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);

@@ -641,6 +641,18 @@ unsigned afs_loop_poll_window(void)
 }
 
 /*
+ * Whether a wake-up brought work that polling is for: a kernel request
+ * or a worker's answer.  aiodfsctl's connection or a signal is not.
+ */
+static bool serves(const struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (evs[i].data.u32 == AFS_EV_FUSE || evs[i].data.u32 == AFS_EV_POOL)
+			return true;
+	return false;
+}
+
+/*
  * epoll_wait, but with -o poll=US (default 50) and at most one request
  * in a worker, first polling for window_us (from US to POLL_STRETCH
  * times it, adapt_window()), yielding the CPU to any other runnable task
@@ -679,7 +691,7 @@ static int wait_events(struct epoll_event *evs, int max)
 	n = epoll_wait(epfd, evs, max, timeout_ms());
 	err = errno;
 	if (polled)
-		adapt_window(us_since(&t0), n > 0);
+		adapt_window(us_since(&t0), serves(evs, n));
 	aiod_pool_awake(afs.pool, true);
 	errno = err;
 	return n;

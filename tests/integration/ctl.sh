@@ -59,24 +59,44 @@ check "100,000 bytes written count so (got $w)" test "$w" -ge 100000
 check "the table has a create row" sh -c "'$CTL' stats '$mnt' | grep -q '^create '"
 check "its pid is the daemon's" test "$(json 'd["pid"]')" = "$pid"
 # A program that asks every 150 µs: the loop's polling (50 µs) misses
-# each request and then sleeps a short while, so it polls longer.
-python3 - "$mnt/data" <<'PY'
+# each request and then sleeps a short while, so it polls longer.  The
+# window is read while the program still asks: once it stops, the next
+# long sleep rightly halves the window again.
+python3 - "$mnt/data" <<'PY' &
 import os, sys, time
 os.setxattr(sys.argv[1], "user.poll", b"1")
-for _ in range(3000):
+end = time.monotonic() + 3
+while time.monotonic() < end:
     os.getxattr(sys.argv[1], "user.poll")
     t = time.perf_counter()
     while time.perf_counter() - t < 150e-6:
         pass
 PY
-pw=$(json 'd["poll_window_us"]')
+asker=$!
+# The widest of five looks: on a loaded machine one gap in a thousand
+# may exceed the stretch and halve it.
+pw=0
+for i in 1 2 3 4 5; do
+	sleep 0.4
+	w=$(json 'd["poll_window_us"]')
+	[ "$w" -gt "$pw" ] && pw=$w
+done
+wait "$asker"
 check "requests 150 us apart make it poll longer (got $pw us)" test "$pw" -gt 50
-# Then requests 20 ms apart: each long sleep halves it, down to 50.
+# Then requests 20 ms apart: each long sleep halves it, down to 50.  The
+# loop answers them itself (it knows for attr_timeout that the file has
+# no security.capability): a worker slower than the window would widen
+# it again after each request, rightly, and the check would measure the
+# machine.
 python3 - "$mnt/data" <<'PY'
-import os, sys, time
-for _ in range(8):
+import errno, os, sys, time
+for _ in range(9):
+    try:
+        os.getxattr(sys.argv[1], "security.capability")
+    except OSError as e:
+        if e.errno != errno.ENODATA:
+            raise
     time.sleep(0.02)
-    os.getxattr(sys.argv[1], "user.poll")
 PY
 pw=$(json 'd["poll_window_us"]')
 check "requests 20 ms apart bring it back to 50 us (got $pw us)" test "$pw" = 50

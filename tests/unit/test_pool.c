@@ -1333,7 +1333,8 @@ static void test_pool_resize(void **state)
 	for (int i = 0; i < 3; i++)
 		start_nop(p, &r[i], &count, 200000, 0);
 	wait_count(p, &count, 7, 3000);
-	assert_true(now_ms() - t0 < 390); /* in parallel, not one by one */
+	/* In parallel: one by one would take 600 ms. */
+	assert_true(now_ms() - t0 < 550);
 
 	assert_int_equal(aiod_pool_resize(p, 0), -EINVAL);
 	assert_int_equal(aiod_pool_resize(p, 1025), -EINVAL);

@@ -246,6 +246,14 @@ static struct afs_inode *op_obj(struct op *op, int i, fuse_ino_t nodeid)
 	return in;
 }
 
+/* Name the op's open file i to the worker (again, after an aiod_prep_*). */
+static void op_file_fd(struct op *op, int i)
+{
+	op->req.fd[i] = op->file[i]->fd;
+	if (i == 0)
+		op->req.flags |= AIOD_F_KEEP; /* closed only by afs_close_async() */
+}
+
 /* Make open file fi the op's fd i, held until the op ends. */
 static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
 {
@@ -253,9 +261,7 @@ static void op_file(struct op *op, int i, const struct fuse_file_info *fi)
 
 	f->refs++;
 	op->file[i] = f;
-	op->req.fd[i] = f->fd;
-	if (i == 0)
-		op->req.flags |= AIOD_F_KEEP; /* closed only by afs_close_async() */
+	op_file_fd(op, i);
 	if (i == 0 && !op->live.ino && f->in)
 		op->live.ino = f->in->ino;
 }
@@ -990,11 +996,12 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 
 /*
  * Closing a file drops its locks, but the kernel does not wait for that:
- * a process's close() returns before its RELEASE (or, with posix_locks,
- * the close of its owner's description) has reached the source, and
- * another process's lock request may come right behind it.  So lock
- * requests on an inode wait until the closes of its files in flight are
- * done; the closes of other inodes, hung or not, do not hold them up.
+ * a process's close() returns before its RELEASE has reached the source
+ * (with posix_locks, its FLUSH waits for the close of the owner's
+ * description: afs_flush()), and another process's lock request may
+ * come right behind it.  So lock requests on an inode wait until the
+ * closes of its files in flight are done; the closes of other inodes,
+ * hung or not, do not hold them up.
  */
 static unsigned nclosing_waits; /* ops waiting in after_closes() */
 static unsigned nreleased_held; /* released files requests still hold */
@@ -1219,8 +1226,9 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	op_submit(op, write_done);
 }
 
-static void owner_closed(struct afs_inode *in, uint64_t owner);
+static bool owner_closed(struct afs_inode *in, uint64_t owner);
 static void file_released(struct afs_inode *in, const struct afs_file *f);
+static void interrupted(fuse_req_t freq, void *data);
 
 /*
  * flush comes with every close(2) of a descriptor, and is a close on the
@@ -1233,14 +1241,40 @@ static void file_released(struct afs_inode *in, const struct afs_file *f);
  * read, or created and left empty, is answered at once: on a slow source
  * that spares the application a round trip to it.
  */
+static bool flush_pushes(const struct afs_file *f)
+{
+	return !f->in || f->backing || f->flushed != f->in->writes;
+}
+
+static void flush_run(struct op *op)
+{
+	struct afs_file *f = op->file[0];
+
+	if (!flush_pushes(f)) {
+		reply_err(op, 0);
+		return;
+	}
+	if (f->in)
+		f->flushed = f->in->writes;
+	aiod_prep_flush(&op->req, -1);
+	op_file_fd(op, 0);
+	direct_reply(op, false);
+	op_submit(op, reply_status);
+}
+
+/*
+ * With posix_locks, the close also ends the owner's locks: the close of
+ * its description on the source (afs_close_async()) must be done before
+ * close(2) returns, or a process on the source could still find them.
+ */
 static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
+	struct afs_inode *in = afs_inode_get(ino);
+	bool unlocks = afs.opt.posix_locks && owner_closed(in, fi->lock_owner);
 	struct op *op;
 
-	if (afs.opt.posix_locks)
-		owner_closed(afs_inode_get(ino), fi->lock_owner);
-	if (f->in && !f->backing && f->flushed == f->in->writes) {
+	if (!flush_pushes(f) && !(unlocks && in->closing)) {
 		fuse_reply_err(freq, 0);
 		afs_stats_count(AFS_OP_FLUSH, 0, 0);
 		return;
@@ -1248,12 +1282,12 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 	op = op_new(freq, AFS_OP_FLUSH, NULL, NULL);
 	if (!op)
 		return;
-	if (f->in)
-		f->flushed = f->in->writes;
-	aiod_prep_flush(&op->req, -1);
 	op_file(op, 0, fi);
-	direct_reply(op, false);
-	op_submit(op, reply_status);
+	afs_inode_hold(in);
+	op->in[0] = in;
+	fuse_req_interrupt_func(freq, interrupted, op);
+	if (!(unlocks && after_closes(op, flush_run)))
+		flush_run(op);
 }
 
 static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
@@ -1569,13 +1603,18 @@ void afs_lock_owners_free(struct afs_inode *in)
 		owner_drop(&in->owners);
 }
 
-/* FLUSH: the owner closed an fd on the file, which ends its locks. */
-static void owner_closed(struct afs_inode *in, uint64_t owner)
+/*
+ * FLUSH: the owner closed an fd on the file, which ends its locks.
+ * Returns whether it had any.
+ */
+static bool owner_closed(struct afs_inode *in, uint64_t owner)
 {
 	struct afs_lock_owner **pp = owner_find(in, owner);
 
-	if (*pp)
-		owner_drop(pp);
+	if (!*pp)
+		return false;
+	owner_drop(pp);
+	return true;
 }
 
 /* RELEASE of f: the OFD locks taken through it end with it. */

@@ -181,6 +181,22 @@ os.close(fd2)
 check("the holder's close of another fd on the file ends its lock (POSIX)",
       ask(lambda: try_posix(s)) == "locked")
 os.close(fd)
+# ... before that close returns: asked at once, on the source, 200 times.
+sfd = os.open(s, os.O_RDWR)
+def source_free():
+    lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 10, 0)
+    return struct.unpack("hhqqi4x", fcntl.fcntl(sfd, OFD_GETLK, lk))[0] == fcntl.F_UNLCK
+freed = 0
+for _ in range(200):
+    fd = os.open(m, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+    held = not source_free()
+    os.close(os.open(m, os.O_RDONLY))
+    freed += held and source_free()
+    os.close(fd)
+os.close(sfd)
+check(f"the source sees the lock gone when close() returns: 200 times ({freed})",
+      freed == 200)
 
 # A lock held on the source, seen and waited for through the mount.
 sfd = os.open(s, os.O_RDWR)

@@ -13,8 +13,10 @@
 # F_SETLK and F_OFD_SETLK alike); F_GETLK through the mount sees a lock
 # held on the source; a process's close of an fd on another file, or
 # another process's close, leaves a lock alone, while the holder's close
-# of any fd on the file ends it; F_SETLKW waits until the holder lets
-# go, and ^C ends the wait with EINTR.  Without the option, fcntl locks
+# of any fd on the file ends it, on the source too before close(2)
+# returns; four processes adding to a number under lockf lose nothing;
+# F_SETLKW waits until the holder lets go, and ^C ends the wait with
+# EINTR.  Without the option, fcntl locks
 # stay inside the mount: the source does not see them.  The posix_locks
 # mount has one worker, so waits there are the parked kind (ops.c).
 #
@@ -233,6 +235,33 @@ line = f.readline().strip()
 check(f"F_SETLKW through the mount waits for the source's holder: {line}", line == "locked")
 os.waitpid(pid, 0)
 os.close(sfd)
+
+# Four processes add one to a number in the file 50 times each, each
+# time under lockf, which the close ends: none of the 200 is lost.
+with open(m, "w") as f:
+    f.write("0")
+def adder():
+    for _ in range(50):
+        fd = os.open(m, os.O_RDWR)
+        fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)
+        v = int(os.pread(fd, 32, 0))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(v + 1).encode(), 0)
+        os.close(fd)
+adders = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            adder()
+        finally:
+            os._exit(0)
+    adders.append(pid)
+for pid in adders:
+    os.waitpid(pid, 0)
+with open(m) as f:
+    total = f.read()
+check(f"4 processes add 50 each under lockf: {total}", total == "200")
 
 # OFD locks through the mount: the open file's, until its release.
 fd = os.open(m, os.O_RDWR)

@@ -1285,8 +1285,9 @@ static void afs_flush(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi
 	op_file(op, 0, fi);
 	afs_inode_hold(in);
 	op->in[0] = in;
-	fuse_req_interrupt_func(freq, interrupted, op);
-	if (!(unlocks && after_closes(op, flush_run)))
+	if (unlocks && after_closes(op, flush_run))
+		fuse_req_interrupt_func(freq, interrupted, op); /* ^C: EINTR */
+	else
 		flush_run(op);
 }
 

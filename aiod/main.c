@@ -776,7 +776,8 @@ static bool poll_begin(void)
  * one the client left (struct aiod_wstate.mbox) while a datagram went
  * first (poll_begin() then does not poll).  Returns its offset, or 0:
  * read the socket (a datagram waits, or nothing came).  A datagram goes
- * first: it may be a shared fd that a request after it names.
+ * first: it may be a shared fd that a request after it names; and we
+ * stop polling before we serve it, so that an idle worker may poll.
  */
 static uint64_t next_in_memory(void)
 {
@@ -909,7 +910,7 @@ int main(int argc, char **argv)
 		int fds[AIOD_WIRE_MAXFD], nfds = 0;
 		ssize_t n;
 
-		uint64_t off = bell_waits() ? 0 : next_in_memory();
+		uint64_t off = next_in_memory();
 
 		if (off) {
 			if (serve(off, NULL, 0) < 0)

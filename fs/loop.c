@@ -607,12 +607,9 @@ static int timeout_ms(void)
 
 static unsigned window_us;      /* the loop's polling now (wait_events()) */
 
-static int64_t us_since(const struct timespec *t0)
+static int64_t us_since(int64_t t0_ns)
 {
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+	return (afs_now_ns() - t0_ns) / 1000;
 }
 
 /*
@@ -665,14 +662,14 @@ static bool serves(const struct epoll_event *evs, int n)
 static int wait_events(struct epoll_event *evs, int max)
 {
 	struct aiod_pool_stats ps;
-	struct timespec t0;
+	int64_t t0;
 	bool polled = false;
 	int n, err;
 
 	aiod_pool_stats(afs.pool, &ps);
 	/* Under load, polling would only crowd the CPUs (aiod/main.c). */
 	if (afs.opt.poll_us && ps.busy <= 1) {
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		t0 = afs_now_ns();
 		do {
 			n = epoll_wait(epfd, evs, max, 0);
 			if (n != 0)
@@ -681,17 +678,17 @@ static int wait_events(struct epoll_event *evs, int max)
 			if (aiod_pool_reap(afs.pool) > 0)
 				return 0;
 			sched_yield(); /* only an otherwise idle CPU polls */
-		} while (us_since(&t0) < window_us);
+		} while (us_since(t0) < window_us);
 		polled = true;
 	}
 	/* About to sleep: from now on a finished request rings. */
 	if (aiod_pool_awake(afs.pool, false) > 0)
 		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = afs_now_ns();
 	n = epoll_wait(epfd, evs, max, timeout_ms());
 	err = errno;
 	if (polled)
-		adapt_window(us_since(&t0), serves(evs, n));
+		adapt_window(us_since(t0), serves(evs, n));
 	aiod_pool_awake(afs.pool, true);
 	errno = err;
 	return n;

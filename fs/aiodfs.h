@@ -51,6 +51,7 @@ struct afs_opts {
 	bool default_permissions;   /* the kernel checks permissions too */
 	double attr_timeout;
 	double entry_timeout;
+	double negative_timeout;    /* for a name the source lacks */
 	double slow;                /* -o slow: the watchdog's seconds, 0: off */
 	bool debug;
 };

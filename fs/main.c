@@ -65,6 +65,7 @@ struct cli {
 	int passthrough;
 	double attr_timeout;
 	double entry_timeout;
+	double negative_timeout;
 	double slow;
 	unsigned max_read;
 	unsigned max_write;
@@ -92,6 +93,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("nopassthrough", passthrough, 0),
 	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
 	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
+	CLI_OPT("negative_timeout=%lf", negative_timeout, 0),
 	CLI_OPT("slow=%lf", slow, 0),
 	CLI_OPT("max_read=%u", max_read, 0),
 	CLI_OPT("max_write=%u", max_write, 0),
@@ -131,6 +133,9 @@ static void usage(const char *prog)
 	       "    -o cache=MODE          never, auto (default) or always\n"
 	       "    -o attr_timeout=SECS   how long the kernel trusts attributes\n"
 	       "    -o entry_timeout=SECS  how long the kernel trusts names\n"
+	       "    -o negative_timeout=SECS\n"
+	       "                           how long it trusts that a name is\n"
+	       "                           missing (default: entry_timeout)\n"
 	       "    -o slow=SECS           log requests a worker holds longer\n"
 	       "                           (default 10; 0: never)\n"
 	       "    -o readahead=KB        the mount's readahead, at most 65536 (default:\n"
@@ -519,7 +524,8 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = { .workers = (unsigned)-1, .poll = DEFAULT_POLL_US,
-			   .attr_timeout = -1, .entry_timeout = -1, .slow = 10,
+			   .attr_timeout = -1, .entry_timeout = -1,
+			   .negative_timeout = -1, .slow = 10,
 			   .max_read = 1u << 20, .max_write = (unsigned)-1,
 			   .readahead = (unsigned)-1 };
 	struct fuse_cmdline_opts copts = { 0 };
@@ -587,6 +593,9 @@ int main(int argc, char **argv)
 	afs.opt.attr_timeout = cli.attr_timeout >= 0 ? cli.attr_timeout : timeout;
 	afs.opt.entry_timeout = cli.entry_timeout >= 0 ? cli.entry_timeout
 						       : timeout;
+	afs.opt.negative_timeout = cli.negative_timeout >= 0
+					   ? cli.negative_timeout
+					   : afs.opt.entry_timeout;
 	afs.opt.writeback = cli.writeback;
 	afs.opt.splice = !cli.nosplice;
 	afs.opt.direct_io = cli.direct_io;

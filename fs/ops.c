@@ -112,6 +112,12 @@ static double entry_timeout(void)
 	return afs.shared_unchecked ? 0.0 : afs.opt.entry_timeout;
 }
 
+/* The same holds for a name's absence. */
+static double negative_timeout(void)
+{
+	return afs.shared_unchecked ? 0.0 : afs.opt.negative_timeout;
+}
+
 static void stat_of(const struct statx *x, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -491,16 +497,44 @@ static void entry_done(struct op *op)
 	entry_found(op);
 }
 
+/*
+ * A lookup that failed.  A name the source lacks the kernel may keep as
+ * a negative entry for negative_timeout(): it asks again after that, at
+ * once for an O_EXCL create, and forgets it when a name is made there
+ * through the mount.  Returns whether it replied.
+ */
+static bool lookup_failed(struct op *op)
+{
+	struct fuse_entry_param e;
+
+	if (op->req.result >= 0)
+		return false;
+	if (op->req.result != -ENOENT || negative_timeout() <= 0) {
+		reply_err(op, (int)-op->req.result);
+		return true;
+	}
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = negative_timeout();
+	fuse_reply_entry(op->freq, &e); /* ino 0: absent */
+	op->err = ENOENT;
+	op_free(op);
+	return true;
+}
+
+static void lookup_done(struct op *op)
+{
+	if (!lookup_failed(op))
+		entry_found(op);
+}
+
 /* Without handles, a lookup is the O_PATH open the inode will pin. */
 static void lookup_pinned(struct op *op)
 {
 	struct aiod_req *req = &op->req;
 	struct afs_inode *in;
 
-	if (req->result < 0) {
-		reply_err(op, (int)-req->result);
+	if (lookup_failed(op))
 		return;
-	}
 	op->stx = req->stx;
 	in = afs_inode_find(&req->stx, NULL);
 	if (in)
@@ -527,7 +561,7 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	if (afs.use_handles) {
 		aiod_prep_lookup(&op->req, -1, op->name[0]);
 		op_obj(op, 0, parent);
-		op_submit(op, entry_done);
+		op_submit(op, lookup_done);
 		return;
 	}
 	aiod_prep_open(&op->req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,

@@ -152,5 +152,48 @@ os.write(fd, b"by nobody\n")' "$mnt/prog2"
 check "a set-id bit set behind the mount: a user's write drops it" \
 	test "$(stat -c %a "$src/prog2")" = 777
 fusermount3 -u "$mnt"
+
+# A name the source lacks: the kernel keeps its absence for
+# negative_timeout (default entry_timeout) and asks the daemon no more;
+# a name made behind the mount shows once that has passed, one made
+# through the mount at once.  An O_EXCL create asks the source anyway.
+src=$T/src-neg mnt=$T/mnt-neg
+mkdir -p "$src" "$mnt"
+"$AIODFS" -o entry_timeout=1 "$src" "$mnt" || exit 1
+echo "== negative entries (entry_timeout=1)"
+lookups() { "$CTL" stats "$mnt" | awk '$1 == "lookup" { n = $2 } END { print n + 0 }'; }
+before=$(lookups)
+for i in 1 2 3; do stat "$mnt/absent" 2>/dev/null; done
+check "three stats of a missing name: one lookup (got $(( $(lookups) - before )))" \
+	test $(( $(lookups) - before )) = 1
+echo behind > "$src/absent"
+check "made behind the mount: still missing before the timeout" \
+	test ! -e "$mnt/absent"
+check "an O_EXCL create of it fails with EEXIST" python3 -c '
+import errno, os, sys
+try:
+    os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+except FileExistsError:
+    sys.exit(0)
+sys.exit(1)' "$mnt/absent"
+sleep 1.2
+check "and seen after it" test "$(cat "$mnt/absent" 2>&1)" = behind
+stat "$mnt/later" 2>/dev/null
+echo through > "$mnt/later"
+check "made through the mount: seen at once" test "$(cat "$mnt/later" 2>&1)" = through
+stat "$mnt/dir" 2>/dev/null
+mkdir "$mnt/dir"
+check "a directory made through the mount: seen at once" test -d "$mnt/dir"
+rm "$mnt/later"
+check "removed through the mount: gone at once" test ! -e "$mnt/later"
+fusermount3 -u "$mnt"
+"$AIODFS" -o entry_timeout=1,negative_timeout=0 "$src" "$mnt" || exit 1
+before=$(lookups)
+for i in 1 2 3; do stat "$mnt/absent2" 2>/dev/null; done
+check "negative_timeout=0: three stats, three lookups (got $(( $(lookups) - before )))" \
+	test $(( $(lookups) - before )) = 3
+echo behind > "$src/absent2"
+check "and a name made behind the mount is seen at once" test -e "$mnt/absent2"
+fusermount3 -u "$mnt"
 [ "$failures" = 0 ] || status=1
 exit $status

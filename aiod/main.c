@@ -505,8 +505,21 @@ static void stat_after(struct op_ctx *c)
 }
 
 /*
+ * Whether the request that just ended with res wants the reply the client
+ * prepared (struct aiod_reply in aiod.h): on success, or on the one
+ * error it names.  A request that opened an fd sends it to the client,
+ * which answers.
+ */
+static bool wants_reply(const struct aiod_msg *m, int64_t res, int ret_fd)
+{
+	if (m->reply_fd == AIOD_WIRE_FD_NONE || ret_fd >= 0)
+		return false;
+	return m->reply_on_error ? res == m->reply_on_error : res >= 0;
+}
+
+/*
  * Write the reply the client prepared for the request that just
- * succeeded (struct aiod_reply in aiod.h), marking the message WRITING
+ * ended as it wanted (wants_reply()), marking the message WRITING
  * first: if we die now, the client must not run the request again.  A
  * reply we cannot make is left to the client (reply_state NONE).
  */
@@ -537,7 +550,7 @@ static void write_reply(struct aiod_msg *m, const struct op_ctx *c)
 		niov = 2;
 	}
 	memcpy(hdr + m->reply_len_off, &len, sizeof(len));
-	if (m->reply_res_off)
+	if (m->reply_res_off && m->result >= 0)
 		memcpy(hdr + m->reply_res_off, &res, sizeof(res));
 	__atomic_store_n(&m->reply_state, AIOD_REPLY_WRITING, __ATOMIC_RELEASE);
 	do
@@ -665,7 +678,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	m->kept = keep >= 0;
 	kmode = m->keep;
 	kslot = m->keep_slot;
-	if (res >= 0 && m->reply_fd != AIOD_WIRE_FD_NONE && c.ret_fd < 0)
+	if (wants_reply(m, res, c.ret_fd))
 		write_reply(m, &c);
 	if (trace)
 		trace_req(&c);

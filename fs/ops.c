@@ -347,6 +347,8 @@ static void complete(struct aiod_req *req)
 		return;
 	}
 	/* The worker answered: libfuse need only forget the request. */
+	if (req->result < 0)
+		op->err = (int)-req->result; /* absent_reply()'s ENOENT */
 	count_bytes(op);
 	fuse_reply_none(op->freq);
 	op->live.end_ns = (int64_t)req->reply_ns;
@@ -498,6 +500,39 @@ static void entry_done(struct op *op)
 }
 
 /*
+ * Lookups of a name the source lacks are answered by the worker, like
+ * reads (direct_reply()), when the lookup fails with ENOENT: the
+ * negative entry lookup_failed() would send, which needs nothing of the
+ * loop's tables.  The program's next request (the create that often
+ * follows) then need not wait for the loop to hear from the worker.
+ */
+static void absent_reply(struct op *op)
+{
+	struct {
+		struct fuse_out_header h;
+		struct fuse_entry_out e;
+	} r;
+	double t = negative_timeout();
+
+	_Static_assert(sizeof(r) <= AIOD_REPLY_HDR_MAX, "a whole entry reply");
+	memset(&r, 0, sizeof(r));
+	if (afs.reply_fd < 0 || t <= 0 || !afs.entry_out_full ||
+	    !afs_loop_unique(&r.h.unique))
+		return;
+	r.e.entry_valid = t < (double)UINT64_MAX ? (uint64_t)t : UINT64_MAX;
+	r.e.entry_valid_nsec = t < (double)UINT64_MAX
+				       ? (uint32_t)((t - (double)r.e.entry_valid) * 1e9)
+				       : 0;
+	op->reply.fd = afs.reply_fd;
+	op->reply.hdr_len = sizeof(r);
+	op->reply.len_off = offsetof(struct fuse_out_header, len);
+	op->reply.res_off = 0;
+	op->reply.on_error = -ENOENT;
+	memcpy(op->reply.hdr, &r, sizeof(r));
+	op->req.reply = &op->reply;
+}
+
+/*
  * A lookup that failed.  A name the source lacks the kernel may keep as
  * a negative entry for negative_timeout(): it asks again after that, at
  * once for an O_EXCL create, and forgets it when a name is made there
@@ -561,6 +596,7 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	if (afs.use_handles) {
 		aiod_prep_lookup(&op->req, -1, op->name[0]);
 		op_obj(op, 0, parent);
+		absent_reply(op);
 		op_submit(op, lookup_done);
 		return;
 	}
@@ -568,6 +604,7 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 		       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
 	op->req.flags = AIOD_F_LOOKUP;
+	absent_reply(op);
 	op_submit(op, lookup_pinned);
 }
 
@@ -2174,6 +2211,9 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fuse_conn_info_opts *copts = userdata;
 
+	/* Older kernels take a shorter entry (absent_reply()). */
+	afs.entry_out_full = conn->proto_major > 7 ||
+			     (conn->proto_major == 7 && conn->proto_minor >= 9);
 	conn->max_read = afs.max_read;
 	conn->max_readahead = 1u << 20;
 	conn->max_background = 64;

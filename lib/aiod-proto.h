@@ -47,7 +47,9 @@
  * reply may have gone out (then the request must not run again).  A
  * worker that takes input a second run would not find again (the pipe
  * of PWRITE_PIPE, when it cannot leave it as it was) sets consumed
- * first, with the same effect.  With poll_us set in the
+ * first, with the same effect.  With reply_on_error set, the reply is
+ * written only when the op fails with that error, never on success.
+ * With poll_us set in the
  * arena header, a worker that has replied and wins the header's poller
  * word polls for the next doorbell that long before it sleeps, and the
  * client hands its next request to that worker first, through memory
@@ -63,7 +65,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 10u
+#define AIOD_PROTO_VERSION 11u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -235,6 +237,8 @@ struct aiod_msg {
 	uint32_t reply_hdr_len; /* client: struct aiod_reply */
 	uint32_t reply_len_off;
 	uint32_t reply_res_off;
+	int32_t reply_on_error; /* client: 0, or the one error to reply to */
+	uint32_t pad1;
 	uint8_t reply_hdr[AIOD_REPLY_HDR_MAX];
 
 	uint32_t reply_state;   /* worker: AIOD_REPLY_* */

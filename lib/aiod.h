@@ -278,14 +278,21 @@ struct aiod_cred {
  * reader without a round trip through the client.  fd must be one of
  * the pool's shared fds (aiod_pool_opts.shared_fds, aiod_pool_share()).
  * If the op fails, nothing is written: the callback answers as usual.
+ *
+ * With on_error set to a negative errno, the reply is for that failure
+ * instead: the worker writes hdr (its length at len_off, nothing at
+ * res_off) only when the op fails with exactly that error, and nothing
+ * when it succeeds (a FUSE daemon's answer to a lookup of a name that
+ * does not exist, which needs nothing from the daemon's tables).
  */
-#define AIOD_REPLY_HDR_MAX 32
+#define AIOD_REPLY_HDR_MAX 160
 
 struct aiod_reply {
 	int fd;
 	uint32_t hdr_len;       /* at most AIOD_REPLY_HDR_MAX */
 	uint32_t len_off;       /* hdr_len - 4 at most */
 	uint32_t res_off;       /* 0, or hdr_len - 4 at most */
+	int32_t on_error;       /* 0, or -errno: see above */
 	unsigned char hdr[AIOD_REPLY_HDR_MAX];
 };
 

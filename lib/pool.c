@@ -559,6 +559,7 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 		m->reply_hdr_len = req->reply->hdr_len;
 		m->reply_len_off = req->reply->len_off;
 		m->reply_res_off = req->reply->res_off;
+		m->reply_on_error = req->reply->on_error;
 		memcpy(m->reply_hdr, req->reply->hdr, req->reply->hdr_len);
 		if (aiod__op_data(req->op) == AIOD__DATA_OUT)
 			m->wflags |= AIOD_WF_REPLY_DATA;
@@ -1986,7 +1987,8 @@ static bool reply_ok(const struct aiod_pool *p, const struct aiod_reply *r)
 {
 	return shared_index(p, r->fd) >= 0 && r->hdr_len <= AIOD_REPLY_HDR_MAX &&
 	       r->hdr_len >= 4 && r->len_off <= r->hdr_len - 4 &&
-	       r->res_off <= r->hdr_len - 4;
+	       r->res_off <= r->hdr_len - 4 && r->on_error <= 0 &&
+	       r->on_error > -4096;
 }
 
 static bool name_ok(const char *name)

@@ -1188,6 +1188,63 @@ static void test_pool_worker_replies(void **state)
 	rmdir(dir);
 }
 
+/*
+ * A reply for one error (aiod_reply.on_error): written when the op fails
+ * with exactly that error, with its length and without the result; not
+ * when the op succeeds or fails otherwise, nor may on_error be positive.
+ */
+static void test_pool_error_replies(void **state)
+{
+	char dir[] = "/tmp/aiod-ereply-XXXXXX", got[128];
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_reply r;
+	struct aiod_req req;
+	int pfd[2], dfd, count = 0;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	assert_int_equal(aiod_pool_share(p, pfd[1]), 0);
+	set_reply(&r, pfd[1], true);
+	r.on_error = -ENOENT;
+
+	aiod_prep_lookup(&req, dfd, "missing");
+	submit_replied(p, &req, &r, &count);
+	wait_count(p, &count, 1, 2000);
+	assert_int_equal(req.result, -ENOENT);
+	assert_int_equal(req.replied, 1);
+	assert_true(req.reply_ns > 0);
+	assert_int_equal(read_reply(pfd[0], got, sizeof(got)), 20);
+	assert_int_equal(*(uint32_t *)got, 0); /* no result patched in */
+
+	aiod_prep_lookup(&req, dfd, ".");
+	submit_replied(p, &req, &r, &count);
+	wait_count(p, &count, 2, 2000);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(req.replied, 0);
+	assert_true(pipe_empty(pfd[0]));
+
+	aiod_prep_lookup(&req, dfd, "missing/below");
+	r.on_error = -EACCES;
+	submit_replied(p, &req, &r, &count);
+	wait_count(p, &count, 3, 2000);
+	assert_int_equal(req.result, -ENOENT);
+	assert_int_equal(req.replied, 0);
+	assert_true(pipe_empty(pfd[0]));
+
+	r.on_error = ENOENT;
+	aiod_prep_lookup(&req, dfd, "missing");
+	req.reply = &r;
+	assert_int_equal(aiod_submit(p, &req), -EINVAL);
+	aiod_pool_free(p);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(dfd);
+	rmdir(dir);
+}
+
 /* How many children this process has now named comm (aiod: workers). */
 static int children_named(const char *comm)
 {
@@ -1920,6 +1977,7 @@ int main(void)
 		cmocka_unit_test(test_pool_close_in_closer),
 		cmocka_unit_test(test_closer_knows_flushless),
 		cmocka_unit_test(test_pool_worker_replies),
+		cmocka_unit_test(test_pool_error_replies),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),
 		cmocka_unit_test(test_pool_cancel_on_fresh_worker),
 		cmocka_unit_test(test_pool_wait_from_callback),

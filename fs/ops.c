@@ -301,8 +301,9 @@ static bool op_submit(struct op *op, op_step *next)
 }
 
 /*
- * Reads, writes, fsyncs and flushes are answered by the worker that runs
- * them, straight to the kernel, when they succeed: the reply goes out
+ * Reads, writes, fsyncs, flushes, unlinks, rmdirs and renames are
+ * answered by the worker that runs them, straight to the kernel, when
+ * they succeed (nothing of ours changes with them): the reply goes out
  * without a trip back through the loop, which learns of it when it next
  * wakes (aiod_pool_lazy()).  Their last step must do nothing on success
  * but reply and free: this op's one request must be its last.  The reply
@@ -1010,6 +1011,7 @@ static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	set_cred(op);
 	aiod_prep_unlink(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
+	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
 
@@ -1022,6 +1024,7 @@ static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	set_cred(op);
 	aiod_prep_rmdir(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
+	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
 
@@ -1037,6 +1040,7 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	aiod_prep_rename(&op->req, -1, op->name[0], -1, op->name[1], flags);
 	op_obj(op, 0, parent);
 	op_obj(op, 1, newparent);
+	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
 

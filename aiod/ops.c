@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -805,6 +806,43 @@ static int64_t op_lock(struct op_ctx *c)
 	return res < 0 ? res : 0;
 }
 
+/*
+ * The inode flags, by the four ioctls chattr(1) and lsattr(1) use (the
+ * kernel's FS_IOC_GETFLAGS takes an int, whatever its number says).
+ */
+static int64_t op_fileattr(struct op_ctx *c)
+{
+	struct aiod_fileattr *fa = &c->m->fa;
+	struct fsxattr x = {
+		.fsx_xflags = fa->xflags, .fsx_extsize = fa->extsize,
+		.fsx_nextents = fa->nextents, .fsx_projid = fa->projid,
+		.fsx_cowextsize = fa->cowextsize,
+	};
+	unsigned long cmd = (unsigned long)c->m->arg[0];
+	int flags = (int)fa->flags;
+
+	switch (cmd) {
+	case FS_IOC_GETFLAGS:
+	case FS_IOC_SETFLAGS:
+		if (ioctl(c->fd[0], cmd, &flags) < 0)
+			return -errno;
+		fa->flags = (uint32_t)flags;
+		return 0;
+	case FS_IOC_FSGETXATTR:
+	case FS_IOC_FSSETXATTR:
+		if (ioctl(c->fd[0], cmd, &x) < 0)
+			return -errno;
+		fa->xflags = x.fsx_xflags;
+		fa->extsize = x.fsx_extsize;
+		fa->nextents = x.fsx_nextents;
+		fa->projid = x.fsx_projid;
+		fa->cowextsize = x.fsx_cowextsize;
+		return 0;
+	default:
+		return -ENOTTY;
+	}
+}
+
 op_fn *const aiod_ops[AIOD_OP__COUNT] = {
 	[AIOD_OP_NOP] = op_nop,
 	[AIOD_OP_LOOKUP] = op_lookup,
@@ -842,6 +880,7 @@ op_fn *const aiod_ops[AIOD_OP__COUNT] = {
 	[AIOD_OP_FLOCK] = op_flock,
 	[AIOD_OP_LOCK] = op_lock,
 	[AIOD_OP_PWRITE_PIPE] = op_pwrite_pipe,
+	[AIOD_OP_FILEATTR] = op_fileattr,
 };
 
 _Static_assert(sizeof(aiod_ops) / sizeof(aiod_ops[0]) == AIOD_OP__COUNT,

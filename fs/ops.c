@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1488,6 +1489,96 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 	op_submit(op, lseek_done);
 }
 
+static void fileattr_done(struct op *op)
+{
+	const struct aiod_fileattr *fa = &op->req.fa;
+	unsigned long cmd = (unsigned long)op->req.arg[0];
+	struct fsxattr x = {
+		.fsx_xflags = fa->xflags, .fsx_extsize = fa->extsize,
+		.fsx_nextents = fa->nextents, .fsx_projid = fa->projid,
+		.fsx_cowextsize = fa->cowextsize,
+	};
+	int flags = (int)fa->flags;
+
+	if (op->req.result < 0) {
+		reply_err(op, (int)-op->req.result);
+		return;
+	}
+	if (cmd == FS_IOC_GETFLAGS)
+		fuse_reply_ioctl(op->freq, 0, &flags, sizeof(flags));
+	else if (cmd == FS_IOC_FSGETXATTR)
+		fuse_reply_ioctl(op->freq, 0, &x, sizeof(x));
+	else
+		fuse_reply_ioctl(op->freq, 0, NULL, 0);
+	op_free(op);
+}
+
+/*
+ * ioctl: only the inode flags, which the kernel asks for on chattr(1)
+ * and lsattr(1) (the FS_IOC_GETFLAGS family goes through its fileattr
+ * calls, FUSE_IOCTL with the int the ioctl really takes).  Any other
+ * command is one this daemon cannot know the meaning of: ENOTTY, as
+ * for an ioctl a file does not have.
+ */
+static void afs_ioctl(fuse_req_t freq, fuse_ino_t ino, unsigned int cmd,
+		      void *arg, struct fuse_file_info *fi, unsigned flags,
+		      const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	struct aiod_fileattr fa = { 0 };
+	struct fsxattr x;
+	size_t in = 0, out = 0;
+	struct op *op;
+	int err = 0;
+
+	(void)ino;
+	(void)arg;
+	(void)flags; /* FUSE_IOCTL_DIR needs nothing of its own */
+	switch (cmd) {
+	case FS_IOC_GETFLAGS:
+		out = sizeof(int);
+		break;
+	case FS_IOC_SETFLAGS:
+		in = sizeof(int);
+		break;
+	case FS_IOC_FSGETXATTR:
+		out = sizeof(x);
+		break;
+	case FS_IOC_FSSETXATTR:
+		in = sizeof(x);
+		break;
+	default:
+		err = ENOTTY;
+	}
+	if (!err && (in_bufsz < in || out_bufsz < out))
+		err = EINVAL;
+	if (err) {
+		fuse_reply_err(freq, err);
+		afs_stats_count(AFS_OP_IOCTL, err, 0);
+		return;
+	}
+	if (cmd == FS_IOC_SETFLAGS) {
+		int v;
+
+		memcpy(&v, in_buf, sizeof(v));
+		fa.flags = (uint32_t)v;
+	} else if (cmd == FS_IOC_FSSETXATTR) {
+		memcpy(&x, in_buf, sizeof(x));
+		fa.xflags = x.fsx_xflags;
+		fa.extsize = x.fsx_extsize;
+		fa.nextents = x.fsx_nextents;
+		fa.projid = x.fsx_projid;
+		fa.cowextsize = x.fsx_cowextsize;
+	}
+	op = op_new(freq, AFS_OP_IOCTL, NULL, NULL);
+	if (!op)
+		return;
+	if (in)
+		set_cred(op); /* the source decides who may */
+	aiod_prep_fileattr(&op->req, -1, cmd, &fa);
+	op_file(op, 0, fi);
+	op_submit(op, fileattr_done);
+}
+
 /*
  * Blocking lock waits.  A flock or F_SETLKW that must wait does so in a
  * worker (the loop never waits), but never in all of them: at most
@@ -2224,6 +2315,8 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->congestion_threshold = 48;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_IOCTL_DIR)
+		conn->want |= FUSE_CAP_IOCTL_DIR; /* lsattr -d */
 	if (afs.opt.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	/*
@@ -2283,6 +2376,7 @@ const struct fuse_lowlevel_ops afs_ops = {
 	.fallocate = afs_fallocate,
 	.copy_file_range = afs_copy_file_range,
 	.lseek = afs_lseek,
+	.ioctl = afs_ioctl,
 	.flock = afs_flock,
 	.getlk = afs_getlk,
 	.setlk = afs_setlk,

@@ -49,6 +49,7 @@ static const char *const op_names[AFS_OP__COUNT] = {
 	[AFS_OP_FALLOCATE] = "fallocate",
 	[AFS_OP_COPY_FILE_RANGE] = "copy_file_range",
 	[AFS_OP_LSEEK] = "lseek",
+	[AFS_OP_IOCTL] = "ioctl",
 };
 
 /* Bucket b holds latencies in [2^(b/4), 2^((b+1)/4)) ns, roughly. */

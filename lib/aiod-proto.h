@@ -65,7 +65,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 11u
+#define AIOD_PROTO_VERSION 12u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -231,6 +231,7 @@ struct aiod_msg {
 	uint64_t data_len;      /* client: its size */
 	int64_t arg[5];         /* client: per op, see enum aiod_op */
 	struct aiod_lock lk;    /* client and worker: AIOD_OP_LOCK */
+	struct aiod_fileattr fa; /* client and worker: AIOD_OP_FILEATTR */
 	int32_t reply_fd;       /* client: AIOD_WIRE_FD_SHARED - k, or NONE */
 	uint32_t keep;          /* client: AIOD_KEEP_* */
 	uint32_t keep_slot;     /* client: below AIOD_KEEP_SLOTS */
@@ -261,6 +262,7 @@ _Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
 _Static_assert(sizeof(struct aiod_wstate) == 24, "wstate layout");
 _Static_assert(sizeof(struct aiod_done) == 16, "done layout");
 _Static_assert(sizeof(struct aiod_lock) == 24, "lock layout");
+_Static_assert(sizeof(struct aiod_fileattr) == 24, "fileattr layout");
 _Static_assert(sizeof(struct aiod_fh) == 8 + AIOD_FH_MAX, "fh layout");
 _Static_assert(sizeof(struct statx) == 256, "statx is kernel ABI");
 _Static_assert(sizeof(struct aiod_direntplus) == 424, "direntplus layout");

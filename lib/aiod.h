@@ -156,6 +156,14 @@ enum aiod_op {
 				    and reports a write-back error here),
 				    before the request ends; the caller's
 				    fd stays open */
+	AIOD_OP_FILEATTR = 36,   /* ioctl(fd, arg[0], ...) for the inode
+				    flags (chattr(1), lsattr(1)), with fa
+				    in and out: FS_IOC_GETFLAGS and
+				    FS_IOC_SETFLAGS (fa.flags),
+				    FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR
+				    (the other fields); any other command
+				    fails with ENOTTY.  fd is an open file
+				    or directory, not O_PATH */
 	AIOD_OP__COUNT
 };
 
@@ -257,6 +265,19 @@ struct aiod_lock {
 	int64_t len;
 };
 
+/*
+ * An inode's flags (AIOD_OP_FILEATTR): FS_*_FL for FS_IOC_[GS]ETFLAGS,
+ * and struct fsxattr's fields for FS_IOC_FS[GS]ETXATTR.
+ */
+struct aiod_fileattr {
+	uint32_t flags;
+	uint32_t xflags;        /* FS_XFLAG_* */
+	uint32_t extsize;
+	uint32_t nextents;
+	uint32_t projid;
+	uint32_t cowextsize;
+};
+
 /* Credentials a request runs with (fsuid, fsgid, supplementary groups). */
 struct aiod_cred {
 	uint32_t uid;
@@ -318,6 +339,7 @@ struct aiod_req {
 	uint64_t len;               /* bytes of buf */
 	int64_t arg[5];             /* per-op arguments, see enum aiod_op */
 	struct aiod_lock lk;        /* AIOD_OP_LOCK: in and out */
+	struct aiod_fileattr fa;    /* AIOD_OP_FILEATTR: in and out */
 	const struct aiod_cred *cred; /* NULL: the pool's own */
 	const struct aiod_reply *reply; /* NULL: none; see struct aiod_reply */
 	aiod_cb *cb;                /* may be NULL */
@@ -679,6 +701,9 @@ void aiod_prep_removexattr(struct aiod_req *req, int dirfd, const char *name,
 void aiod_prep_flock(struct aiod_req *req, int fd, int operation);
 void aiod_prep_lock(struct aiod_req *req, int fd, int cmd,
 		    const struct aiod_lock *lk);
+/* fa: what a SET command sets; NULL for a GET. */
+void aiod_prep_fileattr(struct aiod_req *req, int fd, unsigned long cmd,
+			const struct aiod_fileattr *fa);
 
 #ifdef __cplusplus
 }

@@ -553,6 +553,7 @@ static int prepare(struct aiod_pool *p, struct aiod_req *req)
 	}
 	memcpy(m->arg, req->arg, sizeof(m->arg));
 	m->lk = req->lk;
+	m->fa = req->fa;
 	m->reply_fd = AIOD_WIRE_FD_NONE;
 	if (req->reply) {
 		m->reply_fd = AIOD_WIRE_FD_SHARED - shared_index(p, req->reply->fd);
@@ -1029,6 +1030,7 @@ static void collect(struct aiod_pool *p, struct aiod_req *req, int fd)
 	req->mount_id = m->mount_id;
 	req->sfs = m->sfs;
 	req->lk = m->lk;
+	req->fa = m->fa;
 	req->replied = m->reply_state == AIOD_REPLY_DONE && !m->reply_err;
 	req->reply_ns = m->reply_ns;
 	if (aiod__op_data(req->op) != AIOD__DATA_OUT || !m->data_off)

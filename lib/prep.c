@@ -57,6 +57,7 @@ static const struct {
 	[AIOD_OP_READDIRPLUS] = { "readdirplus", true, OUT },
 	[AIOD_OP_PWRITE_PIPE] = { "pwrite_pipe", true },
 	[AIOD_OP_FLUSH] = { "flush", true },
+	[AIOD_OP_FILEATTR] = { "fileattr", true },
 };
 
 const char *aiod_op_name(unsigned op)
@@ -392,4 +393,13 @@ void aiod_prep_lock(struct aiod_req *req, int fd, int cmd,
 	prep_at(req, AIOD_OP_LOCK, fd, NULL);
 	req->arg[0] = cmd;
 	req->lk = *lk;
+}
+
+void aiod_prep_fileattr(struct aiod_req *req, int fd, unsigned long cmd,
+			const struct aiod_fileattr *fa)
+{
+	prep_at(req, AIOD_OP_FILEATTR, fd, NULL);
+	req->arg[0] = (int64_t)cmd;
+	if (fa)
+		req->fa = *fa;
 }

@@ -1206,6 +1206,102 @@ def interrupted(signum, frame):
     raise InterruptedError(errno.EINTR, "interrupted")
 
 
+# ---------------------------------------------------------------------------
+# Scenarios: inode flags (chattr, lsattr).
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR = 0x801C581F, 0x401C5820
+FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NODUMP_FL = 0x10, 0x20, 0x40
+FS_XFLAG_NODUMP = 0x80
+TCGETS = 0x5401
+
+
+def get_flags(path):
+    """The inode flags, as lsattr reads them: FS_IOC_GETFLAGS, an int."""
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        return hex(struct.unpack("i", buf)[0])
+    finally:
+        os.close(fd)
+
+
+def set_flags(path, add=0, remove=0):
+    """chattr +add -remove, by FS_IOC_SETFLAGS."""
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        flags = (struct.unpack("i", buf)[0] | add) & ~remove
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags))
+    finally:
+        os.close(fd)
+
+
+def get_xflags(path):
+    """xflags and project id of FS_IOC_FSGETXATTR (struct fsxattr)."""
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(28)
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+        xflags, _, _, projid = struct.unpack("4I", buf[:16])
+        return (hex(xflags), projid)
+    finally:
+        os.close(fd)
+
+
+def set_xflags(path, remove):
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(28)
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+        xflags = struct.unpack("I", buf[:4])[0] & ~remove
+        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, struct.pack("I", xflags) + buf[4:])
+    finally:
+        os.close(fd)
+
+
+def other_ioctl(path):
+    fd = os.open(path, O_RDONLY)
+    try:
+        return fcntl.ioctl(fd, TCGETS, bytes(64))
+    finally:
+        os.close(fd)
+
+
+def s_fileattr(t):
+    t("write f", put, "f", b"flags")
+    t("mkdir d", os.mkdir, "d")
+    t("mkfifo p", os.mkfifo, "p")
+    t("symlink l -> f", os.symlink, "f", "l")
+    for path in ("f", "d", "p", "l"):
+        t(f"lsattr {path}", get_flags, path)
+    t("chattr +d f", set_flags, "f", FS_NODUMP_FL)
+    t("lsattr f", get_flags, "f")
+    t("FSGETXATTR f", get_xflags, "f")
+    t("FSSETXATTR f without nodump", set_xflags, "f", FS_XFLAG_NODUMP)
+    t("lsattr f", get_flags, "f")
+    t("chattr +d d", set_flags, "d", FS_NODUMP_FL)
+    t("lsattr d", get_flags, "d")
+    t("FSGETXATTR d", get_xflags, "d")
+    t("chattr +a f", set_flags, "f", FS_APPEND_FL)
+    t.open("open f O_WRONLY (append-only)", "f", O_WRONLY)
+    t("chattr -a +i f", set_flags, "f", FS_IMMUTABLE_FL, FS_APPEND_FL)
+    t("lsattr f", get_flags, "f")
+    t.open("open f O_WRONLY (immutable)", "f", O_WRONLY)
+    t("truncate f (immutable)", os.truncate, "f", 0)
+    t("chmod f (immutable)", os.chmod, "f", 0o600)
+    t("setxattr f (immutable)", os.setxattr, "f", "user.x", b"x")
+    t("unlink f (immutable)", os.unlink, "f")
+    t("rename f (immutable)", os.rename, "f", "g")
+    t("link f (immutable)", os.link, "f", "h")
+    t("read f (immutable)", get, "f")
+    t("chattr -i f", set_flags, "f", 0, FS_IMMUTABLE_FL)
+    t("rename f", os.rename, "f", "g")
+    t("another ioctl (TCGETS)", other_ioctl, "g")
+
+
 def s_locks(t):
     t("write f", put, "f", b"locks")
     a = t.open("open A", "f", O_RDWR)
@@ -1610,6 +1706,10 @@ def s_nonroot(t):
             ("chmod my file 02755 (sgid bit of a group I am in)", os.chmod, ("mine", 0o2755)),
             ("utime(None) on my file", os.utime, ("mine",)),
             ("setxattr on my file", os.setxattr, ("mine", "user.mine", b"yes")),
+            ("chattr +d a root file", set_flags, ("public", FS_NODUMP_FL)),
+            ("chattr +d my file", set_flags, ("mine", FS_NODUMP_FL)),
+            ("chattr +i my file", set_flags, ("mine", FS_IMMUTABLE_FL)),
+            ("lsattr my file", get_flags, ("mine",)),
         ]:
             c(what, fn, *args)
         c("utime exact ns on a 0666 root file", os.utime, "world", ns=(1, 2))
@@ -1671,6 +1771,7 @@ SCENARIOS = [
     ("utime", s_utime, False),
     ("access", s_access, False),
     ("xattr", s_xattr, False),
+    ("fileattr", s_fileattr, False),
     ("locks", s_locks, False),
     ("lock_wait", s_lock_wait, False),
     ("unlink_open", s_unlink_open, False),

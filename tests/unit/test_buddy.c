@@ -227,7 +227,8 @@ static void test_buddy_protocol_layout(void **state)
 	assert_int_equal(AIOD_OP_READDIRPLUS, 33);
 	assert_int_equal(AIOD_OP_PWRITE_PIPE, 34);
 	assert_int_equal(AIOD_OP_FLUSH, 35);
-	assert_int_equal(AIOD_OP__COUNT, 36);
+	assert_int_equal(AIOD_OP_FILEATTR, 36);
+	assert_int_equal(AIOD_OP__COUNT, 37);
 	for (unsigned op = 0; op < AIOD_OP__COUNT; op++)
 		assert_string_not_equal(aiod_op_name(op), "?");
 	assert_string_equal(aiod_op_name(AIOD_OP__COUNT), "?");

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -2184,6 +2185,87 @@ static void test_ops_ofd_locks(void **state)
 	close(a);
 }
 
+static int64_t pool_fileattr(int fd, unsigned long cmd, struct aiod_fileattr *fa,
+			     const struct aiod_cred *cred)
+{
+	struct aiod_req req;
+	int64_t res;
+
+	aiod_prep_fileattr(&req, fd, cmd, fa);
+	req.cred = cred;
+	res = run(&req);
+	*fa = req.fa;
+	return res;
+}
+
+static void test_ops_fileattr(void **state)
+{
+	const struct aiod_cred nobody = { .uid = 65534, .gid = 65534 };
+	struct aiod_fileattr fa = { 0 };
+	struct fsxattr x;
+	int fd, dfd, opath, flags;
+
+	(void)state;
+	need_root();
+	put_str(d, "file", "x");
+	fd = open_at(d, "file", O_RDONLY);
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) {
+		close(fd);
+		skip(); /* a filesystem without inode flags */
+	}
+	/* Read: what this process reads itself, by both commands. */
+	assert_int_equal(pool_fileattr(fd, FS_IOC_GETFLAGS, &fa, NULL), 0);
+	assert_int_equal(fa.flags, (uint32_t)flags);
+	assert_int_equal(ioctl(fd, FS_IOC_FSGETXATTR, &x), 0);
+	assert_int_equal(pool_fileattr(fd, FS_IOC_FSGETXATTR, &fa, NULL), 0);
+	assert_int_equal(fa.xflags, x.fsx_xflags);
+	assert_int_equal(fa.projid, x.fsx_projid);
+
+	/* Set: the flag lands on the file, and the other command sees it. */
+	fa.flags = (uint32_t)flags | FS_NODUMP_FL;
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, NULL), 0);
+	assert_int_equal(ioctl(fd, FS_IOC_GETFLAGS, &flags), 0);
+	assert_true(flags & FS_NODUMP_FL);
+	assert_int_equal(pool_fileattr(fd, FS_IOC_FSGETXATTR, &fa, NULL), 0);
+	assert_true(fa.xflags & FS_XFLAG_NODUMP);
+	fa.xflags &= ~FS_XFLAG_NODUMP;
+	assert_int_equal(pool_fileattr(fd, FS_IOC_FSSETXATTR, &fa, NULL), 0);
+	assert_int_equal(ioctl(fd, FS_IOC_GETFLAGS, &flags), 0);
+	assert_false(flags & FS_NODUMP_FL);
+
+	/* The source decides who may: not another user; immutable, root. */
+	fa.flags = (uint32_t)flags | FS_NODUMP_FL;
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, &nobody),
+			 -EPERM);
+	assert_int_equal(fchown(fd, 65534, 65534), 0);
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, &nobody), 0);
+	fa.flags = (uint32_t)flags | FS_IMMUTABLE_FL;
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, &nobody),
+			 -EPERM);
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, NULL), 0);
+	errno = 0;
+	assert_int_equal(unlinkat(d, "file", 0), -1);
+	assert_int_equal(errno, EPERM);
+	fa.flags = (uint32_t)flags;
+	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, NULL), 0);
+
+	/* A directory has them too; an O_PATH fd and other commands do not. */
+	assert_int_equal(mkdirat(d, "dir", 0755), 0);
+	dfd = open_at(d, "dir", O_RDONLY | O_DIRECTORY);
+	assert_int_equal(ioctl(dfd, FS_IOC_GETFLAGS, &flags), 0);
+	assert_int_equal(pool_fileattr(dfd, FS_IOC_GETFLAGS, &fa, NULL), 0);
+	assert_int_equal(fa.flags, (uint32_t)flags);
+	opath = open_at(d, "file", O_PATH);
+	assert_int_equal(pool_fileattr(opath, FS_IOC_GETFLAGS, &fa, NULL),
+			 -EBADF);
+	assert_int_equal(pool_fileattr(fd, FIONREAD, &fa, NULL), -ENOTTY);
+	assert_int_equal(pool_fileattr(fd, FS_IOC_GETVERSION, &fa, NULL),
+			 -ENOTTY);
+	close(opath);
+	close(dfd);
+	close(fd);
+}
+
 /* ---- credentials ------------------------------------------------------ */
 
 static void test_ops_credentials(void **state)
@@ -2491,6 +2573,7 @@ int main(void)
 		T(test_ops_xattr_symlink_not_followed),
 		T(test_ops_flock),
 		T(test_ops_ofd_locks),
+		T(test_ops_fileattr),
 		T(test_ops_credentials),
 		T(test_ops_credentials_groups),
 		T(test_ops_cancel_nop),

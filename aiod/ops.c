@@ -158,6 +158,18 @@ static int64_t open_common(struct op_ctx *c, int64_t fd)
 	return 0;
 }
 
+/*
+ * Whether an open with these flags may wait for a peer, as one of a FIFO
+ * does for the other end: then ^C must reach it even if it came just
+ * before the wait began (aiod_wait_begin()).  One that creates the file,
+ * wants a directory or O_PATH, or does not block, never waits that way.
+ */
+static bool may_wait_for_peer(uint64_t flags)
+{
+	return !(flags & (O_PATH | O_DIRECTORY | O_NONBLOCK)) &&
+	       (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
+}
+
 static int64_t op_open(struct op_ctx *c)
 {
 	struct aiod_msg *m = c->m;
@@ -183,9 +195,11 @@ static int64_t op_open(struct op_ctx *c)
 		name = proc_path(&pp, c->fd[0]);
 		how.resolve = 0;
 	}
-	aiod_wait_begin();      /* a FIFO open waits for its peer */
+	if (may_wait_for_peer(how.flags))
+		aiod_wait_begin();
 	fd = AIOD_RETRY(c, syscall(SYS_openat2, dirfd, name, &how, sizeof(how)));
-	aiod_wait_end();
+	if (may_wait_for_peer(how.flags))
+		aiod_wait_end();
 	return open_common(c, fd);
 }
 

@@ -1146,10 +1146,18 @@ static int backing_flags(int flags)
 	return flags;
 }
 
+/*
+ * A file opened only to read has nothing for its flush to push
+ * (flush_pushes()), so the kernel need not send one at each close(2):
+ * FOPEN_NOFLUSH spares that round trip.  With posix_locks the flush also
+ * ends the closing owner's locks, so it must come.
+ */
 static void set_open_flags(struct fuse_file_info *fi)
 {
 	fi->keep_cache = afs.opt.cache == AFS_CACHE_ALWAYS;
 	fi->direct_io = afs.opt.direct_io;
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY &&
+		      !afs.opt.posix_locks;
 }
 
 static void open_done(struct op *op)

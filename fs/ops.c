@@ -1146,18 +1146,27 @@ static int backing_flags(int flags)
 	return flags;
 }
 
-/*
- * A file opened only to read has nothing for its flush to push
- * (flush_pushes()), so the kernel need not send one at each close(2):
- * FOPEN_NOFLUSH spares that round trip.  With posix_locks the flush also
- * ends the closing owner's locks, so it must come.
- */
 static void set_open_flags(struct fuse_file_info *fi)
 {
 	fi->keep_cache = afs.opt.cache == AFS_CACHE_ALWAYS;
 	fi->direct_io = afs.opt.direct_io;
-	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY &&
-		      !afs.opt.posix_locks;
+}
+
+/*
+ * The kernel need not send a flush at each close(2) of a file (one
+ * round trip fewer, FOPEN_NOFLUSH) that is opened only to read, which
+ * has nothing for it to push (flush_pushes()), or whose source fd fd
+ * has no flush to run (ext4, XFS, tmpfs), where a close pushes and
+ * reports nothing.  Dirty pages of a shared mapping then reach the
+ * source at munmap or by writeback, not at close: as on the source
+ * itself.  With posix_locks the flush also ends the closing owner's
+ * locks, so it must come.
+ */
+static void set_noflush(struct fuse_file_info *fi, int fd)
+{
+	fi->noflush = !afs.opt.posix_locks &&
+		      ((fi->flags & O_ACCMODE) == O_RDONLY ||
+		       aiod_pool_flushless(afs.pool, fd));
 }
 
 static void open_done(struct op *op)
@@ -1175,6 +1184,7 @@ static void open_done(struct op *op)
 		return;
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
+	set_noflush(&op->fi, op->req.ret_fd);
 	afs_loop_backing_next(afs_pt_attach(f));
 	if (fuse_reply_open(op->freq, &op->fi) != 0) {
 		/* interrupted: no release will come */
@@ -1215,6 +1225,7 @@ static void create_done(struct op *op)
 		return;
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
+	set_noflush(&op->fi, op->req.ret_fd);
 	op->file[1] = f; /* an error from here on closes it with the op */
 	entry_found(op);
 }

@@ -620,6 +620,14 @@ int aiod_pool_awake(struct aiod_pool *pool, bool on);
  */
 int aiod_pool_reap(struct aiod_pool *pool);
 
+/*
+ * aiod_pool_flushless - whether closing fd runs no flush: its
+ * filesystem is one known to have none (ext2/3/4, XFS, tmpfs), where a
+ * close pushes nothing and reports nothing, and so cannot block.  Looks
+ * the mount up once (the pool keeps the last few), then costs a statx.
+ */
+bool aiod_pool_flushless(struct aiod_pool *pool, int fd);
+
 /* aiod_pool_stats - fill *st.  Returns 0. */
 int aiod_pool_stats(const struct aiod_pool *pool, struct aiod_pool_stats *st);
 

@@ -272,6 +272,11 @@ static void close_quietly(struct aiod_pool *p, int fd)
 		close(fd);
 }
 
+bool aiod_pool_flushless(struct aiod_pool *p, int fd)
+{
+	return aiod__closer_flushless(&p->closer, fd);
+}
+
 /*
  * A CLOSE's fd has gone to its worker: the caller's copy goes to the
  * closer, and the request ends when both are closed.  (Closed here, it

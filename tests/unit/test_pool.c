@@ -1350,6 +1350,26 @@ static void test_closer_knows_flushless(void **state)
 	close(proc);
 }
 
+/* The same answers from the pool, for a client (aiodfs's FOPEN_NOFLUSH). */
+static void test_pool_flushless(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	char path[] = "/dev/shm/aiod-flushless-XXXXXX";
+	int fd = mkstemp(path), pfd[2];
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	assert_true(aiod_pool_flushless(p, fd));
+	assert_false(aiod_pool_flushless(p, pfd[1]));
+	assert_false(aiod_pool_flushless(p, -1));
+	close(fd);
+	close(pfd[0]);
+	close(pfd[1]);
+	aiod_pool_free(p);
+}
+
 static void test_pool_close_in_closer(void **state)
 {
 	(void)state;
@@ -1976,6 +1996,7 @@ int main(void)
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
 		cmocka_unit_test(test_closer_knows_flushless),
+		cmocka_unit_test(test_pool_flushless),
 		cmocka_unit_test(test_pool_worker_replies),
 		cmocka_unit_test(test_pool_error_replies),
 		cmocka_unit_test(test_pool_buf_free_lets_waiting_request_go),

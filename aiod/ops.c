@@ -184,6 +184,7 @@ static int64_t op_open(struct op_ctx *c)
 		.mode = creates ? (uint64_t)m->arg[1] : 0,
 		.resolve = (uint64_t)m->arg[2],
 	};
+	bool waits = may_wait_for_peer(how.flags);
 	struct proc_path pp;
 	int dirfd = c->fd[0];
 	const char *name = c->name[0];
@@ -195,10 +196,10 @@ static int64_t op_open(struct op_ctx *c)
 		name = proc_path(&pp, c->fd[0]);
 		how.resolve = 0;
 	}
-	if (may_wait_for_peer(how.flags))
+	if (waits)
 		aiod_wait_begin();
 	fd = AIOD_RETRY(c, syscall(SYS_openat2, dirfd, name, &how, sizeof(how)));
-	if (may_wait_for_peer(how.flags))
+	if (waits)
 		aiod_wait_end();
 	return open_common(c, fd);
 }

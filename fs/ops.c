@@ -1508,27 +1508,44 @@ static void afs_lseek(fuse_req_t freq, fuse_ino_t ino, off_t off, int whence,
 	op_submit(op, lseek_done);
 }
 
-static void fileattr_done(struct op *op)
+/* struct fsxattr, the argument of FS_IOC_FS[GS]ETXATTR, and ours. */
+static struct fsxattr fsx_of(const struct aiod_fileattr *fa)
 {
-	const struct aiod_fileattr *fa = &op->req.fa;
-	unsigned long cmd = (unsigned long)op->req.arg[0];
-	struct fsxattr x = {
+	return (struct fsxattr){
 		.fsx_xflags = fa->xflags, .fsx_extsize = fa->extsize,
 		.fsx_nextents = fa->nextents, .fsx_projid = fa->projid,
 		.fsx_cowextsize = fa->cowextsize,
 	};
-	int flags = (int)fa->flags;
+}
+
+static void fa_set_fsx(struct aiod_fileattr *fa, const struct fsxattr *x)
+{
+	fa->xflags = x->fsx_xflags;
+	fa->extsize = x->fsx_extsize;
+	fa->nextents = x->fsx_nextents;
+	fa->projid = x->fsx_projid;
+	fa->cowextsize = x->fsx_cowextsize;
+}
+
+static void fileattr_done(struct op *op)
+{
+	unsigned long cmd = (unsigned long)op->req.arg[0];
 
 	if (op->req.result < 0) {
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	if (cmd == FS_IOC_GETFLAGS)
+	if (cmd == FS_IOC_GETFLAGS) {
+		int flags = (int)op->req.fa.flags;
+
 		fuse_reply_ioctl(op->freq, 0, &flags, sizeof(flags));
-	else if (cmd == FS_IOC_FSGETXATTR)
+	} else if (cmd == FS_IOC_FSGETXATTR) {
+		struct fsxattr x = fsx_of(&op->req.fa);
+
 		fuse_reply_ioctl(op->freq, 0, &x, sizeof(x));
-	else
+	} else {
 		fuse_reply_ioctl(op->freq, 0, NULL, 0);
+	}
 	op_free(op);
 }
 
@@ -1545,53 +1562,48 @@ static void afs_ioctl(fuse_req_t freq, fuse_ino_t ino, unsigned int cmd,
 {
 	struct aiod_fileattr fa = { 0 };
 	struct fsxattr x;
-	size_t in = 0, out = 0;
+	bool sets = false;
 	struct op *op;
-	int err = 0;
+	int err = 0, v;
 
 	(void)ino;
 	(void)arg;
 	(void)flags; /* FUSE_IOCTL_DIR needs nothing of its own */
 	switch (cmd) {
 	case FS_IOC_GETFLAGS:
-		out = sizeof(int);
-		break;
-	case FS_IOC_SETFLAGS:
-		in = sizeof(int);
+		err = out_bufsz < sizeof(int) ? EINVAL : 0;
 		break;
 	case FS_IOC_FSGETXATTR:
-		out = sizeof(x);
+		err = out_bufsz < sizeof(x) ? EINVAL : 0;
+		break;
+	case FS_IOC_SETFLAGS:
+		err = in_bufsz < sizeof(v) ? EINVAL : 0;
+		if (!err) {
+			memcpy(&v, in_buf, sizeof(v));
+			fa.flags = (uint32_t)v;
+		}
+		sets = true;
 		break;
 	case FS_IOC_FSSETXATTR:
-		in = sizeof(x);
+		err = in_bufsz < sizeof(x) ? EINVAL : 0;
+		if (!err) {
+			memcpy(&x, in_buf, sizeof(x));
+			fa_set_fsx(&fa, &x);
+		}
+		sets = true;
 		break;
 	default:
 		err = ENOTTY;
 	}
-	if (!err && (in_bufsz < in || out_bufsz < out))
-		err = EINVAL;
 	if (err) {
 		fuse_reply_err(freq, err);
 		afs_stats_count(AFS_OP_IOCTL, err, 0);
 		return;
 	}
-	if (cmd == FS_IOC_SETFLAGS) {
-		int v;
-
-		memcpy(&v, in_buf, sizeof(v));
-		fa.flags = (uint32_t)v;
-	} else if (cmd == FS_IOC_FSSETXATTR) {
-		memcpy(&x, in_buf, sizeof(x));
-		fa.xflags = x.fsx_xflags;
-		fa.extsize = x.fsx_extsize;
-		fa.nextents = x.fsx_nextents;
-		fa.projid = x.fsx_projid;
-		fa.cowextsize = x.fsx_cowextsize;
-	}
 	op = op_new(freq, AFS_OP_IOCTL, NULL, NULL);
 	if (!op)
 		return;
-	if (in)
+	if (sets)
 		set_cred(op); /* the source decides who may */
 	aiod_prep_fileattr(&op->req, -1, cmd, &fa);
 	op_file(op, 0, fi);

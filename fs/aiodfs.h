@@ -53,6 +53,7 @@ struct afs_opts {
 	double entry_timeout;
 	double negative_timeout;    /* for a name the source lacks */
 	double slow;                /* -o slow: the watchdog's seconds, 0: off */
+	unsigned read_now;          /* -o read_now: bytes; see read_now() */
 	bool debug;
 };
 
@@ -93,12 +94,17 @@ struct afs_file {
 	bool released;              /* counted in in->closing already */
 	bool backing;               /* open in passthrough (in->backing_id) */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
+	bool nowait;                /* the loop may read it: see read_now() */
 	uint64_t flushed;           /* in->writes at its open or last flush */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 
 /* The largest write request: a receive buffer (loop.c) holds one. */
 #define MAX_WRITE (1u << 20)
+
+/* The largest read the loop answers itself (-o read_now, read_now()). */
+#define READ_NOW_MAX (1u << 20)
+#define READ_NOW_DEFAULT (32u << 10)
 
 /* The daemon's state; one per process. */
 struct afs {
@@ -168,6 +174,7 @@ void afs_stats_init(void);
 /* A request answered without an op (start_ns 0: no latency to count). */
 void afs_stats_count(int opcode, int err, int64_t start_ns);
 void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced);
+void afs_stats_read_now(void);
 /* l (opcode, start_ns set) goes on the live list; req is its request. */
 void afs_live_link(struct afs_live *l, const struct aiod_req *req);
 /* l was answered with err (0: success): counted, and off the list. */

@@ -70,6 +70,7 @@ struct cli {
 	unsigned max_read;
 	unsigned max_write;
 	unsigned readahead;
+	unsigned read_now;
 	bool allow_other;
 	bool default_permissions;
 };
@@ -98,6 +99,7 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("max_read=%u", max_read, 0),
 	CLI_OPT("max_write=%u", max_write, 0),
 	CLI_OPT("readahead=%u", readahead, 0),
+	CLI_OPT("read_now=%u", read_now, 0),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_END
@@ -140,6 +142,9 @@ static void usage(const char *prog)
 	       "                           (default 10; 0: never)\n"
 	       "    -o readahead=KB        the mount's readahead, at most 65536 (default:\n"
 	       "                           max_read, 1024; 0: the kernel's; root only)\n"
+	       "    -o read_now=BYTES      reads up to BYTES of data the source has\n"
+	       "                           cached, the loop answers itself (default\n"
+	       "                           32768, at most 1048576; 0: workers read all)\n"
 	       "    -o writeback           kernel write-back caching\n"
 	       "    -o max_write=BYTES     largest write request, at most 1048576 (default:\n"
 	       "                           1048576 where pipes that large may be had,\n"
@@ -527,7 +532,8 @@ int main(int argc, char **argv)
 			   .attr_timeout = -1, .entry_timeout = -1,
 			   .negative_timeout = -1, .slow = 10,
 			   .max_read = 1u << 20, .max_write = (unsigned)-1,
-			   .readahead = (unsigned)-1 };
+			   .readahead = (unsigned)-1,
+			   .read_now = READ_NOW_DEFAULT };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
@@ -583,6 +589,12 @@ int main(int argc, char **argv)
 		afs_log(LOG_ERR, "readahead=%u: at most 65536 KiB", cli.readahead);
 		goto out;
 	}
+	if (cli.read_now > READ_NOW_MAX) {
+		afs_log(LOG_ERR, "read_now=%u: at most %u bytes", cli.read_now,
+			READ_NOW_MAX);
+		goto out;
+	}
+	afs.opt.read_now = cli.read_now;
 	if (parse_cache(cli.cache, &afs.opt.cache) < 0) {
 		afs_log(LOG_ERR, "cache=%s: expected never, auto or always",
 			cli.cache);

@@ -1064,6 +1064,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->released = false;
 		f->backing = false;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
+		f->nowait = false;
 		f->in = NULL;
 		file_set_inode(f, in);
 	}
@@ -1153,20 +1154,29 @@ static void set_open_flags(struct fuse_file_info *fi)
 }
 
 /*
+ * What the open file f's source fd allows, told by its filesystem: one
+ * of those with no flush on close (ext4, XFS, tmpfs:
+ * aiod_pool_flushless()), all of them local.
+ *
  * The kernel need not send a flush at each close(2) of a file (one
  * round trip fewer, FOPEN_NOFLUSH) that is opened only to read, which
- * has nothing for it to push (flush_pushes()), or whose source fd fd
- * has no flush to run (ext4, XFS, tmpfs), where a close pushes and
- * reports nothing.  Dirty pages of a shared mapping then reach the
- * source at munmap or by writeback, not at close: as on the source
- * itself.  With posix_locks the flush also ends the closing owner's
- * locks, so it must come.
+ * has nothing for it to push (flush_pushes()), or whose source has no
+ * flush to run, where a close pushes and reports nothing.  Dirty pages
+ * of a shared mapping then reach the source at munmap or by writeback,
+ * not at close: as on the source itself.  With posix_locks the flush
+ * also ends the closing owner's locks, so it must come.
+ *
+ * The loop may read cached data itself (read_now()) from a local source
+ * only: a network filesystem may ask its server even for cached pages.
+ * Not through an O_DIRECT fd, whose reads always wait for the device.
  */
-static void set_noflush(struct fuse_file_info *fi, int fd)
+static void set_file_traits(struct afs_file *f, struct fuse_file_info *fi)
 {
+	bool local = aiod_pool_flushless(afs.pool, f->fd);
+
 	fi->noflush = !afs.opt.posix_locks &&
-		      ((fi->flags & O_ACCMODE) == O_RDONLY ||
-		       aiod_pool_flushless(afs.pool, fd));
+		      ((fi->flags & O_ACCMODE) == O_RDONLY || local);
+	f->nowait = local && !(fi->flags & O_DIRECT);
 }
 
 static void open_done(struct op *op)
@@ -1184,7 +1194,7 @@ static void open_done(struct op *op)
 		return;
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
-	set_noflush(&op->fi, op->req.ret_fd);
+	set_file_traits(f, &op->fi);
 	afs_loop_backing_next(afs_pt_attach(f));
 	if (fuse_reply_open(op->freq, &op->fi) != 0) {
 		/* interrupted: no release will come */
@@ -1225,7 +1235,7 @@ static void create_done(struct op *op)
 		return;
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
-	set_noflush(&op->fi, op->req.ret_fd);
+	set_file_traits(f, &op->fi);
 	op->file[1] = f; /* an error from here on closes it with the op */
 	entry_found(op);
 }
@@ -1259,12 +1269,53 @@ static void read_done(struct op *op)
 	op_free(op);
 }
 
+/*
+ * A read the source's page cache holds in full is answered by the loop
+ * itself: preadv2() with RWF_NOWAIT returns what is cached and never
+ * waits for the source (EAGAIN instead; io_uring tries reads the same
+ * way before it hands them to a thread), and a worker's round trip costs
+ * far more than the copy.  Returns whether it replied.
+ */
+static bool read_now(fuse_req_t freq, struct afs_file *f, size_t size,
+		     off_t off)
+{
+	static char buf[READ_NOW_MAX];
+	int64_t start = afs_now_ns();
+	size_t got = 0;
+	ssize_t n;
+
+	if (size > afs.opt.read_now || !f->nowait)
+		return false;
+	do {
+		struct iovec v = { buf + got, size - got };
+
+		n = preadv2(f->fd, &v, 1, off + (off_t)got, RWF_NOWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	} while (n > 0 && got < size);
+	if (n < 0) {
+		/* Not cached, a source that cannot tell (EOPNOTSUPP), or an
+		 * error a worker will report. */
+		if (errno == EOPNOTSUPP)
+			f->nowait = false;
+		return false;
+	}
+	fuse_reply_buf(freq, buf, got);
+	afs_stats_bytes(got, 0, false);
+	afs_stats_read_now();
+	afs_stats_count(AFS_OP_READ, 0, start);
+	return true;
+}
+
 static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, AFS_OP_READ, NULL, NULL);
+	struct op *op;
 
 	(void)ino;
+	if (read_now(freq, (struct afs_file *)(uintptr_t)fi->fh, size, off))
+		return;
+	op = op_new(freq, AFS_OP_READ, NULL, NULL);
 	if (!op)
 		return;
 	aiod_prep_pread(&op->req, -1, NULL, size, off);

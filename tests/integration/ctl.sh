@@ -26,6 +26,10 @@
 #  7. Flushes: none at the close of a file opened only to read, nor of
 #     one opened to write on ext4, XFS or tmpfs (section 1); every close
 #     with posix_locks, where the flush ends the owner's locks.
+#  8. Reads: a cached file on a local source is read by the loop itself,
+#     and its data are the source's; O_DIRECT reads, reads of a file not
+#     in the page cache, reads on another source and any read with
+#     -o read_now=0 go to workers.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and FSX
 # (default: beside the daemon in its build directory).  Exits 0 if every
@@ -225,6 +229,66 @@ n=$(flushes_after O_RDONLY "$mnt/f")
 check "posix_locks: 20 closes of a file opened to read: 20 flushes (got $n)" test "$n" = 20
 n=$(flushes_after O_WRONLY "$mnt/f")
 check "posix_locks: 20 closes of a file opened to write: 20 flushes (got $n)" test "$n" = 20
+stop
+
+# ---- 8. reads of cached data the loop answers itself ----
+# On a local source (ext4, XFS, tmpfs) the loop reads what the source's
+# page cache holds (RWF_NOWAIT); anything else, uncached data and O_DIRECT
+# files go to a worker.  reads_now counts the loop's.
+case $(stat -f -c %T "$src") in
+ext2/ext3 | xfs | tmpfs) local_src=1 ;;
+*) local_src=0 ;;
+esac
+# read_through NAME [O_DIRECT]: read the mount's NAME whole in 4 KiB
+# reads (aligned, as O_DIRECT needs) and compare it with the source's;
+# prints the READ requests that came, how many of them the loop
+# answered, and "same" or "differ".
+read_through() {
+	local q='d["ops"].get("read", {}).get("count", 0), d["reads_now"]' r0 r1 same=same
+	r0=$(json "$q")
+	python3 -c "
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | (os.O_DIRECT if sys.argv[3] else 0))
+buf, got = mmap.mmap(-1, 4096), bytearray()
+while (n := os.readv(fd, [buf])) > 0:
+    got += buf[:n]
+os.close(fd)
+sys.exit(0 if got == open(sys.argv[2], 'rb').read() else 1)" \
+		"$mnt/$1" "$src/$1" "${2:-}" || same=differ
+	r1=$(json "$q")
+	set -- $r0 $r1
+	echo $(($3 - $1)) $(($4 - $2)) $same
+}
+start || exit 1
+# 20,000 bytes: the kernel asks in reads of at most 5 pages.
+head -c 20000 /dev/urandom >"$src/cached"
+cat "$src/cached" >/dev/null
+set -- $(read_through cached)
+if [ "$local_src" = 1 ]; then
+	check "a cached file: all $1 reads answered by the loop ($2), data the same ($3)" \
+		test "$1" -ge 1 -a "$2" = "$1" -a "$3" = same
+else
+	check "a cached file on a $(stat -f -c %T "$src") source: its $1 reads by workers ($2 by the loop)" \
+		test "$1" -ge 1 -a "$2" = 0 -a "$3" = same
+fi
+set -- $(read_through cached O_DIRECT)
+check "O_DIRECT: 5 reads, by workers (got $1, $2 by the loop; data $3)" \
+	test "$1" = 5 -a "$2" = 0 -a "$3" = same
+if [ "$local_src" = 1 ] && [ "$(stat -f -c %T "$src")" != tmpfs ]; then
+	head -c 20000 /dev/urandom >"$src/cold"
+	python3 -c "import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$src/cold"
+	set -- $(read_through cold)
+	check "a file not in the page cache: read by a worker ($2 of $1 by the loop; data $3)" \
+		test "$1" -ge 1 -a "$2" -lt "$1" -a "$3" = same
+fi
+stop
+start -o read_now=0 || exit 1
+cat "$src/cached" >/dev/null
+set -- $(read_through cached)
+check "read_now=0: $1 reads, none by the loop ($2; data $3)" \
+	test "$1" -ge 1 -a "$2" = 0 -a "$3" = same
 stop
 
 echo "ctl: $failures failed"

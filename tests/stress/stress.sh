@@ -13,7 +13,8 @@
 #             to 1 MiB, whose writes are spliced, 5,000 on a default mount
 #             and 2,000 with -Z on max_write=1044480 (255 pages, the most
 #             1 MiB pipes hold); under passthrough, 20,000, and 5,000
-#             with -Z.
+#             with -Z; 20,000 with every read in a worker (read_now=0)
+#             and 20,000 with reads up to 1 MiB in the loop.
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
 #             the tree through the mount equals the source's.  Then the
@@ -119,7 +120,8 @@ phase_fsx() {
 		"cache=never|-Z -N 10000" \
 		"cache=auto|-N 5000 -l 4M -o 1M" \
 		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M" \
-		"passthrough|-N 20000" "passthrough|-Z -N 5000"
+		"passthrough|-N 20000" "passthrough|-Z -N 5000" \
+		"read_now=0|-N 20000" "read_now=1048576|-N 20000 -l 4M -o 1M"
 }
 
 # Short, for the sanitizer build.

@@ -1294,8 +1294,8 @@ static bool read_now(fuse_req_t freq, struct afs_file *f, size_t size,
 			got += (size_t)n;
 	} while (n > 0 && got < size);
 	if (n < 0) {
-		/* Not cached, a source that cannot tell (EOPNOTSUPP), or an
-		 * error a worker will report. */
+		/* Not cached, a source that cannot tell (EOPNOTSUPP: tmpfs
+		 * in Linux 6.18), or an error a worker will report. */
 		if (errno == EOPNOTSUPP)
 			f->nowait = false;
 		return false;

@@ -73,6 +73,10 @@ struct afs_inode {
 	bool hashed;                /* reachable by (dev, ino) */
 	mode_t type;                /* S_IFMT bits */
 	int fd;                     /* pinned O_PATH fd, or -1 */
+	int dirfd;                  /* a directory's O_PATH fd for the loop's
+				       lookups (afs_inode_lookup_fd()), or -1 */
+	signed char local;          /* fd's source is local: 1, not: -1,
+				       not asked yet: 0 */
 	struct aiod_fh fh;          /* handle_bytes 0 when fd is used */
 	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
 	int64_t nocaps_until;       /* ms: no security.capability till then */
@@ -174,7 +178,7 @@ void afs_stats_init(void);
 /* A request answered without an op (start_ns 0: no latency to count). */
 void afs_stats_count(int opcode, int err, int64_t start_ns);
 void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced);
-void afs_stats_read_now(void);
+void afs_stats_by_loop(int opcode);
 /* l (opcode, start_ns set) goes on the live list; req is its request. */
 void afs_live_link(struct afs_live *l, const struct aiod_req *req);
 /* l was answered with err (0: success): counted, and off the list. */
@@ -197,6 +201,9 @@ void afs_log(int prio, const char *fmt, ...)
 
 /* inode.c */
 struct afs_inode *afs_inode_get(fuse_ino_t nodeid);
+int afs_inode_lookup_fd(struct afs_inode *in);
+void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
+			 struct afs_inode *in);
 int afs_inode_init_root(void);
 struct afs_inode *afs_inode_find(const struct statx *stx,
 				 const struct aiod_fh *fh);

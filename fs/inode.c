@@ -16,8 +16,11 @@
  * handles, the same birth time; otherwise the old struct is unhashed and
  * lives on, unreachable by lookup, until the kernel forgets it.
  */
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -149,15 +152,74 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 	in->birth = birth_of(stx);
 	in->type = stx->stx_mode & S_IFMT;
 	in->fd = fd;
+	in->dirfd = -1;
 	if (fd < 0)
 		in->fh = *fh;
 	insert(in);
 	return in;
 }
 
+/*
+ * Lookups the loop answers itself (lookup_now() in ops.c) need an fd of
+ * the directory.  The root has one and, without handles, every inode
+ * pins one; with handles a known directory may hold an O_PATH fd of its
+ * own, which bounds their number: a directory beyond that is looked
+ * into by workers only, as before.
+ */
+#define MAX_DIRFDS 1024
+static unsigned ndirfds;
+
+/*
+ * The fd the loop may look names up under in directory in, or -1: one
+ * that exists, on a local source (the list of aiod_pool_flushless()),
+ * whose lookups of cached names never wait for a server.
+ */
+int afs_inode_lookup_fd(struct afs_inode *in)
+{
+	int fd = in->fd >= 0 ? in->fd : in->dirfd;
+
+	if (fd < 0)
+		return -1;
+	if (!in->local)
+		in->local = aiod_pool_flushless(afs.pool, fd) ? 1 : -1;
+	return in->local > 0 ? fd : -1;
+}
+
+/*
+ * in, just named name in directory dir, may be a directory the loop can
+ * look into: then it opens its own O_PATH fd of it, from the kernel's
+ * cache alone (RESOLVE_CACHED: the name was just looked up), if it is
+ * still the same object.
+ */
+void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
+			 struct afs_inode *in)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED,
+	};
+	struct statx stx;
+	int dfd, fd;
+
+	if (in->type != S_IFDIR || in->fd >= 0 || in->dirfd >= 0 ||
+	    ndirfds >= MAX_DIRFDS || !name || (dfd = afs_inode_lookup_fd(dir)) < 0)
+		return;
+	fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+	if (fd < 0)
+		return;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
+	    dev_of(&stx) != in->dev || stx.stx_ino != in->ino) {
+		afs_close_async(fd, NULL);
+		return;
+	}
+	in->dirfd = fd;
+	ndirfds++;
+}
+
 int afs_inode_init_root(void)
 {
 	afs.root.fd = afs.root_fd;
+	afs.root.dirfd = -1;
 	afs.root.type = S_IFDIR;
 	afs.root.nlookup = 1;
 	return 0;
@@ -170,6 +232,10 @@ static void free_inode(struct afs_inode *in)
 	afs_lock_owners_free(in);
 	if (in->fd >= 0)
 		afs_close_async(in->fd, NULL);
+	if (in->dirfd >= 0) {
+		afs_close_async(in->dirfd, NULL);
+		ndirfds--;
+	}
 	free(in);
 }
 

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -468,6 +469,7 @@ static void reply_entry(struct op *op)
 {
 	struct fuse_entry_param e;
 
+	afs_inode_learn_dir(op->in[0], op->name[0], op->made);
 	fill_entry(op, &e);
 	if (op->fi.fh) {
 		/* create: the entry and the open file, whose reference the
@@ -588,6 +590,65 @@ static void lookup_pinned(struct op *op)
 	reply_entry(op);
 }
 
+/*
+ * A name the kernel's own caches hold under a directory the loop has an
+ * fd of (afs_inode_lookup_fd()) is looked up by the loop itself:
+ * openat2() with RESOLVE_CACHED fails with EAGAIN rather than read a
+ * directory or ask anyone (io_uring opens files the same way before it
+ * hands them to a thread), and the statx and the handle of the O_PATH fd
+ * it gives read only the inode in memory.  The result is what a worker's
+ * lookup brings, and goes the same way.  Not for a caller the lookup
+ * must run as (set_cred()): the source checks their search permission.
+ * Returns whether it answered.
+ */
+static bool lookup_now(struct op *op)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED,
+	};
+	struct aiod_req *req = &op->req;
+	int dfd = afs_inode_lookup_fd(op->in[0]), fd;
+
+	if (dfd < 0 || op->has_cred)
+		return false;
+	fd = (int)syscall(SYS_openat2, dfd, op->name[0], &how, sizeof(how));
+	if (fd < 0 && errno != ENOENT)
+		return false; /* not all cached (EAGAIN), or a worker's to say */
+	afs_stats_by_loop(AFS_OP_LOOKUP);
+	if (fd < 0) {
+		req->result = -ENOENT;
+		lookup_failed(op);
+		return true;
+	}
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+		  STATX_BASIC_STATS | STATX_BTIME, &req->stx) < 0) {
+		req->result = -errno;
+		afs_close_async(fd, NULL);
+		lookup_failed(op);
+		return true;
+	}
+	req->result = 0;
+	if (!afs.use_handles) {
+		req->ret_fd = fd; /* the inode pins it */
+		lookup_pinned(op);
+		return true;
+	}
+	req->fh.handle_bytes = AIOD_FH_MAX;
+	if (name_to_handle_at(fd, "", (struct file_handle *)&req->fh,
+			      &req->mount_id, AT_EMPTY_PATH) < 0)
+		req->fh.handle_bytes = 0;
+	/*
+	 * Closed here, not in a worker (afs_close_async()): an O_PATH file
+	 * has no flush, and a worker's round trip for its fd cost a third
+	 * of the lookups per second.  Only if the object were unlinked in
+	 * these microseconds and unused elsewhere would the close free it.
+	 */
+	close(fd);
+	entry_found(op);
+	return true;
+}
+
 static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 {
 	struct op *op = op_new(freq, AFS_OP_LOOKUP, name, NULL);
@@ -597,17 +658,16 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	set_cred(op);
 	if (afs.use_handles) {
 		aiod_prep_lookup(&op->req, -1, op->name[0]);
-		op_obj(op, 0, parent);
-		absent_reply(op);
-		op_submit(op, lookup_done);
-		return;
+	} else {
+		aiod_prep_open(&op->req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
+			       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+		op->req.flags = AIOD_F_LOOKUP;
 	}
-	aiod_prep_open(&op->req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
-		       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
-	op->req.flags = AIOD_F_LOOKUP;
+	if (lookup_now(op))
+		return;
 	absent_reply(op);
-	op_submit(op, lookup_pinned);
+	op_submit(op, afs.use_handles ? lookup_done : lookup_pinned);
 }
 
 static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
@@ -1302,7 +1362,7 @@ static bool read_now(fuse_req_t freq, struct afs_file *f, size_t size,
 	}
 	fuse_reply_buf(freq, buf, got);
 	afs_stats_bytes(got, 0, false);
-	afs_stats_read_now();
+	afs_stats_by_loop(AFS_OP_READ);
 	afs_stats_count(AFS_OP_READ, 0, start);
 	return true;
 }

@@ -60,12 +60,12 @@ struct op_stats {
 	uint64_t max_ns;
 	uint64_t hist[NBUCKETS];
 	uint64_t count_then;        /* count at the last rates snapshot */
+	uint64_t by_loop;           /* of count, answered by the loop itself */
 };
 
 static struct {
 	struct op_stats op[AFS_OP__COUNT];
 	uint64_t bytes_read, bytes_written, bytes_spliced;
-	uint64_t reads_now;         /* reads the loop answered: read_now() */
 	int64_t then_ns;            /* the last rates snapshot */
 	int64_t start_ns;
 	struct afs_live live;       /* list head */
@@ -145,9 +145,9 @@ void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced)
 		st.bytes_spliced += written;
 }
 
-void afs_stats_read_now(void)
+void afs_stats_by_loop(int opcode)
 {
-	st.reads_now++;
+	st.op[opcode].by_loop++;
 }
 
 void afs_live_link(struct afs_live *l, const struct aiod_req *req)
@@ -318,7 +318,6 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		put(b, ", \"uptime_s\": %.1f, \"interval_s\": %.3f, "
 		    "\"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64 ", "
 		    "\"bytes_spliced\": %" PRIu64 ", "
-		    "\"reads_now\": %" PRIu64 ", "
 		    "\"passthrough\": {\"on\": %s, \"files\": %u, "
 		    "\"backing_files\": %u}, "
 		    "\"pool\": {\"workers\": %u, \"target\": %u, \"busy\": %u, "
@@ -328,7 +327,7 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    "\"arena_used\": %zu}, \"poll_us\": %u, "
 		    "\"poll_window_us\": %u, \"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
-		    st.bytes_written, st.bytes_spliced, st.reads_now,
+		    st.bytes_written, st.bytes_spliced,
 		    afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
 		    ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
@@ -344,17 +343,16 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    ps.workers, afs.opt.workers, ps.busy, ps.queued,
 		    ps.worker_deaths, ps.retries, afs_loop_poll_window());
 		put(b, "arena %zu of %zu KiB in use; read %" PRIu64
-		    " MiB (%" PRIu64 " reads by the loop), written %" PRIu64
-		    " MiB (spliced %" PRIu64 ")\n",
+		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,
-		    st.reads_now, st.bytes_written >> 20, st.bytes_spliced >> 20);
+		    st.bytes_written >> 20, st.bytes_spliced >> 20);
 		if (afs.opt.passthrough)
 			put(b, "passthrough %s: %u files open, %u backing "
 			    "files\n", afs_pt_enabled() ? "on" : "off",
 			    pt_files, pt_inodes);
 		put(b, "\n");
-		put(b, "%-16s %10s %8s %9s %10s %10s %10s\n", "op", "count",
-		    "errors", "ops/s", "p50 us", "p99 us", "max us");
+		put(b, "%-16s %10s %8s %9s %10s %10s %10s %10s\n", "op", "count",
+		    "errors", "ops/s", "p50 us", "p99 us", "max us", "by loop");
 	}
 	for (int i = 0; i < AFS_OP__COUNT; i++) {
 		struct op_stats *s = &st.op[i];
@@ -365,14 +363,15 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		if (json)
 			put(b, "%s\"%s\": {\"count\": %" PRIu64 ", \"errors\": %" PRIu64
 			    ", \"ops_per_s\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f"
-			    ", \"max_us\": %.1f}", sep, op_names[i], s->count,
-			    s->errors, rate, percentile_us(s, 0.5),
-			    percentile_us(s, 0.99), (double)s->max_ns / 1000);
-		else
-			put(b, "%-16s %10" PRIu64 " %8" PRIu64 " %9.1f %10.1f %10.1f %10.1f\n",
+			    ", \"max_us\": %.1f, \"by_loop\": %" PRIu64 "}", sep,
 			    op_names[i], s->count, s->errors, rate,
 			    percentile_us(s, 0.5), percentile_us(s, 0.99),
-			    (double)s->max_ns / 1000);
+			    (double)s->max_ns / 1000, s->by_loop);
+		else
+			put(b, "%-16s %10" PRIu64 " %8" PRIu64 " %9.1f %10.1f %10.1f %10.1f %10" PRIu64 "\n",
+			    op_names[i], s->count, s->errors, rate,
+			    percentile_us(s, 0.5), percentile_us(s, 0.99),
+			    (double)s->max_ns / 1000, s->by_loop);
 		sep = ", ";
 		s->count_then = s->count;
 	}

@@ -29,7 +29,8 @@
 #  8. Reads: a cached file on a local source is read by the loop itself,
 #     and its data are the source's; O_DIRECT reads, reads of a file not
 #     in the page cache, reads on another source and any read with
-#     -o read_now=0 go to workers.
+#     -o read_now=0 go to workers.  Lookups of names the source's caches
+#     hold, present or absent, are the loop's on a local source.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and FSX
 # (default: beside the daemon in its build directory).  Exits 0 if every
@@ -231,11 +232,11 @@ n=$(flushes_after O_WRONLY "$mnt/f")
 check "posix_locks: 20 closes of a file opened to write: 20 flushes (got $n)" test "$n" = 20
 stop
 
-# ---- 8. reads of cached data the loop answers itself ----
+# ---- 8. reads and lookups the loop answers itself ----
 # On a local source (ext4, XFS, tmpfs) whose kernel reads with RWF_NOWAIT
 # (tmpfs in Linux 6.18 does not), the loop reads what the source's page
 # cache holds; anything else, uncached data and O_DIRECT files go to a
-# worker.  reads_now counts the loop's.
+# worker.  The read row's by_loop counts the loop's.
 case $(stat -f -c %T "$src") in
 ext2/ext3 | xfs | tmpfs)
 	local_src=$(python3 -c "import os, sys
@@ -253,7 +254,7 @@ esac
 # prints the READ requests that came, how many of them the loop
 # answered, and "same" or "differ".
 read_through() {
-	local q='d["ops"].get("read", {}).get("count", 0), d["reads_now"]' r0 r1 same=same
+	local q='*(d["ops"].get("read", {}).get(k, 0) for k in ("count", "by_loop"))' r0 r1 same=same
 	r0=$(json "$q")
 	python3 -c "
 import mmap, os, sys
@@ -291,6 +292,35 @@ os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$src/cold"
 	set -- $(read_through cold)
 	check "a file not in the page cache: read by a worker ($2 of $1 by the loop; data $3)" \
 		test "$1" -ge 1 -a "$2" -lt "$1" -a "$3" = same
+fi
+# Lookups: names the source's caches hold are looked up by the loop on
+# a local source (tmpfs too), present or absent; elsewhere by workers.
+case $(stat -f -c %T "$src") in
+ext2/ext3 | xfs | tmpfs) want_loop=1 ;;
+*) want_loop=0 ;;
+esac
+mkdir "$src/names"
+for i in $(seq 50); do : >"$src/names/n$i"; done
+stat "$src/names"/n* >/dev/null
+stat "$src/names/absent" 2>/dev/null
+q='*(d["ops"].get("lookup", {}).get(k, 0) for k in ("count", "by_loop"))'
+set -- $(json "$q")
+python3 -c "import os, sys
+for i in range(1, 51):
+    os.stat(f'{sys.argv[1]}/n{i}')
+try:
+    os.stat(sys.argv[1] + '/absent'); sys.exit(1)
+except FileNotFoundError:
+    pass" "$mnt/names"
+r=$?
+set -- "$@" $(json "$q")
+n=$(($3 - $1)) l=$(($4 - $2))
+if [ "$want_loop" = 1 ]; then
+	check "52 lookups of cached names, one absent: all by the loop (got $n, $l by the loop; stats right: $r)" \
+		test "$n" = 52 -a "$l" = 52 -a "$r" = 0
+else
+	check "52 lookups on a $(stat -f -c %T "$src") source: by workers (got $n, $l by the loop)" \
+		test "$n" = 52 -a "$l" = 0 -a "$r" = 0
 fi
 stop
 start -o read_now=0 || exit 1

@@ -41,6 +41,7 @@ for opts in allow_other allow_other,default_permissions; do
 		echo granted >granted && chmod 600 granted && setfacl -m u:aiodt2:r granted
 		echo denied >denied && chmod 644 denied && setfacl -m u:aiodt1:- denied
 		mkdir tmp && chmod 1777 tmp
+		mkdir private && echo p >private/f && chmod 700 private
 	) || { fail "setting up the source"; continue; }
 	"$AIODFS" -o "$opts" "$src" "$mnt" || { fail "mount -o $opts"; continue; }
 	echo "== -o $opts"
@@ -90,6 +91,12 @@ for user in ("aiodt1", "aiodt2"):
     check(f"{user} cannot read a root 0600 file", as_user(user, lambda: read("secret")) == "EACCES")
     check(f"{user} cannot delete from a root 0755 directory",
           as_user(user, lambda: os.unlink(os.path.join(mnt, "rootdir/z"))) == "EACCES")
+# Root's stat brings private/f into the caches: a user's lookup of it
+# must still ask the source, as the user, whose search is refused.
+os.stat(os.path.join(mnt, "private/f"))
+for user in ("aiodt1", "aiodt2"):
+    check(f"{user} cannot stat a file in a root 0700 directory root has just looked into",
+          as_user(user, lambda: os.stat(os.path.join(mnt, "private/f"))) == "EACCES")
 check("aiodt1 reads a 0640 file of its supplementary group",
       as_user("aiodt1", lambda: read("group")) == "group")
 check("aiodt2, not in the group, cannot", as_user("aiodt2", lambda: read("group")) == "EACCES")

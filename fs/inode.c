@@ -20,6 +20,7 @@
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
@@ -163,11 +164,24 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
  * Lookups the loop answers itself (lookup_now() in ops.c) need an fd of
  * the directory.  The root has one and, without handles, every inode
  * pins one; with handles a known directory may hold an O_PATH fd of its
- * own, which bounds their number: a directory beyond that is looked
- * into by workers only, as before.
+ * own, as many as max_dirfds(): a directory beyond that is looked into
+ * by workers only, as before.
  */
 #define MAX_DIRFDS 1024
 static unsigned ndirfds;
+
+/* At most MAX_DIRFDS, and an eighth of the fds the daemon may open. */
+static unsigned max_dirfds(void)
+{
+	static unsigned max;
+	struct rlimit r;
+
+	if (!max)
+		max = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur / 8 < MAX_DIRFDS
+			      ? (unsigned)(r.rlim_cur / 8) + 1
+			      : MAX_DIRFDS;
+	return max;
+}
 
 /*
  * The fd the loop may look names up under in directory in, or -1: one
@@ -202,7 +216,7 @@ void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
 	int dfd, fd;
 
 	if (in->type != S_IFDIR || in->fd >= 0 || in->dirfd >= 0 ||
-	    ndirfds >= MAX_DIRFDS || !name || (dfd = afs_inode_lookup_fd(dir)) < 0)
+	    ndirfds >= max_dirfds() || !name || (dfd = afs_inode_lookup_fd(dir)) < 0)
 		return;
 	fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
 	if (fd < 0)

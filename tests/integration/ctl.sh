@@ -46,6 +46,13 @@ FSX=${FSX:-$build/tests/fsx}
 
 src=$T/src mnt=$T/mnt log=$T/daemon.log
 mkdir -p "$src" "$mnt"
+# The source's filesystem, and whether it is one of the local ones
+# aiod_pool_flushless() knows (no flush on close; the loop's lookups).
+src_type=$(stat -f -c %T "$src")
+case $src_type in
+ext2/ext3 | xfs | tmpfs) src_local=1 ;;
+*) src_local=0 ;;
+esac
 pid=
 before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
 
@@ -74,12 +81,9 @@ flushes_after() {
 for _ in range(20): os.close(os.open(sys.argv[2], getattr(os, sys.argv[1])))" "$@"
 	echo $(( $(json 'd["ops"].get("flush", {}).get("count", 0)') - f0 ))
 }
-case $(stat -f -c %T "$src") in
-ext2/ext3 | xfs | tmpfs) want=0 ;;
-*) want=20 ;;
-esac
+want=$((src_local ? 0 : 20))
 n=$(flushes_after O_WRONLY "$mnt/many/f1")
-check "20 closes of a file opened to write on $(stat -f -c %T "$src"): $want flushes (got $n)" \
+check "20 closes of a file opened to write on $src_type: $want flushes (got $n)" \
 	test "$n" = "$want"
 n=$(flushes_after O_RDONLY "$mnt/many/f1")
 check "20 closes of a file opened to read: none (got $n)" test "$n" = 0
@@ -237,18 +241,15 @@ stop
 # (tmpfs in Linux 6.18 does not), the loop reads what the source's page
 # cache holds; anything else, uncached data and O_DIRECT files go to a
 # worker.  The read row's by_loop counts the loop's.
-case $(stat -f -c %T "$src") in
-ext2/ext3 | xfs | tmpfs)
-	local_src=$(python3 -c "import os, sys
+nowait_src=0
+[ "$src_local" = 1 ] && nowait_src=$(python3 -c "import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
 os.write(fd, b'x')
 try:
     os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT); print(1)
 except OSError:
     print(0)" "$src/nowait")
-	rm -f "$src/nowait" ;;
-*) local_src=0 ;;
-esac
+rm -f "$src/nowait"
 # read_through NAME [O_DIRECT]: read the mount's NAME whole in 4 KiB
 # reads (aligned, as O_DIRECT needs) and compare it with the source's;
 # prints the READ requests that came, how many of them the loop
@@ -274,17 +275,17 @@ start || exit 1
 head -c 20000 /dev/urandom >"$src/cached"
 cat "$src/cached" >/dev/null
 set -- $(read_through cached)
-if [ "$local_src" = 1 ]; then
+if [ "$nowait_src" = 1 ]; then
 	check "a cached file: all $1 reads answered by the loop ($2), data the same ($3)" \
 		test "$1" -ge 1 -a "$2" = "$1" -a "$3" = same
 else
-	check "a cached file on a $(stat -f -c %T "$src") source without RWF_NOWAIT: its $1 reads by workers ($2 by the loop)" \
+	check "a cached file on a $src_type source without RWF_NOWAIT: its $1 reads by workers ($2 by the loop)" \
 		test "$1" -ge 1 -a "$2" = 0 -a "$3" = same
 fi
 set -- $(read_through cached O_DIRECT)
 check "O_DIRECT: 5 reads, by workers (got $1, $2 by the loop; data $3)" \
 	test "$1" = 5 -a "$2" = 0 -a "$3" = same
-if [ "$local_src" = 1 ] && [ "$(stat -f -c %T "$src")" != tmpfs ]; then
+if [ "$nowait_src" = 1 ] && [ "$src_type" != tmpfs ]; then
 	head -c 20000 /dev/urandom >"$src/cold"
 	python3 -c "import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)
@@ -295,10 +296,6 @@ os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$src/cold"
 fi
 # Lookups: names the source's caches hold are looked up by the loop on
 # a local source (tmpfs too), present or absent; elsewhere by workers.
-case $(stat -f -c %T "$src") in
-ext2/ext3 | xfs | tmpfs) want_loop=1 ;;
-*) want_loop=0 ;;
-esac
 mkdir "$src/names"
 for i in $(seq 50); do : >"$src/names/n$i"; done
 stat "$src/names"/n* >/dev/null
@@ -315,11 +312,11 @@ except FileNotFoundError:
 r=$?
 set -- "$@" $(json "$q")
 n=$(($3 - $1)) l=$(($4 - $2))
-if [ "$want_loop" = 1 ]; then
+if [ "$src_local" = 1 ]; then
 	check "52 lookups of cached names, one absent: all by the loop (got $n, $l by the loop; stats right: $r)" \
 		test "$n" = 52 -a "$l" = 52 -a "$r" = 0
 else
-	check "52 lookups on a $(stat -f -c %T "$src") source: by workers (got $n, $l by the loop)" \
+	check "52 lookups on a $src_type source: by workers (got $n, $l by the loop)" \
 		test "$n" = 52 -a "$l" = 0 -a "$r" = 0
 fi
 stop

@@ -87,6 +87,24 @@ children_named() {
 aiod_workers() { children_named "$1" aiod; }
 aiod_closer() { children_named "$1" aiod-closer; }
 
+# The test users, made once for every script that needs them: aiodt1
+# (group nogroup, and aiodtg as a supplementary group) and aiodt2
+# (nogroup only).  Scripts run in parallel: the lock keeps one from
+# seeing half of another's work.  Returns non-zero if they cannot be made.
+test_users() {
+	(
+		flock 9 || exit 1
+		getent group aiodtg >/dev/null || groupadd aiodtg || exit 1
+		if ! id aiodt1 >/dev/null 2>&1; then
+			useradd -M -N -g nogroup -G aiodtg -s /usr/sbin/nologin aiodt1 || exit 1
+		elif ! id -nG aiodt1 | grep -qw aiodtg; then
+			usermod -a -G aiodtg aiodt1 || exit 1
+		fi
+		id aiodt2 >/dev/null 2>&1 ||
+			useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt2 || exit 1
+	) 9>/run/aiodfs-test-users.lock
+}
+
 # Checks print "ok   WHAT" or "FAIL WHAT" and count the failures.
 failures=0
 ok() { echo "ok   $*"; }

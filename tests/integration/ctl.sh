@@ -138,7 +138,7 @@ wait_for -t 5 grep -q "^aiodfs: create " "$log"
 check "SIGUSR1 writes the table to the log" grep -q "^aiodfs: create " "$log"
 
 # ---- 2. only the daemon's user ----
-id aiodt1 >/dev/null 2>&1 || useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt1 || exit 1
+test_users || exit 1
 sock=$(json 'd["control_socket"]')
 check "the socket is under /run/aiodfs ($sock)" test -S "$sock" -a "${sock#/run/aiodfs/}" != "$sock"
 r=$(setpriv --reuid aiodt1 --regid nogroup --clear-groups /usr/bin/python3 -c "

@@ -5,19 +5,19 @@
 #
 #   users.sh
 #
-# Creates (if missing) group aiodtg and users aiodt1 (in aiodtg as a
-# supplementary group) and aiodt2, mounts as root with allow_other, and
-# without and with default_permissions checks, for each user through
-# the mount, that: a root 0600 file cannot be read; a file in a root
-# 0755 directory cannot be deleted; a 0640 root:aiodtg file is readable
-# through the supplementary group only; an ACL on the source that grants
-# aiodt2 read access to a 0600 file is honoured, and one that denies
-# aiodt1 a 0644 file is too; a file created in a 1777 directory belongs
-# to its creator in the source, with the caller's umask applied, and
-# another user cannot delete it from the sticky directory; that user
-# cannot set a trusted xattr or file capabilities on its own file, which
-# root can.  (Escapes
-# from the source are behind.sh's.)  Needs useradd, groupadd, setfacl.
+# Makes (test_users in tests/lib.sh) group aiodtg and users aiodt1 (in
+# aiodtg as a supplementary group) and aiodt2, mounts as root with
+# allow_other, and without and with default_permissions checks, for each
+# user through the mount, that: a root 0600 file cannot be read; a file
+# in a root 0755 directory cannot be deleted; a 0640 root:aiodtg file is
+# readable through the supplementary group only; an ACL on the source
+# that grants aiodt2 read access to a 0600 file is honoured, and one
+# that denies aiodt1 a 0644 file is too; a file created in a 1777
+# directory belongs to its creator in the source, with the caller's
+# umask applied, and another user cannot delete it from the sticky
+# directory; that user cannot set a trusted xattr or file capabilities
+# on its own file, which root can.  (Escapes from the source are
+# behind.sh's.)  Needs useradd, groupadd, setfacl.
 #
 # Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
 # every check passed, 1 if any failed, 77 (skip) without /dev/fuse or
@@ -26,9 +26,7 @@ set -u
 [ "$(id -u)" = 0 ] || { echo "users.sh: needs root; skipping"; exit 77; }
 . "$(dirname "$0")/../lib.sh" users
 
-getent group aiodtg >/dev/null || groupadd aiodtg || exit 1
-id aiodt1 >/dev/null 2>&1 || useradd -M -N -g nogroup -G aiodtg -s /usr/sbin/nologin aiodt1 || exit 1
-id aiodt2 >/dev/null 2>&1 || useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt2 || exit 1
+test_users || exit 1
 
 for opts in allow_other allow_other,default_permissions; do
 	src=$T/src-$opts mnt=$T/mnt-$opts

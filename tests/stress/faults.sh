@@ -116,9 +116,7 @@ PY
 
 reserve() {
 	local img=$T/small.img small=$T/small mnt=$T/mnt-reserve r free
-	id aiodt1 >/dev/null 2>&1 ||
-		useradd -M -N -g nogroup -s /usr/sbin/nologin aiodt1 ||
-		{ fail "reserve: useradd"; return; }
+	test_users || { fail "reserve: making the test users"; return; }
 	mkdir -p "$small" "$mnt"
 	truncate -s 32M "$img" && mkfs.ext4 -q -F -m 10 "$img" &&
 		mount -o loop "$img" "$small" || { fail "reserve: loop-mount an ext4 image"; return; }

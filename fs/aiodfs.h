@@ -73,8 +73,9 @@ struct afs_inode {
 	bool hashed;                /* reachable by (dev, ino) */
 	mode_t type;                /* S_IFMT bits */
 	int fd;                     /* pinned O_PATH fd, or -1 */
-	int dirfd;                  /* a directory's O_PATH fd for the loop's
-				       lookups (afs_inode_lookup_fd()), or -1 */
+	int pathfd;                 /* an O_PATH fd the loop keeps for its
+				       lookups and statx (afs_inode_loop_fd()),
+				       or -1 */
 	signed char local;          /* fd's source is local: 1, not: -1,
 				       not asked yet: 0 */
 	struct aiod_fh fh;          /* handle_bytes 0 when fd is used */
@@ -98,6 +99,7 @@ struct afs_file {
 	bool released;              /* counted in in->closing already */
 	bool backing;               /* open in passthrough (in->backing_id) */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
+	bool local;                 /* on a local source: set_file_traits() */
 	bool nowait;                /* the loop may read it: see read_now() */
 	uint64_t flushed;           /* in->writes at its open or last flush */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
@@ -201,9 +203,11 @@ void afs_log(int prio, const char *fmt, ...)
 
 /* inode.c */
 struct afs_inode *afs_inode_get(fuse_ino_t nodeid);
-int afs_inode_lookup_fd(struct afs_inode *in);
+int afs_inode_loop_fd(struct afs_inode *in);
+bool afs_inode_wants_fd(struct afs_inode *in);
+bool afs_inode_keep_fd(struct afs_inode *in, int fd);
 void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
-			 struct afs_inode *in);
+			 struct afs_inode *in, int *fd);
 int afs_inode_init_root(void);
 struct afs_inode *afs_inode_find(const struct statx *stx,
 				 const struct aiod_fh *fh);
@@ -214,6 +218,7 @@ void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
 void afs_close_async(int fd, struct afs_inode *in);
+void afs_close_path(int fd);
 void afs_unlock_async(int fd, struct afs_inode *in);
 
 /* passthrough.c */

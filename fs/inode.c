@@ -7,8 +7,9 @@
  * source's (st_dev, st_ino), so that hard links share one inode and
  * st_ino is the source's own.  A struct lives while the kernel holds a
  * lookup reference on it (nlookup) or a request uses it (users); it
- * holds no fd when the source gives file handles, so any number of known
- * inodes costs no fd (RLIMIT_NOFILE is far smaller than a tree).
+ * needs no fd when the source gives file handles, so any number of known
+ * inodes costs a bounded number of fds (RLIMIT_NOFILE is far smaller
+ * than a tree): those kept for the loop's own requests, max_pathfds().
  *
  * An inode number can be reused once its file is deleted, while the
  * kernel still knows the old object.  So a match on (st_dev, st_ino) also
@@ -153,7 +154,7 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 	in->birth = birth_of(stx);
 	in->type = stx->stx_mode & S_IFMT;
 	in->fd = fd;
-	in->dirfd = -1;
+	in->pathfd = -1;
 	if (fd < 0)
 		in->fh = *fh;
 	insert(in);
@@ -161,36 +162,46 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 }
 
 /*
- * Lookups the loop answers itself (lookup_now() in ops.c) need an fd of
- * the directory.  The root has one and, without handles, every inode
- * pins one; with handles a known directory may hold an O_PATH fd of its
- * own, as many as max_dirfds(): a directory beyond that is looked into
- * by workers only, as before.
+ * Lookups and statx the loop runs itself (lookup_now() and getattr_now()
+ * in ops.c) need an fd of the object.  The root has one and, without
+ * handles, every inode pins one; with handles a known object may hold an
+ * O_PATH fd of its own: a directory from right after its lookup or
+ * creation, anything else from its first GETATTR, which a worker answers
+ * with one (afs_inode_wants_fd()).  At most max_pathfds() directories
+ * and as many other objects hold one (files never crowd directories
+ * out); beyond that an object's requests go to workers, as before.  The
+ * fd goes when the kernel forgets the inode.
  */
-#define MAX_DIRFDS 1024
-static unsigned ndirfds;
+#define MAX_PATHFDS 1024
+static unsigned npathfds[2]; /* [0]: directories, [1]: the rest */
 
-/* At most MAX_DIRFDS, and an eighth of the fds the daemon may open. */
-static unsigned max_dirfds(void)
+/* At most MAX_PATHFDS, and an eighth of the fds the daemon may open. */
+static unsigned max_pathfds(void)
 {
 	static unsigned max;
 	struct rlimit r;
 
 	if (!max)
-		max = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur / 8 < MAX_DIRFDS
+		max = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur / 8 < MAX_PATHFDS
 			      ? (unsigned)(r.rlim_cur / 8) + 1
-			      : MAX_DIRFDS;
+			      : MAX_PATHFDS;
 	return max;
 }
 
-/*
- * The fd the loop may look names up under in directory in, or -1: one
- * that exists, on a local source (the list of aiod_pool_flushless()),
- * whose lookups of cached names never wait for a server.
- */
-int afs_inode_lookup_fd(struct afs_inode *in)
+static unsigned *npathfds_of(const struct afs_inode *in)
 {
-	int fd = in->fd >= 0 ? in->fd : in->dirfd;
+	return &npathfds[in->type != S_IFDIR];
+}
+
+/*
+ * An fd of in the loop may look names up under (a directory) or statx,
+ * or -1: one that exists, on a local source (the list of
+ * aiod_pool_flushless()), whose cached names and inodes never wait for
+ * a server.
+ */
+int afs_inode_loop_fd(struct afs_inode *in)
+{
+	int fd = in->fd >= 0 ? in->fd : in->pathfd;
 
 	if (fd < 0)
 		return -1;
@@ -200,40 +211,69 @@ int afs_inode_lookup_fd(struct afs_inode *in)
 }
 
 /*
- * in, just named name in directory dir, may be a directory the loop can
- * look into: then it opens its own O_PATH fd of it, from the kernel's
- * cache alone (RESOLVE_CACHED: the name was just looked up), if it is
- * still the same object.
+ * Whether in, named by handle on the root's filesystem, lacks an fd the
+ * loop could use and may have one: the root's source is local and the
+ * budget allows.
+ */
+bool afs_inode_wants_fd(struct afs_inode *in)
+{
+	return in->fd < 0 && in->pathfd < 0 && *npathfds_of(in) < max_pathfds() &&
+	       afs_inode_loop_fd(&afs.root) >= 0;
+}
+
+/* in keeps fd, an O_PATH fd of it, if it has none and the budget allows. */
+bool afs_inode_keep_fd(struct afs_inode *in, int fd)
+{
+	unsigned *n = npathfds_of(in);
+
+	if (in->fd >= 0 || in->pathfd >= 0 || *n >= max_pathfds())
+		return false;
+	in->pathfd = fd;
+	++*n;
+	return true;
+}
+
+/*
+ * in was just named name in directory dir.  If it is a directory, it
+ * keeps *fd, an O_PATH fd of it the caller holds (*fd becomes -1), or
+ * else gets one, opened from the kernel's cache alone (RESOLVE_CACHED:
+ * the name was just looked up), if it is still the same object.
  */
 void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
-			 struct afs_inode *in)
+			 struct afs_inode *in, int *fd)
 {
 	struct open_how how = {
 		.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED,
 	};
 	struct statx stx;
-	int dfd, fd;
+	int dfd, nfd;
 
-	if (in->type != S_IFDIR || in->fd >= 0 || in->dirfd >= 0 ||
-	    ndirfds >= max_dirfds() || !name || (dfd = afs_inode_lookup_fd(dir)) < 0)
+	if (in->type != S_IFDIR || in->fd >= 0 || in->pathfd >= 0 ||
+	    *npathfds_of(in) >= max_pathfds())
 		return;
-	fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
-	if (fd < 0)
-		return;
-	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
-	    dev_of(&stx) != in->dev || stx.stx_ino != in->ino) {
-		afs_close_async(fd, NULL);
+	if (*fd >= 0) {
+		afs_inode_keep_fd(in, *fd);
+		*fd = -1;
 		return;
 	}
-	in->dirfd = fd;
-	ndirfds++;
+	if (!name || (dfd = afs_inode_loop_fd(dir)) < 0)
+		return;
+	nfd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+	if (nfd < 0)
+		return;
+	if (statx(nfd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
+	    dev_of(&stx) != in->dev || stx.stx_ino != in->ino) {
+		afs_close_path(nfd);
+		return;
+	}
+	afs_inode_keep_fd(in, nfd);
 }
 
 int afs_inode_init_root(void)
 {
 	afs.root.fd = afs.root_fd;
-	afs.root.dirfd = -1;
+	afs.root.pathfd = -1;
 	afs.root.type = S_IFDIR;
 	afs.root.nlookup = 1;
 	return 0;
@@ -245,10 +285,10 @@ static void free_inode(struct afs_inode *in)
 	unhash(in);
 	afs_lock_owners_free(in);
 	if (in->fd >= 0)
-		afs_close_async(in->fd, NULL);
-	if (in->dirfd >= 0) {
-		afs_close_async(in->dirfd, NULL);
-		ndirfds--;
+		afs_close_path(in->fd);
+	if (in->pathfd >= 0) {
+		afs_close_path(in->pathfd);
+		--*npathfds_of(in);
 	}
 	free(in);
 }
@@ -325,6 +365,20 @@ static bool submit_closing(struct closing *c, struct afs_inode *in)
 		return true;
 	free(c);
 	return false;
+}
+
+/*
+ * Close an O_PATH fd of ours: it has no flush, but the last close of an
+ * object unlinked meanwhile frees it (an ext4 file's blocks), so the
+ * pool's closer runs it (aiod_pool_close()), not the loop, and without
+ * a worker's round trip.
+ */
+void afs_close_path(int fd)
+{
+	if (afs.pool)
+		aiod_pool_close(afs.pool, fd);
+	else
+		close(fd);
 }
 
 /*

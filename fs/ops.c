@@ -64,6 +64,7 @@ struct op {
 	struct fuse_file_info fi;   /* create, open */
 	struct afs_inode *made;     /* an entry's inode, once known */
 	struct statx stx;           /* an entry's identity */
+	int path_fd;                /* lookup_now()'s O_PATH fd of it, or -1 */
 	int lock;                   /* locks: where a wait stands, LK_* */
 	bool interrupted;           /* locks: the caller gave up */
 	int lock_op;                /* flock: LOCK_SH or LOCK_EX; 0: fcntl */
@@ -162,6 +163,7 @@ static struct op *op_new(fuse_req_t freq, int opcode, const char *n0,
 	}
 	memset(op, 0, sizeof(*op));
 	op->freq = freq;
+	op->path_fd = -1;
 	op->live.opcode = (uint8_t)opcode;
 	op->live.start_ns = afs_now_ns();
 	if (n0)
@@ -186,6 +188,8 @@ static void op_free(struct op *op)
 		afs_loop_release(op->rbuf);
 	if (op->pipe)
 		afs_loop_put_pipe(op->pipe);
+	if (op->path_fd >= 0)
+		close(op->path_fd); /* see lookup_now() */
 	free(op);
 }
 
@@ -391,17 +395,17 @@ static void pinned(struct op *op)
 	    req->stx.stx_dev_major != op->stx.stx_dev_major ||
 	    req->stx.stx_dev_minor != op->stx.stx_dev_minor) {
 		/* Replaced behind our back between the two steps. */
-		afs_close_async(req->ret_fd, NULL);
+		afs_close_path(req->ret_fd);
 		reply_err(op, ESTALE);
 		return;
 	}
 	in = afs_inode_find(&op->stx, NULL);
 	if (in)
-		afs_close_async(req->ret_fd, NULL);
+		afs_close_path(req->ret_fd);
 	else
 		in = afs_inode_new(&op->stx, NULL, req->ret_fd);
 	if (!in) {
-		afs_close_async(req->ret_fd, NULL);
+		afs_close_path(req->ret_fd);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -469,7 +473,7 @@ static void reply_entry(struct op *op)
 {
 	struct fuse_entry_param e;
 
-	afs_inode_learn_dir(op->in[0], op->name[0], op->made);
+	afs_inode_learn_dir(op->in[0], op->name[0], op->made, &op->path_fd);
 	fill_entry(op, &e);
 	if (op->fi.fh) {
 		/* create: the entry and the open file, whose reference the
@@ -577,11 +581,11 @@ static void lookup_pinned(struct op *op)
 	op->stx = req->stx;
 	in = afs_inode_find(&req->stx, NULL);
 	if (in)
-		afs_close_async(req->ret_fd, NULL);
+		afs_close_path(req->ret_fd);
 	else
 		in = afs_inode_new(&req->stx, NULL, req->ret_fd);
 	if (!in) {
-		afs_close_async(req->ret_fd, NULL);
+		afs_close_path(req->ret_fd);
 		reply_err(op, ENOMEM);
 		return;
 	}
@@ -592,7 +596,7 @@ static void lookup_pinned(struct op *op)
 
 /*
  * A name the kernel's own caches hold under a directory the loop has an
- * fd of (afs_inode_lookup_fd()) is looked up by the loop itself:
+ * fd of (afs_inode_loop_fd()) is looked up by the loop itself:
  * openat2() with RESOLVE_CACHED fails with EAGAIN rather than read a
  * directory or ask anyone (io_uring opens files the same way before it
  * hands them to a thread), and the statx and the handle of the O_PATH fd
@@ -608,7 +612,7 @@ static bool lookup_now(struct op *op)
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED,
 	};
 	struct aiod_req *req = &op->req;
-	int dfd = afs_inode_lookup_fd(op->in[0]), fd;
+	int dfd = afs_inode_loop_fd(op->in[0]), fd;
 
 	if (dfd < 0 || op->has_cred)
 		return false;
@@ -624,7 +628,7 @@ static bool lookup_now(struct op *op)
 	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
 		  STATX_BASIC_STATS | STATX_BTIME, &req->stx) < 0) {
 		req->result = -errno;
-		afs_close_async(fd, NULL);
+		afs_close_path(fd);
 		lookup_failed(op);
 		return true;
 	}
@@ -639,12 +643,15 @@ static bool lookup_now(struct op *op)
 			      &req->mount_id, AT_EMPTY_PATH) < 0)
 		req->fh.handle_bytes = 0;
 	/*
-	 * Closed here, not in a worker (afs_close_async()): an O_PATH file
-	 * has no flush, and a worker's round trip for its fd cost a third
-	 * of the lookups per second.  Only if the object were unlinked in
-	 * these microseconds and unused elsewhere would the close free it.
+	 * A directory may keep the fd (reply_entry()), for lookups under
+	 * it and the loop's statx of it (getattr_now()).  Else op_free()
+	 * closes it here, not in a worker (afs_close_async()): an O_PATH
+	 * file has no flush, and a worker's round trip for its fd cost a
+	 * third of the lookups per second.  Only if the object were
+	 * unlinked in these microseconds and unused elsewhere would the
+	 * close free it.
 	 */
-	close(fd);
+	op->path_fd = fd;
 	entry_found(op);
 	return true;
 }
@@ -782,16 +789,67 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
 		afs_inode_set_obj(&op->req, 0, in);
 }
 
+/*
+ * The attributes of an object the loop has an fd of on a local source
+ * (its open file's, or afs_inode_loop_fd()) come from the loop's own
+ * statx: of a local filesystem's inode in memory, which waits for no
+ * device and no server (forced sync or not, the kernel's getattr of
+ * ext4, XFS and tmpfs reads the same inode).  Returns whether it
+ * answered.
+ */
+static bool getattr_now(struct op *op)
+{
+	const struct afs_file *f = op->file[0];
+	int fd = f ? (f->local ? f->fd : -1) : afs_inode_loop_fd(op->in[0]);
+
+	if (fd < 0)
+		return false;
+	afs_stats_by_loop(AFS_OP_GETATTR);
+	op->req.result = statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW |
+					       AT_STATX_DONT_SYNC,
+			       STATX_BASIC_STATS, &op->req.stx) < 0
+				 ? -errno
+				 : 0;
+	reply_attr(op);
+	return true;
+}
+
+/* A worker's O_PATH open by handle brought the attributes, and an fd. */
+static void getattr_opened(struct op *op)
+{
+	if (op->req.result >= 0 && !afs_inode_keep_fd(op->in[0], op->req.ret_fd))
+		afs_close_path(op->req.ret_fd);
+	reply_attr(op);
+}
+
+/*
+ * An object the loop has no fd of, on a local source, gets one from its
+ * first GETATTR: the worker opens it O_PATH by handle, as it would for
+ * the statx, and its identity is the attributes (AIOD_F_LOOKUP); the
+ * loop answers the object's next ones itself.  Only objects asked for
+ * attributes pay for an fd (a GETATTR comes after the attribute timeout,
+ * a write, or for a statx with AT_STATX_FORCE_SYNC): not the thousands a
+ * tree walk looks up, which would then each cost a close at FORGET.
+ */
 static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct op *op = op_new(freq, AFS_OP_GETATTR, NULL, NULL);
+	struct afs_inode *in;
 
 	if (!op)
 		return;
-	op_obj(op, 0, ino);
+	in = op_obj(op, 0, ino);
 	prep_getattr(op, fi);
-	op_submit(op, reply_attr);
+	if (getattr_now(op))
+		return;
+	if (op->file[0] || in->fh.handle_bytes == 0 || !afs_inode_wants_fd(in)) {
+		op_submit(op, reply_attr);
+		return;
+	}
+	aiod_prep_open_by_handle(&op->req, afs.root_fd, &in->fh, O_PATH);
+	op->req.flags = AIOD_F_LOOKUP;
+	op_submit(op, getattr_opened);
 }
 
 /*
@@ -1124,6 +1182,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->released = false;
 		f->backing = false;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
+		f->local = false;
 		f->nowait = false;
 		f->in = NULL;
 		file_set_inode(f, in);
@@ -1232,11 +1291,10 @@ static void set_open_flags(struct fuse_file_info *fi)
  */
 static void set_file_traits(struct afs_file *f, struct fuse_file_info *fi)
 {
-	bool local = aiod_pool_flushless(afs.pool, f->fd);
-
+	f->local = aiod_pool_flushless(afs.pool, f->fd);
 	fi->noflush = !afs.opt.posix_locks &&
-		      ((fi->flags & O_ACCMODE) == O_RDONLY || local);
-	f->nowait = local && !(fi->flags & O_DIRECT);
+		      ((fi->flags & O_ACCMODE) == O_RDONLY || f->local);
+	f->nowait = f->local && !(fi->flags & O_DIRECT);
 }
 
 static void open_done(struct op *op)

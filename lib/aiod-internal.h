@@ -126,6 +126,10 @@ int aiod__closer_start(struct aiod__closer *c);
  * there is no closer or no memory: fd is still the caller's.
  */
 bool aiod__closer_give(struct aiod__closer *c, int fd, uint64_t token);
+/* The same, but fd waits in the backlog until aiod__closer_send(). */
+bool aiod__closer_queue(struct aiod__closer *c, int fd, uint64_t token);
+/* Write what waits in the backlog, as far as the pipe takes it. */
+void aiod__closer_send(struct aiod__closer *c);
 /*
  * Whether fd's file is on a filesystem known to have no flush operation
  * (ext2/3/4, XFS, tmpfs), so that closing a copy of it that is not its

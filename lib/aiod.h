@@ -628,6 +628,22 @@ int aiod_pool_reap(struct aiod_pool *pool);
  */
 bool aiod_pool_flushless(struct aiod_pool *pool, int fd);
 
+/*
+ * aiod_pool_close - close fd, which the caller gives up, without
+ * blocking: the pool's closer (which shares the caller's fds) closes it,
+ * or the caller, without one.  The closer gets the fds given since the
+ * last time in one batch, at the caller's next aiod_pool_reap(),
+ * aiod_pool_process() or aiod_pool_wait() (or aiod_pool_awake(p,
+ * false)).  No request, no callback; the number is free again once the
+ * closer has closed it.  For an fd that is not a worker's (never
+ * submitted with AIOD_F_KEEP) whose close has no flush to report (an
+ * O_PATH fd, a file of aiod_pool_flushless()), but whose last close may
+ * still take long: that of an unlinked file frees its blocks.  A file
+ * whose close must end before the caller goes on (its locks, its flush)
+ * closes with AIOD_OP_CLOSE instead.
+ */
+void aiod_pool_close(struct aiod_pool *pool, int fd);
+
 /* aiod_pool_stats - fill *st.  Returns 0. */
 int aiod_pool_stats(const struct aiod_pool *pool, struct aiod_pool_stats *st);
 

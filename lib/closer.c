@@ -217,7 +217,7 @@ static void write_backlog(struct aiod__closer *c)
 	c->nbacklog -= sent;
 }
 
-bool aiod__closer_give(struct aiod__closer *c, int fd, uint64_t token)
+bool aiod__closer_queue(struct aiod__closer *c, int fd, uint64_t token)
 {
 	if (!c->pid)
 		return false;
@@ -231,6 +231,19 @@ bool aiod__closer_give(struct aiod__closer *c, int fd, uint64_t token)
 		c->cap = cap;
 	}
 	c->backlog[c->nbacklog++] = (struct aiod__close_job){ .fd = fd, .token = token };
+	return true;
+}
+
+void aiod__closer_send(struct aiod__closer *c)
+{
+	if (c->nbacklog)
+		write_backlog(c);
+}
+
+bool aiod__closer_give(struct aiod__closer *c, int fd, uint64_t token)
+{
+	if (!aiod__closer_queue(c, fd, token))
+		return false;
 	write_backlog(c);
 	return true;
 }

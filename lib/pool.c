@@ -272,6 +272,13 @@ static void close_quietly(struct aiod_pool *p, int fd)
 		close(fd);
 }
 
+/* The closer gets it at the next reap (a batch of them: one write). */
+void aiod_pool_close(struct aiod_pool *p, int fd)
+{
+	if (fd >= 0 && !aiod__closer_queue(&p->closer, fd, 0))
+		close(fd);
+}
+
 bool aiod_pool_flushless(struct aiod_pool *p, int fd)
 {
 	return aiod__closer_flushless(&p->closer, fd);
@@ -1817,6 +1824,7 @@ static int run(struct aiod_pool *p, int timeout_ms)
 
 	if (p->nlive < p->nworkers)
 		refill(p);
+	aiod__closer_send(&p->closer); /* aiod_pool_close()'s */
 	n = epoll_wait(p->epfd, ev, 64, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
@@ -1876,6 +1884,7 @@ int aiod_pool_reap(struct aiod_pool *p)
 {
 	int ran;
 
+	aiod__closer_send(&p->closer); /* aiod_pool_close()'s */
 	p->depth++;
 	ran = reap_silent(p);
 	if (--p->depth == 0)

@@ -30,7 +30,8 @@
 #     and its data are the source's; O_DIRECT reads, reads of a file not
 #     in the page cache, reads on another source and any read with
 #     -o read_now=0 go to workers.  Lookups of names the source's caches
-#     hold, present or absent, are the loop's on a local source.
+#     hold, present or absent, are the loop's on a local source, and so
+#     are the forced-sync stats of a file after its first.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and FSX
 # (default: beside the daemon in its build directory).  Exits 0 if every
@@ -319,6 +320,36 @@ else
 	check "52 lookups on a $src_type source: by workers (got $n, $l by the loop)" \
 		test "$n" = 52 -a "$l" = 0 -a "$r" = 0
 fi
+# Forced-sync stats of those names, changed behind the mount, twice:
+# each is a GETATTR.  On a local source the first of each object goes to
+# a worker, which brings an O_PATH fd of it, and the loop answers the
+# second itself; elsewhere workers answer both.  The attributes are the
+# source's each time.
+names=$(for i in $(seq 50); do echo n$i; done)
+q='*(d["ops"].get("getattr", {}).get(k, 0) for k in ("count", "by_loop"))'
+for pass in 1 2; do
+	for i in $(seq 50); do
+		echo "$pass" >>"$src/names/n$i"
+		chmod "6$(((i + pass) % 8))0" "$src/names/n$i"
+	done
+	set -- $(json "$q")
+	got=$(cd "$mnt/names" && stat --cached=never -c '%n %s %a %Y %i %h' $names)
+	set -- "$@" $(json "$q")
+	want=$(cd "$src/names" && stat -c '%n %s %a %Y %i %h' $names)
+	n=$(($3 - $1)) l=$(($4 - $2)) same=same
+	[ "$got" = "$want" ] || same=differ
+	# The cd's own GETATTR of the directory, if it comes, is the loop's.
+	if [ "$src_local" != 1 ]; then
+		check "forced-sync stats of 50 files on a $src_type source, pass $pass: by workers (got $n, $l by the loop), attributes the source's ($same)" \
+			test "$n" -ge 50 -a "$l" = 0 -a "$same" = same
+	elif [ $pass = 1 ]; then
+		check "forced-sync stats of 50 files, first: by workers (got $n, $l by the loop), attributes the source's ($same)" \
+			test "$n" -ge 50 -a "$l" -le $((n - 50)) -a "$same" = same
+	else
+		check "forced-sync stats of 50 files, again: all by the loop (got $n, $l by the loop), attributes the source's ($same)" \
+			test "$n" -ge 50 -a "$l" = "$n" -a "$same" = same
+	fi
+done
 stop
 start -o read_now=0 || exit 1
 cat "$src/cached" >/dev/null

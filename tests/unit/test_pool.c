@@ -1370,13 +1370,57 @@ static void test_pool_flushless(void **state)
 	aiod_pool_free(p);
 }
 
+/* Run fn with the pool's closer, then without (AIOD_NO_CLOSER). */
+static void with_and_without_closer(void (*fn)(bool closer))
+{
+	fn(true);
+	setenv("AIOD_NO_CLOSER", "1", 1);
+	fn(false);
+	unsetenv("AIOD_NO_CLOSER");
+}
+
 static void test_pool_close_in_closer(void **state)
 {
 	(void)state;
-	close_some(true);
-	setenv("AIOD_NO_CLOSER", "1", 1);
-	close_some(false);
-	unsetenv("AIOD_NO_CLOSER");
+	with_and_without_closer(close_some);
+}
+
+/*
+ * aiod_pool_close: the closer closes the fds given, at the next reap
+ * (the caller's number goes; the write end of a pipe was its last: the
+ * read end sees EOF); without a closer, the call itself.
+ */
+static void close_given(bool closer)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	char buf[1];
+	int pfd[2], path = open("/dev/shm", O_PATH | O_CLOEXEC);
+
+	for (int64_t end = now_ms() + 2000;
+	     children_named("aiod-closer") != closer; usleep(5000))
+		assert_true(now_ms() < end);
+	assert_true(path >= 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+	aiod_pool_close(p, pfd[1]);
+	aiod_pool_close(p, path);
+	aiod_pool_close(p, -1); /* nothing */
+	/* With a closer, they wait for the next reap, and go in one batch. */
+	assert_int_equal(fcntl(path, F_GETFD) >= 0, closer);
+	assert_int_equal(aiod_pool_reap(p), 0);
+	for (int64_t end = now_ms() + 2000;
+	     fcntl(pfd[1], F_GETFD) >= 0 || fcntl(path, F_GETFD) >= 0; usleep(1000)) {
+		assert_true(closer);
+		assert_true(now_ms() < end);
+	}
+	assert_int_equal(read(pfd[0], buf, 1), 0);
+	close(pfd[0]);
+	aiod_pool_free(p);
+}
+
+static void test_pool_close_fd(void **state)
+{
+	(void)state;
+	with_and_without_closer(close_given);
 }
 
 /*
@@ -1995,6 +2039,7 @@ int main(void)
 		cmocka_unit_test(test_pool_memory_bell_untaken),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
+		cmocka_unit_test(test_pool_close_fd),
 		cmocka_unit_test(test_closer_knows_flushless),
 		cmocka_unit_test(test_pool_flushless),
 		cmocka_unit_test(test_pool_worker_replies),

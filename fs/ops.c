@@ -468,6 +468,8 @@ static void file_set_inode(struct afs_file *f, struct afs_inode *in)
 	}
 }
 
+static void caps_absent(struct afs_inode *in);
+
 /* Reply with the entry op->made, giving the kernel one reference. */
 static void reply_entry(struct op *op)
 {
@@ -481,6 +483,8 @@ static void reply_entry(struct op *op)
 		op->made->nlookup++;
 		op->file[1]->refs++;
 		file_set_inode(op->file[1], op->made);
+		if (op->fi.flags & O_EXCL)
+			caps_absent(op->made); /* made new, with no xattr */
 		afs_loop_backing_next(afs_pt_attach(op->file[1]));
 		if (fuse_reply_create(op->freq, &e, &op->fi) != 0) {
 			afs_inode_forget(op->made, 1);
@@ -2386,20 +2390,29 @@ static void afs_access(fuse_req_t freq, fuse_ino_t ino, int mask)
  * every write, which would double the requests of a write-heavy load.
  * Its absence is kept with the inode, like an attribute, for
  * attr_timeout: the kernel's view may be that stale anyway, and the
- * source drops the capability itself when a worker writes.  Setting or
- * removing it through the mount forgets it.
+ * source drops the capability itself when a worker writes.  A file just
+ * made by an O_EXCL create (tar, cp, mkstemp) starts without it.
+ * Setting or removing it through the mount forgets it.
  */
 static bool is_caps(const char *name)
 {
 	return strcmp(name, "security.capability") == 0;
 }
 
+/* in has no security.capability: the source said so, or it is new. */
+static void caps_absent(struct afs_inode *in)
+{
+	in->nocaps_until = attr_timeout() > 0
+				   ? now_ms() + (int64_t)(attr_timeout() * 1000)
+				   : 0;
+}
+
 static void caps_learn(struct afs_inode *in, const char *name, int64_t result)
 {
 	if (!is_caps(name))
 		return;
-	if (result == -ENODATA && attr_timeout() > 0)
-		in->nocaps_until = now_ms() + (int64_t)(attr_timeout() * 1000);
+	if (result == -ENODATA)
+		caps_absent(in);
 	else
 		in->nocaps_until = 0;
 }
@@ -2429,6 +2442,7 @@ static void afs_getxattr(fuse_req_t freq, fuse_ino_t ino, const char *name,
 	struct op *op;
 
 	if (is_caps(name) && in->nocaps_until > now_ms()) {
+		afs_stats_by_loop(AFS_OP_GETXATTR);
 		fuse_reply_err(freq, ENODATA);
 		afs_stats_count(AFS_OP_GETXATTR, ENODATA, 0);
 		return;

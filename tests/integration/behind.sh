@@ -109,6 +109,7 @@ done
 # FUSE_HANDLE_KILLPRIV_V2 the kernel asks once per file, not per write,
 # and leaves the dropping to the source: a capability or a set-id bit set
 # behind the mount after that is dropped by the next write through it.
+# A file an O_EXCL create made starts without one: no worker is asked.
 src=$T/src-caps mnt=$T/mnt-caps
 mkdir -p "$src" "$mnt"
 "$AIODFS" -o attr_timeout=1,allow_other "$src" "$mnt" || exit 1
@@ -137,6 +138,16 @@ for i in range(100):
 asked=$(( $(getxattrs) - before ))
 check "100 writes to an open file: the kernel asked for its capability once (asked $asked)" \
 	test "$asked" -le 2
+to_workers() { "$CTL" stats "$mnt" | awk '$1 == "getxattr" { print $2 - $NF }'; }
+before=$(to_workers)
+python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+for i in range(3):
+    os.write(fd, b"%d\n" % i)
+os.close(fd)' "$mnt/excl"
+check "writes to a file made by O_EXCL: no worker asked for its capability" \
+	test "$(to_workers)" = "$before" -a "$(caps "$mnt/excl")" = 0
 echo once > "$mnt/prog2"
 echo twice >> "$mnt/prog2"
 setcap cap_net_raw+ep "$src/prog2"

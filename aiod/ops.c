@@ -467,7 +467,8 @@ static int64_t op_lseek(struct op_ctx *c)
 }
 
 /*
- * Fill the buffer with as many entries as fit, from position arg[0].  The
+ * Fill the buffer with as many entries as fit, from position arg[0], and
+ * say whether they reach the end (getdents found nothing more).  The
  * fd's position is shared by every worker (one open file description),
  * so the client must not run two READDIRs on one fd at once.
  */
@@ -475,6 +476,7 @@ static int64_t op_readdir(struct op_ctx *c)
 {
 	size_t used = 0;
 
+	c->m->eof = 0;
 	if (lseek(c->fd[0], c->m->arg[0], SEEK_SET) < 0)
 		return -errno;
 	while (c->data_len - used >= sizeof(struct dirent64)) {
@@ -489,8 +491,10 @@ static int64_t op_readdir(struct op_ctx *c)
 			/* Entries already read are worth more than the error. */
 			return used ? (int64_t)used : -err;
 		}
-		if (n == 0)
+		if (n == 0) {
+			c->m->eof = 1;
 			break;
+		}
 		used += (size_t)n;
 	}
 	if (!used && c->data_len) {
@@ -510,7 +514,8 @@ static bool is_dot(const char *name)
 /*
  * READDIRPLUS: each entry with its identity, so that a listing costs one
  * round trip rather than one per entry.  Stops at the first entry that
- * does not fit; the caller resumes from the last record's off.
+ * does not fit (the caller resumes from the last record's off), or at
+ * the end, which it reports as READDIR does.
  */
 static int64_t op_readdirplus(struct op_ctx *c)
 {
@@ -518,6 +523,7 @@ static int64_t op_readdirplus(struct op_ctx *c)
 	size_t used = 0;
 	int dirfd = c->fd[0];
 
+	c->m->eof = 0;
 	if (lseek(dirfd, c->m->arg[0], SEEK_SET) < 0)
 		return -errno;
 	for (;;) {
@@ -527,8 +533,10 @@ static int64_t op_readdirplus(struct op_ctx *c)
 			continue;
 		if (n < 0)
 			return used ? (int64_t)used : -errno;
-		if (n == 0)
+		if (n == 0) {
+			c->m->eof = 1;
 			return (int64_t)used;
+		}
 		for (long pos = 0; pos < n;) {
 			const struct dirent64 *d = (const struct dirent64 *)(dbuf + pos);
 			size_t namelen = strlen(d->d_name);

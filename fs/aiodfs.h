@@ -82,7 +82,9 @@ struct afs_inode {
 	struct afs_lock_owner *owners; /* -o posix_locks: see ops.c */
 	int64_t nocaps_until;       /* ms: no security.capability till then */
 	unsigned closing;           /* closes of its files in flight */
-	uint64_t writes;            /* data-changing requests sent (flush) */
+	uint64_t writes;            /* data-changing requests sent (flush);
+				       of a directory, those that change
+				       its entries (listing_ends()) */
 	struct op *after_close;     /* lock requests waiting for those */
 	int backing_id;             /* passthrough.c: the kernel's, or 0 */
 	int backing_fd;             /* what backing_id was registered from */
@@ -102,6 +104,9 @@ struct afs_file {
 	bool local;                 /* on a local source: set_file_traits() */
 	bool nowait;                /* the loop may read it: see read_now() */
 	uint64_t flushed;           /* in->writes at its open or last flush */
+	int64_t end_off;            /* a directory: where its listing ends,
+				       as of in->writes == end_writes, or -1 */
+	uint64_t end_writes;
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 

@@ -285,6 +285,12 @@ static void op_changes_data(struct op *op, int i)
 		op->file[i]->in->writes++;
 }
 
+/* The request adds or removes a name in directory op->in[i]. */
+static void op_changes_entries(struct op *op, int i)
+{
+	op->in[i]->writes++;
+}
+
 /*
  * Submit op->req; next runs from its callback.  Returns false if it
  * failed: then the kernel has the error and the op is gone.
@@ -691,6 +697,7 @@ static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	set_cred(op);
 	aiod_prep_mknod(&op->req, -1, op->name[0], mode, rdev);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP;
 	op_submit(op, entry_done);
 }
@@ -705,6 +712,7 @@ static void afs_mkdir(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	set_cred(op);
 	aiod_prep_mkdir(&op->req, -1, op->name[0], mode);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP;
 	op_submit(op, entry_done);
 }
@@ -719,6 +727,7 @@ static void afs_symlink(fuse_req_t freq, const char *target, fuse_ino_t parent,
 	set_cred(op);
 	aiod_prep_symlink(&op->req, op->name[1], -1, op->name[0]);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP;
 	op_submit(op, entry_done);
 }
@@ -738,6 +747,7 @@ static void afs_link(fuse_req_t freq, fuse_ino_t ino, fuse_ino_t newparent,
 	 */
 	op_obj(op, 0, newparent);
 	op_obj(op, 1, ino);
+	op_changes_entries(op, 0);
 	afs_inode_set_obj(&op->req, 0, op->in[1]);
 	afs_inode_set_obj(&op->req, 1, op->in[0]);
 	op->req.flags = AIOD_F_LOOKUP;
@@ -1134,6 +1144,7 @@ static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	set_cred(op);
 	aiod_prep_unlink(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
@@ -1147,6 +1158,7 @@ static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	set_cred(op);
 	aiod_prep_rmdir(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
@@ -1163,6 +1175,8 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	aiod_prep_rename(&op->req, -1, op->name[0], -1, op->name[1], flags);
 	op_obj(op, 0, parent);
 	op_obj(op, 1, newparent);
+	op_changes_entries(op, 0);
+	op_changes_entries(op, 1);
 	direct_reply(op, false);
 	op_submit(op, reply_status);
 }
@@ -1188,6 +1202,7 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->accmode = backing_flags(flags) & O_ACCMODE;
 		f->local = false;
 		f->nowait = false;
+		f->end_off = -1;
 		f->in = NULL;
 		file_set_inode(f, in);
 	}
@@ -1376,6 +1391,7 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
 		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
+	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP | AIOD_F_KEEP;
 	op_submit(op, create_done);
 }
@@ -2192,10 +2208,54 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
 	op_submit(op, open_done);
 }
 
+/*
+ * The kernel lists a directory until a READDIR comes back empty.  When
+ * the worker's records reached the end of the directory (req.eof) and
+ * the reply took them all, the position after the last one is kept with
+ * the open directory, and the kernel's next READDIR from there is
+ * answered empty by the loop: one round trip fewer per directory listed.
+ * A name added or removed through the mount since the worker's listing
+ * began (in->writes) voids it; one added behind the mount shows from the
+ * next listing on, which POSIX allows of entries added after an opendir
+ * or rewinddir.  The kernel runs one READDIR at a time per open
+ * directory.
+ */
+static void listing_start(struct op *op)
+{
+	struct afs_file *f = op->file[0];
+
+	f->end_off = -1;
+	f->end_writes = f->in ? f->in->writes : 0;
+}
+
+static void listing_learn(struct op *op, bool took_all, int64_t last_off)
+{
+	struct afs_file *f = op->file[0];
+
+	if (op->req.eof && took_all && f->in && f->in->writes == f->end_writes)
+		f->end_off = last_off;
+}
+
+/* Whether READDIR(PLUS) at off is the empty one at the end: replies. */
+static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
+			 off_t off, int opcode)
+{
+	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
+
+	if (f->end_off < 0 || off != f->end_off || !f->in ||
+	    f->in->writes != f->end_writes)
+		return false;
+	fuse_reply_buf(freq, NULL, 0);
+	afs_stats_by_loop(opcode);
+	afs_stats_count(opcode, 0, 0);
+	return true;
+}
+
 static void readdir_done(struct op *op)
 {
 	const char *p = op->req.out, *end;
 	size_t size = op->req.len, used = 0;
+	int64_t last_off = op->req.arg[0];
 	char *reply;
 
 	if (op->req.result < 0) {
@@ -2222,7 +2282,9 @@ static void readdir_done(struct op *op)
 			break; /* the next readdir resumes from here */
 		used += n;
 		p += d->d_reclen;
+		last_off = d->d_off;
 	}
+	listing_learn(op, p >= end, last_off);
 	fuse_reply_buf(op->freq, reply, used);
 	free(reply);
 	op_free(op);
@@ -2231,13 +2293,17 @@ static void readdir_done(struct op *op)
 static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			off_t off, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, AFS_OP_READDIR, NULL, NULL);
+	struct op *op;
 
 	(void)ino;
+	if (listing_ends(freq, fi, off, AFS_OP_READDIR))
+		return;
+	op = op_new(freq, AFS_OP_READDIR, NULL, NULL);
 	if (!op)
 		return;
 	aiod_prep_readdir(&op->req, -1, NULL, size, off);
 	op_file(op, 0, fi);
+	listing_start(op);
 	op_submit(op, readdir_done);
 }
 
@@ -2251,6 +2317,7 @@ static void readdirplus_done(struct op *op)
 {
 	const char *p = op->req.out, *end;
 	size_t size = op->req.len / 3, used = 0, nlinked = 0;
+	int64_t last_off = op->req.arg[0];
 	struct afs_inode **linked;
 	char *reply;
 
@@ -2297,7 +2364,9 @@ static void readdirplus_done(struct op *op)
 		}
 		used += fuse_add_direntry_plus(op->freq, reply + used,
 					       size - used, e->name, &fe, e->off);
+		last_off = e->off;
 	}
+	listing_learn(op, p >= end, last_off);
 	if (fuse_reply_buf(op->freq, reply, used) != 0)
 		for (size_t i = 0; i < nlinked; i++)
 			afs_inode_forget(linked[i], 1);
@@ -2309,9 +2378,12 @@ static void readdirplus_done(struct op *op)
 static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			    off_t off, struct fuse_file_info *fi)
 {
-	struct op *op = op_new(freq, AFS_OP_READDIRPLUS, NULL, NULL);
+	struct op *op;
 
 	(void)ino;
+	if (listing_ends(freq, fi, off, AFS_OP_READDIRPLUS))
+		return;
+	op = op_new(freq, AFS_OP_READDIRPLUS, NULL, NULL);
 	if (!op)
 		return;
 	/*
@@ -2320,6 +2392,7 @@ static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 	 */
 	aiod_prep_readdirplus(&op->req, -1, NULL, size * 3, off);
 	op_file(op, 0, fi);
+	listing_start(op);
 	op_submit(op, readdirplus_done);
 }
 

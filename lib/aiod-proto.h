@@ -65,7 +65,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 12u
+#define AIOD_PROTO_VERSION 13u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -251,6 +251,8 @@ struct aiod_msg {
 	int64_t result;         /* worker: >= 0 or -errno */
 	uint32_t ret_fd;        /* worker: 1 if an fd rides on the reply */
 	int32_t mount_id;       /* worker */
+	uint32_t eof;           /* worker: READDIR, READDIRPLUS */
+	uint32_t pad2;
 	struct statx stx;       /* worker */
 	struct aiod_fh fh;      /* worker */
 	struct aiod_statfs sfs; /* worker */

@@ -106,7 +106,8 @@ enum aiod_op {
 	AIOD_OP_LSEEK = 12,      /* lseek(fd, arg[0], arg[1] whence) */
 	AIOD_OP_READDIR = 13,    /* fill buf with struct dirent64 records of
 				    directory fd, from position arg[0] (0:
-				    start, else a d_off seen before) */
+				    start, else a d_off seen before); eof
+				    says whether they reach its end */
 	AIOD_OP_MKDIR = 14,      /* mkdirat(fd, name, arg[0] mode) */
 	AIOD_OP_MKNOD = 15,      /* mknodat(fd, name, arg[0] mode, arg[1] dev) */
 	AIOD_OP_SYMLINK = 16,    /* symlinkat(name2, fd, name) */
@@ -354,6 +355,10 @@ struct aiod_req {
 	struct statx stx;           /* LOOKUP, STATX, AIOD_F_LOOKUP */
 	struct aiod_fh fh;          /* LOOKUP, AIOD_F_LOOKUP */
 	int mount_id;               /* LOOKUP, AIOD_F_LOOKUP */
+	int eof;                    /* READDIR, READDIRPLUS: 1 if the records
+				       reach the end of the directory (a
+				       listing resumed after the last one
+				       would have found nothing), else 0 */
 	struct aiod_statfs sfs;     /* STATFS */
 	/*
 	 * With reply set: 1 if the worker wrote it, and when (CLOCK_MONOTONIC

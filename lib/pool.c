@@ -1040,6 +1040,7 @@ static void collect(struct aiod_pool *p, struct aiod_req *req, int fd)
 	req->stx = m->stx;
 	req->fh = m->fh;
 	req->mount_id = m->mount_id;
+	req->eof = (int)m->eof;
 	req->sfs = m->sfs;
 	req->lk = m->lk;
 	req->fa = m->fa;

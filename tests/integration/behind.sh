@@ -164,6 +164,77 @@ check "a set-id bit set behind the mount: a user's write drops it" \
 	test "$(stat -c %a "$src/prog2")" = 777
 fusermount3 -u "$mnt"
 
+# Listings: the loop answers the kernel's last READDIR of a listing the
+# worker's reached the end of (it comes back empty).  A name made through
+# the mount in between voids that; one made behind the mount shows from
+# the next listing (rewinddir) on.
+src=$T/src-list mnt=$T/mnt-list
+mkdir -p "$src/d" "$mnt"
+for i in $(seq 300); do : > "$src/d/a-file-with-a-long-name-$i"; done
+"$AIODFS" "$src" "$mnt" || exit 1
+echo "== listings"
+python3 - "$src" "$mnt" "$CTL" <<'PY' || status=1
+import ctypes, os, subprocess, sys
+
+src, mnt, ctl = sys.argv[1:]
+failed = 0
+libc = ctypes.CDLL(None, use_errno=True)
+libc.opendir.restype = ctypes.c_void_p
+libc.opendir.argtypes = [ctypes.c_char_p]
+libc.readdir64.restype = ctypes.c_void_p
+libc.readdir64.argtypes = [ctypes.c_void_p]
+libc.rewinddir.argtypes = [ctypes.c_void_p]
+libc.closedir.argtypes = [ctypes.c_void_p]
+
+def check(what, cond):
+    global failed
+    print(("ok   " if cond else "FAIL ") + what)
+    failed += not cond
+
+def by_loop():
+    """READDIR and READDIRPLUS requests the loop answered, and all."""
+    loop = total = 0
+    for line in subprocess.run([ctl, "stats", mnt], capture_output=True,
+                               text=True, check=True).stdout.splitlines():
+        f = line.split()
+        if f and f[0] in ("readdir", "readdirplus"):
+            total += int(f[1])
+            loop += int(f[-1])
+    return loop, total
+
+def rest(dirp):
+    """The names readdir gives from where dirp stands to the end."""
+    out = set()
+    while True:
+        p = libc.readdir64(dirp)
+        if not p:
+            return out
+        out.add(ctypes.string_at(p + 19).decode())  # d_name
+
+d, sd = os.path.join(mnt, "d"), os.path.join(src, "d")
+l0, t0 = by_loop()
+check("a listing of 300 names: as in the source", set(os.listdir(d)) == set(os.listdir(sd)))
+l1, t1 = by_loop()
+check(f"its last READDIR answered by the loop ({l1 - l0} of {t1 - t0})",
+      l1 - l0 == 1 and t1 - t0 >= 3)
+dirp = libc.opendir(d.encode())
+names = rest(dirp)
+open(os.path.join(d, "made-through"), "w").close()
+l2, t2 = by_loop()
+more = rest(dirp)
+l3, t3 = by_loop()
+check(f"a name made through the mount after the end: a worker lists on ({l3 - l2} by loop)",
+      l3 == l2 and t3 == t2 + 1 and more <= {"made-through"})
+open(os.path.join(sd, "made-behind"), "w").close()
+libc.rewinddir(dirp)
+again = rest(dirp)
+check("after rewinddir: the name made behind the mount, and the one through it",
+      again == names | {"made-through", "made-behind"})
+libc.closedir(dirp)
+sys.exit(1 if failed else 0)
+PY
+fusermount3 -u "$mnt"
+
 # A name the source lacks: the kernel keeps its absence for
 # negative_timeout (default entry_timeout) and asks the daemon no more;
 # a name made behind the mount shows once that has passed, one made

@@ -1301,6 +1301,7 @@ static void test_ops_readdir_many_entries(void **state)
 	static unsigned char seen[NENTRIES];
 	char buf[4096], name[16];
 	int dots = 0, dotdots = 0, requests = 0;
+	bool ended = false;
 	struct aiod_req req;
 	off_t pos = 0;
 	int sub, fd;
@@ -1323,8 +1324,12 @@ static void test_ops_readdir_many_entries(void **state)
 		n = run(&req);
 		assert_true(n >= 0);
 		assert_true(n <= (int64_t)sizeof(buf));
-		if (n == 0)
+		if (n == 0) {
+			assert_int_equal(req.eof, 1);
 			break;
+		}
+		assert_false(ended); /* eof: nothing comes after these */
+		ended = req.eof;
 		requests++;
 		for (int64_t at = 0; at < n;) {
 			struct dirent64 *e = (struct dirent64 *)(buf + at);
@@ -1355,6 +1360,14 @@ static void test_ops_readdir_many_entries(void **state)
 		assert_int_equal(seen[i], 1);
 	/* 4 KiB holds ~170 such entries: it took many resumptions. */
 	assert_true(requests >= NENTRIES / 200);
+	close(sub);
+
+	/* A listing that fits says so with its entries. */
+	assert_int_equal(mkdirat(d, "small", 0755), 0);
+	sub = open_at(d, "small", O_RDONLY | O_DIRECTORY);
+	aiod_prep_readdir(&req, sub, buf, sizeof(buf), 0);
+	assert_true(run(&req) > 0);
+	assert_int_equal(req.eof, 1);
 	close(sub);
 }
 
@@ -1388,6 +1401,7 @@ static void test_ops_readdirplus(void **state)
 	char buf[2048] __attribute__((aligned(8))), name[16];
 	struct aiod_req req;
 	int dots = 0, sub, fd;
+	bool ended = false;
 	off_t pos = 0;
 
 	(void)state;
@@ -1408,8 +1422,12 @@ static void test_ops_readdirplus(void **state)
 		aiod_prep_readdirplus(&req, sub, buf, sizeof(buf), pos);
 		n = run(&req);
 		assert_true(n >= 0 && n <= (int64_t)sizeof(buf));
-		if (n == 0)
+		if (n == 0) {
+			assert_int_equal(req.eof, 1);
 			break;
+		}
+		assert_false(ended); /* eof: nothing comes after these */
+		ended = req.eof;
 		for (int64_t at = 0; at < n;) {
 			struct aiod_direntplus *e = (void *)(buf + at);
 			struct stat st;

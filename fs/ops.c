@@ -2312,6 +2312,9 @@ static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
  * lookup reference, which are given back if the reply does not reach
  * the kernel.  Entries without a usable handle go without attributes
  * (nodeid 0), and the kernel looks them up by name when it needs them.
+ * A directory among them gets its O_PATH fd for the loop as from a
+ * lookup (afs_inode_learn_dir()), so that lookups and GETATTRs under a
+ * tree walked by listing need no worker either.
  */
 static void readdirplus_done(struct op *op)
 {
@@ -2352,6 +2355,9 @@ static void readdirplus_done(struct op *op)
 				in = afs_inode_new(&e->stx, &e->fh, -1);
 		}
 		if (in) {
+			int none = -1;
+
+			afs_inode_learn_dir(op->file[0]->in, e->name, in, &none);
 			fe.ino = (fuse_ino_t)(uintptr_t)in;
 			stat_of(&e->stx, &fe.attr);
 			fe.attr_timeout = attr_timeout();

@@ -108,7 +108,7 @@ check "and one closer, the only other child ($closer; $nchildren children)" one_
 # open in the closer too, under the same number (here: /dev/fuse).
 fuse_fd_in() { ls -l "/proc/$1/fd" | awk '$NF == "/dev/fuse" { print $9 }'; }
 same_fds() { [ -n "$(fuse_fd_in "$pid")" ] && [ "$(fuse_fd_in "$closer")" = "$(fuse_fd_in "$pid")" ]; }
-check "the closer shares the daemon's fds (/dev/fuse as fd $(fuse_fd_in "$pid"))" same_fds
+check "the closer shares the daemon's fds (/dev/fuse as fds $(fuse_fd_in "$pid" | xargs))" same_fds
 closer_powerless() {
 	grep -q '^CapPrm:[[:space:]]*0*$' "/proc/$closer/status" &&
 		grep -q '^CapEff:[[:space:]]*0*$' "/proc/$closer/status" &&
@@ -121,13 +121,14 @@ check "the closer holds no capabilities and no_new_privs is set" closer_powerles
 # 19), even in their bounding set, and cannot gain any by exec.
 worker_caps_trimmed() {
 	local w=$1 eff bnd
+	[ -r "/proc/$w/status" ] || return 1
 	eff=$((16#$(awk '/^CapEff:/ { print $2 }' "/proc/$w/status")))
 	bnd=$((16#$(awk '/^CapBnd:/ { print $2 }' "/proc/$w/status")))
 	((eff & (1 << 1))) && ! ((bnd & (1 << 12 | 1 << 16 | 1 << 19))) &&
 		grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$w/status"
 }
 check "a worker keeps only file capabilities, no_new_privs set" \
-	worker_caps_trimmed "$(children | cut -d' ' -f1)"
+	worker_caps_trimmed "$(children | head -n 1)"
 
 # 3: a real tree through the mount.
 check "cp -a $orig into the mount" cp -a "$orig" "$mnt/include"

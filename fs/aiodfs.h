@@ -211,6 +211,7 @@ struct afs_inode *afs_inode_get(fuse_ino_t nodeid);
 int afs_inode_loop_fd(struct afs_inode *in);
 bool afs_inode_wants_fd(struct afs_inode *in);
 bool afs_inode_keep_fd(struct afs_inode *in, int fd);
+void afs_inode_drop_fd(struct afs_inode *in);
 void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
 			 struct afs_inode *in, int *fd);
 int afs_inode_init_root(void);

@@ -233,6 +233,16 @@ bool afs_inode_keep_fd(struct afs_inode *in, int fd)
 	return true;
 }
 
+/* in gives up its O_PATH fd, if it has one. */
+void afs_inode_drop_fd(struct afs_inode *in)
+{
+	if (in->pathfd < 0)
+		return;
+	afs_close_path(in->pathfd);
+	in->pathfd = -1;
+	--*npathfds_of(in);
+}
+
 /*
  * in was just named name in directory dir.  If it is a directory, it
  * keeps *fd, an O_PATH fd of it the caller holds (*fd becomes -1), or
@@ -286,10 +296,7 @@ static void free_inode(struct afs_inode *in)
 	afs_lock_owners_free(in);
 	if (in->fd >= 0)
 		afs_close_path(in->fd);
-	if (in->pathfd >= 0) {
-		afs_close_path(in->pathfd);
-		--*npathfds_of(in);
-	}
+	afs_inode_drop_fd(in);
 	free(in);
 }
 

@@ -810,11 +810,18 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
  * device and no server (forced sync or not, the kernel's getattr of
  * ext4, XFS and tmpfs reads the same inode).  Returns whether it
  * answered.
+ *
+ * An object with no name left in the source (removed, through the mount
+ * while open or behind it) loses the loop's fd (in->pathfd), which
+ * would keep a removed file's blocks until the kernel forgets the inode:
+ * its next GETATTRs go to workers as before, whose open by handle finds
+ * it while something else holds it, and says ESTALE once nothing does.
  */
 static bool getattr_now(struct op *op)
 {
 	const struct afs_file *f = op->file[0];
-	int fd = f ? (f->local ? f->fd : -1) : afs_inode_loop_fd(op->in[0]);
+	struct afs_inode *in = op->in[0];
+	int fd = f ? (f->local ? f->fd : -1) : afs_inode_loop_fd(in);
 
 	if (fd < 0)
 		return false;
@@ -824,16 +831,34 @@ static bool getattr_now(struct op *op)
 			       STATX_BASIC_STATS, &op->req.stx) < 0
 				 ? -errno
 				 : 0;
+	if (!f && fd == in->pathfd && op->req.result == 0 &&
+	    op->req.stx.stx_nlink == 0)
+		afs_inode_drop_fd(in);
 	reply_attr(op);
 	return true;
 }
 
-/* A worker's O_PATH open by handle brought the attributes, and an fd. */
+/*
+ * A worker's O_PATH open by handle brought the attributes and an fd,
+ * which the inode keeps unless the object has no name left.  Without
+ * them (the open failed, out of fds say, or the statx after it did:
+ * AIOD_F_LOOKUP's stx_mask 0), the attributes come as before.
+ */
 static void getattr_opened(struct op *op)
 {
-	if (op->req.result >= 0 && !afs_inode_keep_fd(op->in[0], op->req.ret_fd))
-		afs_close_path(op->req.ret_fd);
-	reply_attr(op);
+	struct aiod_req *req = &op->req;
+
+	if (req->result >= 0 &&
+	    (req->stx.stx_nlink == 0 || !afs_inode_keep_fd(op->in[0], req->ret_fd)))
+		afs_close_path(req->ret_fd);
+	if (req->result >= 0 && req->stx.stx_mask) {
+		reply_attr(op);
+		return;
+	}
+	if (getattr_now(op))
+		return;
+	prep_getattr(op, NULL);
+	op_submit(op, reply_attr);
 }
 
 /*

@@ -131,6 +131,13 @@ bool aiod__closer_queue(struct aiod__closer *c, int fd, uint64_t token);
 /* Write what waits in the backlog, as far as the pipe takes it. */
 void aiod__closer_send(struct aiod__closer *c);
 /*
+ * The closer died (aiod__closer_dead()): close here the fds it never
+ * took, those in the backlog and those still in the job pipe (the read
+ * end is in the shared table).  One it had read and not yet closed is
+ * lost with it: its number may be closed already, and is left alone.
+ */
+void aiod__closer_reclaim(struct aiod__closer *c);
+/*
  * Whether fd's file is on a filesystem known to have no flush operation
  * (ext2/3/4, XFS, tmpfs), so that closing a copy of it that is not its
  * last cannot block and may as well run in the caller.  Asks the

@@ -639,13 +639,15 @@ bool aiod_pool_flushless(struct aiod_pool *pool, int fd);
  * or the caller, without one.  The closer gets the fds given since the
  * last time in one batch, at the caller's next aiod_pool_reap(),
  * aiod_pool_process() or aiod_pool_wait() (or aiod_pool_awake(p,
- * false)).  No request, no callback; the number is free again once the
- * closer has closed it.  For an fd that is not a worker's (never
- * submitted with AIOD_F_KEEP) whose close has no flush to report (an
- * O_PATH fd, a file of aiod_pool_flushless()), but whose last close may
- * still take long: that of an unlinked file frees its blocks.  A file
- * whose close must end before the caller goes on (its locks, its flush)
- * closes with AIOD_OP_CLOSE instead.
+ * false)); those its pipe has no room for yet wait, and aiod_pool_fd()
+ * turns readable when it has (aiod_pool_process() sends them then).  No
+ * request, no callback; the number is free again once the closer has
+ * closed it.  For an fd that is not a worker's (never submitted with
+ * AIOD_F_KEEP) whose close has no flush to report (an O_PATH fd, a file
+ * of aiod_pool_flushless()), but whose last close may still take long:
+ * that of an unlinked file frees its blocks.  A file whose close must
+ * end before the caller goes on (its locks, its flush) closes with
+ * AIOD_OP_CLOSE instead.
  */
 void aiod_pool_close(struct aiod_pool *pool, int fd);
 

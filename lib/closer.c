@@ -262,6 +262,22 @@ size_t aiod__closer_acks(struct aiod__closer *c, uint64_t *tokens, size_t max)
 	return n > 0 ? (size_t)n / sizeof(*tokens) : 0;
 }
 
+void aiod__closer_reclaim(struct aiod__closer *c)
+{
+	struct aiod__close_job job[JOBS_PER_READ];
+	ssize_t n;
+
+	for (size_t i = 0; i < c->nbacklog; i++)
+		close(c->backlog[i].fd);
+	c->nbacklog = 0;
+	/* The read end is ours too (one fd table); the closer is gone. */
+	if (c->jobs[0] < 0 || fcntl(c->jobs[0], F_SETFL, O_NONBLOCK) < 0)
+		return;
+	while ((n = read(c->jobs[0], job, sizeof(job))) > 0)
+		for (size_t i = 0; i < (size_t)n / sizeof(job[0]); i++)
+			close(job[i].fd);
+}
+
 bool aiod__closer_dead(struct aiod__closer *c)
 {
 	siginfo_t si = { 0 };

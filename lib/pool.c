@@ -139,6 +139,7 @@ struct aiod_pool {
 	uint64_t nqueued, next_id;
 	size_t ws_used;         /* arena bytes of the workers' aiod_wstate */
 	struct aiod__closer closer;  /* closes our copies of CLOSE's fds */
+	bool closer_watched;    /* epfd watches its job pipe for room */
 	struct aiod_req **unacked;   /* CLOSEs whose fd the closer has */
 	size_t nunacked, unacked_cap;
 	struct home *homes;     /* by the caller's fd number */
@@ -277,6 +278,27 @@ void aiod_pool_close(struct aiod_pool *p, int fd)
 {
 	if (fd >= 0 && !aiod__closer_queue(&p->closer, fd, 0))
 		close(fd);
+}
+
+/*
+ * Send the closer the fds waiting for it.  Those the job pipe has no
+ * room for wait in the backlog, and while they do, the pool's epoll fd
+ * watches the pipe for room: a caller asleep on it (run(), or its own
+ * loop on aiod_pool_fd()) wakes to send them, although no ack may ever
+ * come for them (aiod_pool_close() asks for none).
+ */
+static void closer_flow(struct aiod_pool *p)
+{
+	struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = &p->closer.jobs };
+	bool wait;
+
+	aiod__closer_send(&p->closer);
+	wait = p->closer.nbacklog > 0 && p->closer.jobs[1] >= 0;
+	if (wait == p->closer_watched)
+		return;
+	if (epoll_ctl(p->epfd, wait ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
+		      p->closer.jobs[1], &ev) == 0 || !wait)
+		p->closer_watched = wait;
 }
 
 bool aiod_pool_flushless(struct aiod_pool *p, int fd)
@@ -1723,6 +1745,9 @@ void aiod_pool_free(struct aiod_pool *p)
 	reap_all(p, 1000);
 	for (struct worker *w = p->dying; w; w = w->next)
 		fprintf(stderr, "libaiod: worker %d does not die\n", (int)w->pid);
+	if (p->closer_watched)
+		epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->closer.jobs[1], NULL);
+	p->closer_watched = false;
 	aiod__closer_stop(&p->closer);
 	closer_gone(p);
 	free(p->unacked);
@@ -1825,7 +1850,7 @@ static int run(struct aiod_pool *p, int timeout_ms)
 
 	if (p->nlive < p->nworkers)
 		refill(p);
-	aiod__closer_send(&p->closer); /* aiod_pool_close()'s */
+	closer_flow(p);
 	n = epoll_wait(p->epfd, ev, 64, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
@@ -1835,12 +1860,16 @@ static int run(struct aiod_pool *p, int timeout_ms)
 
 		if (ev[i].data.ptr == &p->closer)
 			ran += closer_read(p);
+		else if (ev[i].data.ptr == &p->closer.jobs)
+			closer_flow(p);
 		else if (ev[i].data.ptr == &p->closer.pidfd) {
 			ran += closer_read(p);
 			if (aiod__closer_dead(&p->closer)) {
 				fprintf(stderr, "libaiod: the closer died; "
 					"closes run in the caller from now on\n");
 				epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->closer.pidfd, NULL);
+				aiod__closer_reclaim(&p->closer);
+				closer_flow(p);
 				ran += closer_gone(p);
 			}
 		} else if (!w)
@@ -1866,6 +1895,7 @@ static int run(struct aiod_pool *p, int timeout_ms)
 		bury(p);
 	/* Room freed by callbacks and deferred completions. */
 	dispatch(p);
+	closer_flow(p);
 	return ran;
 }
 
@@ -1885,7 +1915,7 @@ int aiod_pool_reap(struct aiod_pool *p)
 {
 	int ran;
 
-	aiod__closer_send(&p->closer); /* aiod_pool_close()'s */
+	closer_flow(p);
 	p->depth++;
 	ran = reap_silent(p);
 	if (--p->depth == 0)

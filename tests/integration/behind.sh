@@ -233,6 +233,21 @@ check("after rewinddir: the name made behind the mount, and the one through it",
 libc.closedir(dirp)
 sys.exit(1 if failed else 0)
 PY
+# A file asked for its attributes twice: the daemon keeps an fd of it on
+# a local source and answers itself.  Removed behind the mount, it loses
+# that fd at its next GETATTR (which shows no link left), and the one
+# after that fails as before, with ESTALE from its handle (the kernel
+# then looks the name up again: ENOENT).
+echo gone > "$mnt/gone"
+for i in 1 2; do stat --cached=never "$mnt/gone" >/dev/null; done
+rm "$src/gone"
+r=$(stat --cached=never -c %h "$mnt/gone" 2>&1)
+check "a file removed behind the mount: no link left ($r)" test "$r" = 0
+r=$(stat --cached=never "$mnt/gone" 2>&1)
+check "then gone ($r)" grep -qE "Stale file handle|No such file" <<<"$r"
+pid=$("$CTL" stats "$mnt" | sed -n '1s/.*, pid \([0-9]*\),.*/\1/p')
+check "and the daemon ($pid) holds no fd of it" \
+	test -n "$pid" -a -z "$(find /proc/"$pid"/fd -lname "*/gone (deleted)" 2>/dev/null)"
 fusermount3 -u "$mnt"
 
 # A name the source lacks: the kernel keeps its absence for

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <linux/falloc.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -1390,6 +1391,16 @@ static void test_pool_close_in_closer(void **state)
  * (the caller's number goes; the write end of a pipe was its last: the
  * read end sees EOF); without a closer, the call itself.
  */
+/* How many of the n fds are closed. */
+static int closed_of(const int *fds, int n)
+{
+	int closed = 0;
+
+	for (int i = 0; i < n; i++)
+		closed += fcntl(fds[i], F_GETFD) < 0;
+	return closed;
+}
+
 static void close_given(bool closer)
 {
 	struct aiod_pool *p = new_pool(1, 0);
@@ -1421,6 +1432,49 @@ static void test_pool_close_fd(void **state)
 {
 	(void)state;
 	with_and_without_closer(close_given);
+}
+
+/*
+ * More fds than the closer's pipe holds (64 KiB of 16-byte jobs: 4,096):
+ * the rest wait in the backlog, and a caller asleep on aiod_pool_fd()
+ * wakes when the closer has made room, to send them: every one gets
+ * closed, although none asks for an ack.
+ */
+static void test_pool_close_many(void **state)
+{
+	enum { N = 6000 };
+	static int fds[N];
+	struct rlimit rl;
+	struct aiod_pool *p;
+	int base, left = N, wakes = 0;
+
+	(void)state;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < N + 200)
+		skip();
+	p = new_pool(1, 0);
+	for (int64_t end = now_ms() + 2000; !children_named("aiod-closer");
+	     usleep(5000))
+		assert_true(now_ms() < end);
+	base = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(base >= 0);
+	for (int i = 0; i < N; i++) {
+		fds[i] = fcntl(base, F_DUPFD_CLOEXEC, 0);
+		assert_true(fds[i] >= 0);
+		aiod_pool_close(p, fds[i]);
+	}
+	close(base);
+	assert_int_equal(aiod_pool_reap(p), 0); /* sends what the pipe takes */
+	for (int64_t end = now_ms() + 5000; left; left = N - closed_of(fds, N)) {
+		struct pollfd pf = { .fd = aiod_pool_fd(p), .events = POLLIN };
+
+		assert_true(now_ms() < end);
+		if (poll(&pf, 1, 100) > 0) {
+			assert_true(aiod_pool_process(p) >= 0);
+			wakes++;
+		}
+	}
+	assert_true(wakes > 0);
+	aiod_pool_free(p);
 }
 
 /*
@@ -2040,6 +2094,7 @@ int main(void)
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
 		cmocka_unit_test(test_pool_close_fd),
+		cmocka_unit_test(test_pool_close_many),
 		cmocka_unit_test(test_closer_knows_flushless),
 		cmocka_unit_test(test_pool_flushless),
 		cmocka_unit_test(test_pool_worker_replies),

@@ -247,7 +247,9 @@ void afs_inode_drop_fd(struct afs_inode *in)
  * in was just named name in directory dir.  If it is a directory, it
  * keeps *fd, an O_PATH fd of it the caller holds (*fd becomes -1), or
  * else gets one, opened from the kernel's cache alone (RESOLVE_CACHED:
- * the name was just looked up), if it is still the same object.
+ * the name was just looked up), if it is still the same object (its
+ * inode number and, where the source keeps one, its birth time: not a
+ * directory made since under a number just freed).
  */
 void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
 			 struct afs_inode *in, int *fd)
@@ -272,8 +274,10 @@ void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
 	nfd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
 	if (nfd < 0)
 		return;
-	if (statx(nfd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
-	    dev_of(&stx) != in->dev || stx.stx_ino != in->ino) {
+	if (statx(nfd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+		  STATX_INO | STATX_BTIME, &stx) < 0 ||
+	    dev_of(&stx) != in->dev || stx.stx_ino != in->ino ||
+	    (in->birth && birth_of(&stx) != in->birth)) {
 		afs_close_path(nfd);
 		return;
 	}

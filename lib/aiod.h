@@ -440,7 +440,10 @@ struct aiod_pool_opts {
 	 * to any other runnable task between two looks; one worker at a
 	 * time polls, only while at most one other is busy, and the pool
 	 * gives it the next request, through shared memory when the
-	 * request carries no fd: no syscall on either side.  Where waking
+	 * request carries no fd: no syscall on either side.  Such a
+	 * request that comes while that worker ends its last one (its
+	 * reply written, or a close with no flush) waits for it rather
+	 * than wake another.  Where waking
 	 * a sleeping process on an idle CPU is slow (a virtual machine
 	 * without halt polling: tens of µs), this saves a wake-up per
 	 * request in a steady stream, for up to poll_us of CPU each time

@@ -99,7 +99,8 @@ struct worker {
 	uint64_t ws_off;        /* its struct aiod_wstate in the arena */
 	uint64_t slot_used[AIOD_KEEP_SLOTS / 64]; /* slots of kept copies */
 	unsigned nkept;
-	struct aiod_req *pinned, *pinned_tail; /* CLOSEs waiting for it */
+	struct aiod_req *pinned, *pinned_tail; /* requests waiting for it */
+	bool quick;             /* cur is a CLOSE with no flush: ring() */
 };
 
 /* The worker keeping a copy of one of the caller's fds (AIOD_F_KEEP). */
@@ -311,13 +312,17 @@ bool aiod_pool_flushless(struct aiod_pool *p, int fd)
  * closer, and the request ends when both are closed.  (Closed here, it
  * would run the file's flush here, which on NFS or a FUSE source can
  * take as long as the source likes.)  Where there is no flush, the copy
- * closes here at once.
+ * closes here at once.  Returns whether the file is known to have none.
  */
-static void close_caller_copy(struct aiod_pool *p, struct aiod_req *req)
+static bool close_caller_copy(struct aiod_pool *p, struct aiod_req *req)
 {
-	if (!p->closer.pid || aiod__closer_flushless(&p->closer, req->fd[0])) {
+	if (!p->closer.pid) {
 		close(req->fd[0]);
-		return;
+		return false;
+	}
+	if (aiod__closer_flushless(&p->closer, req->fd[0])) {
+		close(req->fd[0]);
+		return true;
 	}
 	if (p->nunacked == p->unacked_cap) {
 		size_t cap = p->unacked_cap ? 2 * p->unacked_cap : 16;
@@ -325,16 +330,16 @@ static void close_caller_copy(struct aiod_pool *p, struct aiod_req *req)
 
 		if (!u) {
 			close(req->fd[0]);
-			return;
+			return false;
 		}
 		p->unacked = u;
 		p->unacked_cap = cap;
 	}
-	if (!aiod__closer_give(&p->closer, req->fd[0], (uint64_t)(uintptr_t)req)) {
+	if (!aiod__closer_give(&p->closer, req->fd[0], (uint64_t)(uintptr_t)req))
 		close(req->fd[0]);
-		return;
-	}
-	p->unacked[p->nunacked++] = req;
+	else
+		p->unacked[p->nunacked++] = req;
+	return false;
 }
 
 /* Whether req waits for the closer; with take, it no longer does. */
@@ -945,9 +950,11 @@ static int ring(struct aiod_pool *p, struct worker *w, struct aiod_req *req)
 	set_cur(p, w, req);
 	req->worker_ = w;
 	req->state_ = REQ_RUNNING;
+	w->quick = false;
 	if (req->op == AIOD_OP_CLOSE) {
 		home_forget(p, req->fd[0]); /* the number may come back at once */
-		close_caller_copy(p, req); /* the worker's copy is the last */
+		/* The worker's copy is the last; with no flush, quickly so. */
+		w->quick = close_caller_copy(p, req);
 	}
 	return 0;
 }
@@ -976,38 +983,83 @@ static struct worker *pick_idle(struct aiod_pool *p)
 
 /*
  * Whether w has written the reply to a request that carried it no fd,
- * and so has nothing left to do but say it is done.  A worker that
- * writes its reply to the kernel wakes the program waiting for it, whose
- * next request can reach us before that word: it should wait for w.
+ * and so has nothing left to do but say it is done, or runs a close
+ * with no flush (ring()'s quick).  A worker that writes its reply to the
+ * kernel wakes the program waiting for it, whose next request can reach
+ * us before that word: it should wait for w.  So should one that comes
+ * right behind a file's release, whose close the caller did not wait for.
  */
 static bool finishing(struct aiod_pool *p, const struct worker *w)
 {
 	const struct aiod_msg *m = w->cur ? msg_of(p, w->cur) : NULL;
 
-	return m && !w->retiring && m->fd[0] < 0 && m->fd[1] < 0 &&
-	       __atomic_load_n(&m->reply_state, __ATOMIC_ACQUIRE) ==
-		       AIOD_REPLY_DONE;
+	return m && !w->retiring &&
+	       (w->quick ||
+		(m->fd[0] < 0 && m->fd[1] < 0 &&
+		 __atomic_load_n(&m->reply_state, __ATOMIC_ACQUIRE) ==
+			 AIOD_REPLY_DONE));
+}
+
+/* Whether req would reach a worker in memory: it passes it no fd. */
+static bool passes_no_fd(const struct aiod_pool *p, const struct aiod_req *req)
+{
+	for (int i = 0; i < AIOD_WIRE_MAXFD; i++)
+		if (req->fd[i] >= 0 && shared_index(p, req->fd[i]) < 0)
+			return false;
+	return true;
+}
+
+/*
+ * With polling, the busy worker req should wait for, or NULL: the one
+ * finishing() that polls (or will: no worker polls yet), when no idle
+ * worker polls.  A program's next request often reaches us between its
+ * worker's reply and that worker's word that it is done; given to an
+ * idle worker, it would cost that one a wake-up (and the poller stays
+ * the other), where the poller takes it in memory a moment later, with
+ * no syscall on either side.
+ */
+static struct worker *finishing_poller(struct aiod_pool *p,
+				       const struct aiod_req *req)
+{
+	pid_t poller = __atomic_load_n(&hdr_of(p)->poller, __ATOMIC_ACQUIRE);
+
+	if (!hdr_of(p)->poll_us || !passes_no_fd(p, req))
+		return NULL;
+	for (unsigned i = 0; poller && i < p->nidle; i++)
+		if (p->idle[i]->pid == poller)
+			return NULL;
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = p->slots[i];
+
+		if (w && !w->lost && !w->pinned && finishing(p, w) &&
+		    (!poller || w->pid == poller))
+			return w;
+	}
+	return NULL;
 }
 
 /*
  * The worker for req, taken off the idle list: the one keeping a copy of
- * its fd if that one is idle, else pick_idle()'s.  NULL: req waits for
- * its busy home now, pinned to it: a CLOSE always, another request if
- * the home is only finishing().
+ * its fd if that one is idle, else pick_idle()'s.  NULL: req waits for a
+ * busy worker now, pinned to it: for its home, a CLOSE always, another
+ * request if the home is only finishing(); else the finishing_poller().
  */
 static struct worker *pick(struct aiod_pool *p, struct aiod_req *req)
 {
 	struct home *h = goes_home(req) ? home_of(p, req->fd[0]) : NULL;
+	struct worker *w;
 
+	if (!h && (w = finishing_poller(p, req))) {
+		pin(p, w, req);
+		return NULL;
+	}
 	if (!h)
 		return pick_idle(p);
 	for (unsigned i = 0; i < p->nidle; i++) {
-		struct worker *w = p->idle[i];
-
-		if (w != h->w)
+		if (p->idle[i] != h->w)
 			continue;
 		p->idle[i] = p->idle[--p->nidle];
-		return w;
+		return h->w;
 	}
 	if (req->op != AIOD_OP_CLOSE && !finishing(p, h->w))
 		return pick_idle(p);

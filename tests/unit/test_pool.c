@@ -1247,7 +1247,8 @@ static void test_pool_error_replies(void **state)
 }
 
 /* How many children this process has now named comm (aiod: workers). */
-static int children_named(const char *comm)
+/* How many of our children comm names; the pid of one in *pid, if any. */
+static int children_named_pid(const char *comm, pid_t *pid)
 {
 	char path[64], buf[4096], name[32];
 	int n = 0;
@@ -1266,13 +1267,23 @@ static int children_named(const char *comm)
 				continue;       /* reaped meanwhile */
 			if (fgets(name, sizeof(name), c)) {
 				name[strcspn(name, "\n")] = 0;
-				n += strcmp(name, comm) == 0;
+				if (strcmp(name, comm) == 0) {
+					n++;
+					*pid = atoi(t);
+				}
 			}
 			fclose(c);
 		}
 	}
 	fclose(f);
 	return n;
+}
+
+static int children_named(const char *comm)
+{
+	pid_t pid;
+
+	return children_named_pid(comm, &pid);
 }
 
 static int nchildren(void)
@@ -1447,14 +1458,17 @@ static void test_pool_close_many(void **state)
 	struct rlimit rl;
 	struct aiod_pool *p;
 	int base, left = N, wakes = 0;
+	pid_t closer = 0;
 
 	(void)state;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < N + 200)
 		skip();
 	p = new_pool(1, 0);
-	for (int64_t end = now_ms() + 2000; !children_named("aiod-closer");
-	     usleep(5000))
+	for (int64_t end = now_ms() + 2000;
+	     !children_named_pid("aiod-closer", &closer); usleep(5000))
 		assert_true(now_ms() < end);
+	/* Stopped, it cannot make room while the pipe is filled. */
+	assert_int_equal(kill(closer, SIGSTOP), 0);
 	base = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	assert_true(base >= 0);
 	for (int i = 0; i < N; i++) {
@@ -1464,6 +1478,7 @@ static void test_pool_close_many(void **state)
 	}
 	close(base);
 	assert_int_equal(aiod_pool_reap(p), 0); /* sends what the pipe takes */
+	assert_int_equal(kill(closer, SIGCONT), 0);
 	for (int64_t end = now_ms() + 5000; left; left = N - closed_of(fds, N)) {
 		struct pollfd pf = { .fd = aiod_pool_fd(p), .events = POLLIN };
 
@@ -1917,6 +1932,49 @@ static void test_pool_keep_close_waits_for_home(void **state)
 }
 
 /*
+ * With polling, a request that comes while the worker that polls runs a
+ * CLOSE with no flush (a file in /dev/shm) waits for that worker instead
+ * of waking the idle one; it then runs there.  Without polling it goes to
+ * the idle worker at once.
+ */
+static void test_pool_waits_for_quick_close(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 2 };
+	struct aiod_pool *p = NULL;
+	struct aiod_req nop, cl;
+	int cn = 0, cc = 0;
+	char a[32];
+
+	(void)state;
+	shm_file(a, "quick");
+	for (int poll = 0; poll < 2; poll++) {
+		pid_t home, to;
+		int fd = open(a, O_RDONLY | O_CLOEXEC);
+
+		assert_true(fd >= 0);
+		opts.poll_us = poll ? 10000 : 0;
+		assert_int_equal(aiod_pool_new(&p, &opts), 0);
+		usleep(20000);  /* till no worker polls since it started */
+		read_kept(p, fd, "quick");
+		submit_close(p, &cl, fd, &cc);
+		home = aiod_req_worker(&cl);
+		assert_true(home > 0);
+		to = start_nop(p, &nop, &cn, 0, 0);
+		if (poll)
+			assert_int_equal(to, 0);        /* pinned to home */
+		else
+			assert_true(to > 0 && to != home);
+		wait_count(p, &cc, poll + 1, 3000);
+		wait_count(p, &cn, poll + 1, 3000);
+		assert_int_equal(cl.result, 0);
+		assert_int_equal(nop.result, 0);
+		assert_int_equal(workers_holding(a), 0);
+		aiod_pool_free(p);
+	}
+	unlink(a);
+}
+
+/*
  * A worker drops its kept copies before a lock wait, so a CLOSE of one
  * of them never waits behind it (the unlock it waits for might wait for
  * that CLOSE); the file is read as well as before after.
@@ -2107,6 +2165,7 @@ int main(void)
 		cmocka_unit_test(test_pool_keep_open),
 		cmocka_unit_test(test_pool_keep_close_untaken),
 		cmocka_unit_test(test_pool_keep_close_waits_for_home),
+		cmocka_unit_test(test_pool_waits_for_quick_close),
 		cmocka_unit_test(test_pool_keep_dropped_before_lock_wait),
 		cmocka_unit_test(test_pool_keep_survives_worker_death),
 		cmocka_unit_test(test_pool_keep_retiring_worker_closes),

@@ -369,15 +369,87 @@ static int msg_name(const struct aiod_msg *m, uint32_t off, const char **name)
 }
 
 /*
+ * Directories named by handle on a shared fd as the parent of a name: we
+ * keep the fds of the last DIRS_KEPT open.  A program works in a few
+ * directories at a time, and each create, lookup or unlink in one would
+ * otherwise cost an open_by_handle_at and a close.  A kept fd names the
+ * directory its handle named, wherever it moves.  Once that is removed,
+ * names under it fail with ENOENT (as under the client's own fds of it)
+ * where the open by handle would fail with ESTALE; and until it leaves
+ * the cache, it holds the removed, empty directory.
+ */
+#define DIRS_KEPT 16
+
+static struct kept_dir {
+	int fd;                 /* -1: an empty entry */
+	int on;                 /* the fd the handle was opened on */
+	uint64_t used;          /* when last used, in requests */
+	struct aiod_fh fh;
+} dirs[DIRS_KEPT];
+static uint64_t dir_uses;
+
+/*
+ * Whether object i of c is the directory a name of the request is in,
+ * named on one of the pool's shared fds: those stay what they are for
+ * the worker's life, where the number of an fd that came with a request
+ * may be another filesystem's in the next one.
+ */
+static bool keepable_dir(const struct op_ctx *c, int i)
+{
+	return c->name[i] && c->name[i][0] &&
+	       (i == 0 || c->m->op == AIOD_OP_LINK || c->m->op == AIOD_OP_RENAME) &&
+	       c->fd[i] >= AIOD_WORKER_SHARED_FD &&
+	       c->fd[i] < AIOD_WORKER_SHARED_FD + (int)nshared;
+}
+
+static bool same_fh(const struct aiod_fh *a, const struct aiod_fh *b)
+{
+	return a->handle_bytes == b->handle_bytes &&
+	       a->handle_type == b->handle_type &&
+	       memcmp(a->f_handle, b->f_handle, a->handle_bytes) == 0;
+}
+
+/* The kept fd of the directory fh names on the filesystem of on, or -1. */
+static int dir_find(int on, const struct aiod_fh *fh)
+{
+	for (unsigned k = 0; k < DIRS_KEPT; k++)
+		if (dirs[k].fd >= 0 && dirs[k].on == on && same_fh(&dirs[k].fh, fh)) {
+			dirs[k].used = ++dir_uses;
+			return dirs[k].fd;
+		}
+	return -1;
+}
+
+/* Keep fd, the directory fh names, in place of the least used. */
+static void dir_keep(int on, const struct aiod_fh *fh, int fd)
+{
+	struct kept_dir *d = &dirs[0];
+
+	for (unsigned k = 1; k < DIRS_KEPT && d->fd >= 0; k++)
+		if (dirs[k].fd < 0 || dirs[k].used < d->used)
+			d = &dirs[k];
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = fd;
+	d->on = on;
+	d->used = ++dir_uses;
+	d->fh.handle_bytes = fh->handle_bytes;
+	d->fh.handle_type = fh->handle_type;
+	memcpy(d->fh.f_handle, fh->f_handle, fh->handle_bytes);
+}
+
+/*
  * If the message names object i by handle, open it (O_PATH, as ourselves:
  * open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
- * drops) on the filesystem of fd[i], and use that fd instead.
+ * drops) on the filesystem of fd[i], and use that fd instead; or take
+ * the kept one of a directory a name is in.
  */
 static int64_t open_fh(struct op_ctx *c, int i)
 {
 	const struct aiod_msg *m = c->m;
 	struct aiod_fh *fh;
 	int64_t fd;
+	bool keep = keepable_dir(c, i);
 
 	if (!m->fh_off[i])
 		return 0;
@@ -387,13 +459,20 @@ static int64_t open_fh(struct op_ctx *c, int i)
 	fh = (struct aiod_fh *)((char *)m + m->fh_off[i]);
 	if (fh->handle_bytes > AIOD_FH_MAX || c->fd[i] < 0)
 		return -EINVAL;
+	if (keep && (fd = dir_find(c->fd[i], fh)) >= 0) {
+		c->fd[i] = (int)fd;
+		return 0;
+	}
 	if (become_self() < 0)
 		return -EPERM;
 	fd = AIOD_RETRY(c, open_by_handle_at(c->fd[i], (struct file_handle *)fh,
 					     O_PATH | O_CLOEXEC));
 	if (fd < 0)
 		return fd;
-	c->fh_fd[i] = (int)fd;
+	if (keep)
+		dir_keep(c->fd[i], fh, (int)fd);
+	else
+		c->fh_fd[i] = (int)fd;
 	c->fd[i] = (int)fd;
 	return 0;
 }
@@ -902,6 +981,8 @@ int main(int argc, char **argv)
 	memcpy(cur.groups, own.groups, (size_t)own.ngroups * sizeof(gid_t));
 	for (unsigned s = 0; s < AIOD_KEEP_SLOTS; s++)
 		kept[s] = -1;
+	for (unsigned k = 0; k < DIRS_KEPT; k++)
+		dirs[k].fd = -1;
 	if (reserve_shared() < 0)
 		return AIOD_EXIT_USAGE;
 	aiod_ops_init();

@@ -390,6 +390,13 @@ struct aiod_req {
  * then runs with the request's credentials.  A program can so refer to
  * any number of objects without holding an fd for each.  If the object
  * is gone the request fails with -ESTALE, so it never acts on another.
+ * A directory named by handle, on one of the pool's shared fds, as the
+ * one a name of the request is in (name[0]'s, or name[1]'s of LINK and
+ * RENAME) the worker keeps open for later requests, up to 16 of them,
+ * the least recently used going first: once such a directory is
+ * removed, names under it fail with -ENOENT instead, as under an fd of
+ * it, and the worker holds the removed directory until it leaves the
+ * cache.
  * The fh must stay valid until the callback, like name.
  */
 

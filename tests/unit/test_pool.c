@@ -1975,6 +1975,101 @@ static void test_pool_waits_for_quick_close(void **state)
 }
 
 /*
+ * Whether workers_holding(path) comes to n within 2 s: a worker closes
+ * the fds a request used after it replies.
+ */
+static bool come_to_holding(const char *path, int n)
+{
+	for (int64_t end = now_ms() + 2000; now_ms() < end; usleep(2000))
+		if (workers_holding(path) == n)
+			return true;
+	return false;
+}
+
+/* Run req on the object fh names on fd's filesystem; its result. */
+static int64_t run_by_handle(struct aiod_pool *p, struct aiod_req *req,
+			     const struct aiod_fh *fh)
+{
+	req->fh_in[0] = fh;
+	return run_req(p, req, 0);
+}
+
+/*
+ * A directory named by handle on a shared fd as the one a name is in
+ * stays open in its worker (aiod.h, "Objects named by handle"), the 16
+ * least recently used of them; one named by handle for itself, or on an
+ * fd that came with the request, does not.  Once removed, names under
+ * the kept fd fail with ENOENT, and the removed directory is held until
+ * 16 others push it out.
+ */
+static void test_pool_keeps_parent_dirs(void **state)
+{
+	char dir[] = "/tmp/aiod-dirs-XXXXXX", path[PATH_MAX], sub[PATH_MAX + 16],
+	     gone[PATH_MAX + 32], name[16];
+	struct aiod_pool *p = new_pool(1, 0);
+	struct aiod_req req;
+	struct aiod_fh fh, other;
+	int dfd, own;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* open_by_handle_at needs CAP_DAC_READ_SEARCH */
+	dfd = hello_dir(dir, path);
+	own = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(own >= 0);
+	assert_int_equal(aiod_pool_share(p, dfd), 0);
+	snprintf(sub, sizeof(sub), "%s/sub", dir);
+	snprintf(gone, sizeof(gone), "%s (deleted)", sub);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	aiod_prep_lookup(&req, dfd, "sub");
+	assert_int_equal(run_req(p, &req, 0), 0);
+	fh = req.fh;
+
+	aiod_prep_statx(&req, dfd, NULL, 0, STATX_INO);
+	assert_int_equal(run_by_handle(p, &req, &fh), 0);
+	assert_true(come_to_holding(sub, 0));
+	aiod_prep_mkdir(&req, own, "a", 0700);
+	assert_int_equal(run_by_handle(p, &req, &fh), 0);
+	assert_true(come_to_holding(sub, 0));
+	aiod_prep_rmdir(&req, own, "a");
+	assert_int_equal(run_by_handle(p, &req, &fh), 0);
+	assert_true(come_to_holding(sub, 0));
+	aiod_prep_mkdir(&req, dfd, "a", 0700);
+	assert_int_equal(run_by_handle(p, &req, &fh), 0);
+	assert_int_equal(workers_holding(sub), 1);
+	aiod_prep_rmdir(&req, dfd, "a");
+	assert_int_equal(run_by_handle(p, &req, &fh), 0);
+	assert_int_equal(workers_holding(sub), 1);
+
+	assert_int_equal(rmdir(sub), 0);
+	aiod_prep_mkdir(&req, dfd, "b", 0700);
+	assert_int_equal(run_by_handle(p, &req, &fh), -ENOENT);
+	assert_int_equal(workers_holding(gone), 1);
+	for (int i = 0; i < 16; i++) {
+		snprintf(name, sizeof(name), "d%d", i);
+		assert_int_equal(mkdirat(dfd, name, 0700), 0);
+		aiod_prep_lookup(&req, dfd, name);
+		assert_int_equal(run_req(p, &req, 0), 0);
+		other = req.fh;
+		aiod_prep_lookup(&req, dfd, "missing");
+		assert_int_equal(run_by_handle(p, &req, &other), -ENOENT);
+	}
+	assert_true(come_to_holding(gone, 0));
+	aiod_prep_mkdir(&req, dfd, "b", 0700);
+	assert_int_equal(run_by_handle(p, &req, &fh), -ESTALE);
+
+	aiod_pool_free(p);
+	for (int i = 0; i < 16; i++) {
+		snprintf(name, sizeof(name), "d%d", i);
+		unlinkat(dfd, name, AT_REMOVEDIR);
+	}
+	unlink(path);
+	close(own);
+	close(dfd);
+	rmdir(dir);
+}
+
+/*
  * A worker drops its kept copies before a lock wait, so a CLOSE of one
  * of them never waits behind it (the unlock it waits for might wait for
  * that CLOSE); the file is read as well as before after.
@@ -2166,6 +2261,7 @@ int main(void)
 		cmocka_unit_test(test_pool_keep_close_untaken),
 		cmocka_unit_test(test_pool_keep_close_waits_for_home),
 		cmocka_unit_test(test_pool_waits_for_quick_close),
+		cmocka_unit_test(test_pool_keeps_parent_dirs),
 		cmocka_unit_test(test_pool_keep_dropped_before_lock_wait),
 		cmocka_unit_test(test_pool_keep_survives_worker_death),
 		cmocka_unit_test(test_pool_keep_retiring_worker_closes),

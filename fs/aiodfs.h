@@ -86,6 +86,8 @@ struct afs_inode {
 				       of a directory, those that change
 				       its entries (listing_ends()) */
 	struct op *after_close;     /* lock requests waiting for those */
+	struct afs_file *open_file; /* the last opened of its files not yet
+				       released, or NULL: setattr_obj() */
 	int backing_id;             /* passthrough.c: the kernel's, or 0 */
 	int backing_fd;             /* what backing_id was registered from */
 	struct afs_file *backing_of; /* whose description that is, while open */

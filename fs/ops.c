@@ -471,7 +471,15 @@ static void file_set_inode(struct afs_file *f, struct afs_inode *in)
 		afs_inode_hold(in);
 		f->in = in;
 		f->flushed = in->writes;
+		in->open_file = f;
 	}
+}
+
+/* f, released or gone, no longer stands for its inode in setattr_obj(). */
+static void file_leaves_inode(struct afs_file *f)
+{
+	if (f->in && f->in->open_file == f)
+		f->in->open_file = NULL;
 }
 
 static void caps_absent(struct afs_inode *in);
@@ -901,6 +909,28 @@ enum { SA_MODE, SA_OWNER, SA_SIZE, SA_TIMES, SA_STAT };
 
 static void setattr_step(struct op *op);
 
+/*
+ * Name the object of a chmod, chown or utimens: through a file open on
+ * it when there is one (the kernel's, or op->file[1], the inode's last
+ * opened), which a worker keeps already, rather than by handle, which
+ * the worker opens and closes for the one request.  These check the
+ * caller's rights on the inode, whatever the file was opened for (tar
+ * sets a file's times, owner and mode before it closes it).  Not a
+ * truncate: there the file's write access would stand in for the
+ * caller's.
+ */
+static void setattr_obj(struct op *op)
+{
+	struct afs_file *f = op->file[0] ? op->file[0] : op->file[1];
+
+	if (!f) {
+		afs_inode_set_obj(&op->req, 0, op->in[0]);
+		return;
+	}
+	op->req.fd[0] = f->fd;
+	op->req.flags |= AIOD_F_KEEP;
+}
+
 /* Prepare the utimens of op->attr; now: both times UTIME_NOW instead. */
 static void prep_times(struct op *op, bool now)
 {
@@ -919,7 +949,7 @@ static void prep_times(struct op *op, bool now)
 	else if (v & FUSE_SET_ATTR_MTIME)
 		ts[1] = a->st_mtim;
 	aiod_prep_utimens(&op->req, -1, NULL, ts, AT_SYMLINK_NOFOLLOW);
-	afs_inode_set_obj(&op->req, 0, op->in[0]);
+	setattr_obj(op);
 }
 
 /* Is every time op->attr sets "now", to within the kernel's clock? */
@@ -1091,7 +1121,9 @@ static void setattr_step(struct op *op)
 				setattr_submit(op);
 				return;
 			}
-			break;
+			afs_inode_set_obj(req, 0, op->in[0]);
+			setattr_submit(op);
+			return;
 		case SA_TIMES:
 			if (!(v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
 				continue;
@@ -1103,7 +1135,7 @@ static void setattr_step(struct op *op)
 			op_submit(op, reply_attr);
 			return;
 		}
-		afs_inode_set_obj(req, 0, op->in[0]);
+		setattr_obj(op);
 		setattr_submit(op);
 		return;
 	}
@@ -1113,13 +1145,18 @@ static void afs_setattr(fuse_req_t freq, fuse_ino_t ino, struct stat *attr,
 			int valid, struct fuse_file_info *fi)
 {
 	struct op *op = op_new(freq, AFS_OP_SETATTR, NULL, NULL);
+	struct afs_inode *in;
 
 	if (!op)
 		return;
 	set_cred(op);
-	op_obj(op, 0, ino);
+	in = op_obj(op, 0, ino);
 	if (fi)
 		op_file(op, 0, fi);
+	else if (in->open_file) {
+		op->file[1] = in->open_file;
+		op->file[1]->refs++;
+	}
 	op->attr = *attr;
 	op->valid = valid;
 	op->stage = SA_MODE;
@@ -1267,6 +1304,7 @@ void afs_file_put(struct afs_file *f)
 		if (f->in)
 			f->in->closing--; /* the close counts itself */
 	}
+	file_leaves_inode(f);
 	afs_close_async(f->fd, f->in); /* f's hold on its inode passes on */
 	free(f);
 }
@@ -1607,6 +1645,7 @@ static void release(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (afs.opt.posix_locks)
 		file_released(afs_inode_get(ino), f);
+	file_leaves_inode(f);
 	afs_pt_detach(f, fi->flock_release);
 	if (f->refs > 1) {
 		/*

@@ -16,7 +16,9 @@
 # directory belongs to its creator in the source, with the caller's
 # umask applied, and another user cannot delete it from the sticky
 # directory; that user cannot set a trusted xattr or file capabilities
-# on its own file, which root can.  (Escapes from the source are
+# on its own file, which root can; with a file open for writing, a user
+# still cannot chmod, chown or set the times of a root file, nor
+# truncate a root 0600 file root has open.  (Escapes from the source are
 # behind.sh's.)  Needs useradd, groupadd, setfacl.
 #
 # Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
@@ -111,6 +113,44 @@ check(f"owned by aiodt1:nogroup in the source, mode 0640 after umask 027 "
       and st.st_mode & 0o7777 == 0o640)
 check("aiodt2 cannot delete it from the sticky directory",
       as_user("aiodt2", lambda: os.unlink(os.path.join(mnt, "tmp/mine"))) == "EPERM")
+
+# A file's mode, owner and times set through an open file go through a
+# file the daemon has open on it (setattr_obj() in fs/ops.c): the rights
+# checked are still the caller's on the file, not what the open allows.
+shared = os.path.join(mnt, "shared")
+fd = os.open(shared, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+os.fchmod(fd, 0o666)
+sfd = os.open(os.path.join(mnt, "secret"), os.O_RDWR)
+def set_through_open(fn):
+    def run():
+        ufd = os.open(shared, os.O_WRONLY)
+        try:
+            fn(ufd)
+            return "done"
+        finally:
+            os.close(ufd)
+    return run
+for user in ("aiodt1", "aiodt2"):
+    check(f"{user}, with it open for writing, cannot chmod a root 0666 file",
+          as_user(user, set_through_open(lambda u: os.fchmod(u, 0o777))) == "EPERM")
+    check(f"... nor chown it", as_user(user, set_through_open(
+        lambda u: os.fchown(u, pwd.getpwnam(user).pw_uid, -1))) == "EPERM")
+    check(f"... nor set its times", as_user(user, set_through_open(
+        lambda u: os.utime(u, (1, 1)))) == "EPERM")
+    check(f"... but may set them to now", as_user(user, set_through_open(
+        lambda u: os.utime(u))) == "done")
+    check(f"{user} cannot truncate a root 0600 file root has open for writing",
+          as_user(user, lambda: os.truncate(os.path.join(mnt, "secret"), 0)) == "EACCES")
+os.close(sfd)
+os.fchmod(fd, 0o640)
+os.fchown(fd, -1, grp.getgrnam("aiodtg").gr_gid)
+os.utime(fd, ns=(1_000_000_123, 2_000_000_456))
+os.close(fd)
+st = os.stat(os.path.join(src, "shared"))
+check(f"root's chmod, chown and utime through its open file reach the source "
+      f"(got {st.st_mode & 0o7777:o} {grp.getgrgid(st.st_gid).gr_name} {st.st_mtime_ns})",
+      st.st_mode & 0o7777 == 0o640 and st.st_gid == grp.getgrnam("aiodtg").gr_gid
+      and st.st_mtime_ns == 2_000_000_456 and st.st_atime_ns == 1_000_000_123)
 
 # Privileges only root has, on the caller's own file: refused to a user
 # (the kernel checks the caller, and workers run an ordinary caller's

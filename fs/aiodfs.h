@@ -47,7 +47,7 @@ struct afs_opts {
 	bool direct_io;
 	bool inode_fds;             /* name inodes by fd even with handles */
 	bool posix_locks;           /* fcntl locks reach the source */
-	bool passthrough;           /* -o passthrough: see passthrough.c */
+	int passthrough;            /* AFS_PT_*: see passthrough.c */
 	bool default_permissions;   /* the kernel checks permissions too */
 	double attr_timeout;
 	double entry_timeout;
@@ -92,6 +92,7 @@ struct afs_inode {
 	int backing_fd;             /* what backing_id was registered from */
 	struct afs_file *backing_of; /* whose description that is, while open */
 	unsigned pt_files;          /* its files open in passthrough */
+	unsigned cached_files;      /* its regular files open without */
 	bool pt_refused;            /* the kernel refused it a backing file */
 };
 
@@ -102,6 +103,9 @@ struct afs_file {
 	bool append;                /* fd is O_APPEND */
 	bool released;              /* counted in in->closing already */
 	bool backing;               /* open in passthrough (in->backing_id) */
+	bool cached;                /* a regular file open without it: counted
+				       in in->cached_files */
+	bool direct;                /* opened O_DIRECT */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
 	bool local;                 /* on a local source: set_file_traits() */
 	bool nowait;                /* the loop may read it: see read_now() */
@@ -230,6 +234,13 @@ void afs_close_path(int fd);
 void afs_unlock_async(int fd, struct afs_inode *in);
 
 /* passthrough.c */
+
+/* Which opens get passthrough (afs_opts.passthrough). */
+enum {
+	AFS_PT_NONE,                /* -o nopassthrough, writeback, direct_io */
+	AFS_PT_ALL,                 /* -o passthrough: every regular file */
+	AFS_PT_DIRECT,              /* the default: O_DIRECT opens */
+};
 struct fuse_init_out;
 struct fuse_open_out;
 /* INIT: accept passthrough into out if asked for and offered. */

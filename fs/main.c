@@ -155,7 +155,9 @@ static void usage(const char *prog)
 	       "    -o posix_locks         fcntl locks reach SOURCE (as OFD locks)\n"
 	       "    -o passthrough         the kernel reads and writes open files on\n"
 	       "                           SOURCE itself (root; not with writeback\n"
-	       "                           or direct_io)\n\n",
+	       "                           or direct_io); by default only those\n"
+	       "                           opened O_DIRECT\n"
+	       "    -o nopassthrough       not even those\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -533,7 +535,7 @@ int main(int argc, char **argv)
 			   .negative_timeout = -1, .slow = 10,
 			   .max_read = 1u << 20, .max_write = (unsigned)-1,
 			   .readahead = (unsigned)-1,
-			   .read_now = READ_NOW_DEFAULT };
+			   .read_now = READ_NOW_DEFAULT, .passthrough = -1 };
 	struct fuse_cmdline_opts copts = { 0 };
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct aiod_pool_opts popts = { 0 };
@@ -613,12 +615,15 @@ int main(int argc, char **argv)
 	afs.opt.direct_io = cli.direct_io;
 	afs.opt.inode_fds = cli.inode_fds;
 	afs.opt.posix_locks = cli.posix_locks;
-	afs.opt.passthrough = cli.passthrough;
-	if (cli.passthrough && (cli.writeback || cli.direct_io)) {
+	if (cli.passthrough == 1 && (cli.writeback || cli.direct_io)) {
 		afs_log(LOG_ERR, "passthrough: not with %s",
 			cli.writeback ? "writeback" : "direct_io");
 		goto out;
 	}
+	afs.opt.passthrough = cli.passthrough == 1 ? AFS_PT_ALL
+			      : cli.passthrough == 0 || cli.writeback ||
+					cli.direct_io
+				      ? AFS_PT_NONE : AFS_PT_DIRECT;
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 

@@ -1261,6 +1261,8 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->append = backing_flags(flags) & O_APPEND;
 		f->released = false;
 		f->backing = false;
+		f->cached = false;
+		f->direct = flags & O_DIRECT;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
 		f->local = false;
 		f->nowait = false;

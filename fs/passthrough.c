@@ -3,6 +3,7 @@
  * passthrough.c - -o passthrough: the kernel reads and writes open
  * regular files itself, straight on the source file, and neither the
  * loop nor a worker sees those requests (FUSE passthrough, Linux 6.9 on).
+ * By default, only files opened O_DIRECT (see starts_backing()).
  *
  * Everything else stays as it was: lookups, attributes, opens and
  * closes, fsync, locks, fallocate and the rest are still aiod requests.
@@ -90,16 +91,19 @@ bool afs_pt_enabled(void)
 void afs_pt_negotiate(uint32_t in_flags, uint32_t in_flags2,
 		      struct fuse_init_out *out)
 {
-	if (!afs.opt.passthrough)
+	/* Asked for by name, its absence is worth a word; by default not. */
+	int level = afs.opt.passthrough == AFS_PT_ALL ? LOG_WARNING : LOG_DEBUG;
+
+	if (afs.opt.passthrough == AFS_PT_NONE)
 		return;
 	if (afs.uid != 0) {
 		/* The backing files' ioctl would refuse: say so now. */
-		afs_log(LOG_WARNING, "passthrough: only for root; reads and "
+		afs_log(level, "passthrough: only for root; reads and "
 			"writes go through the workers");
 		return;
 	}
 	if (!(in_flags & FUSE_INIT_EXT) || !(in_flags2 & INIT2_PASSTHROUGH)) {
-		afs_log(LOG_WARNING, "passthrough: the kernel does not offer it; "
+		afs_log(level, "passthrough: the kernel does not offer it; "
 			"reads and writes go through the workers");
 		return;
 	}
@@ -158,17 +162,43 @@ static int fsetid(bool on)
 	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
 }
 
+/*
+ * Whether f, of an inode without a backing file, should start one.  By
+ * default (AFS_PT_DIRECT) only an O_DIRECT open does, whose data the
+ * daemon would only slow down (no read-ahead or page cache of its own
+ * to give), and only while no other file of the inode is open without
+ * passthrough: the kernel fails a passthrough open (EIO to its caller)
+ * while the inode has such a file open.  The files opened later while
+ * the backing file stays are in passthrough too, whatever their flags:
+ * the kernel fails the inode's other opens (ETXTBSY) meanwhile.
+ */
+static bool starts_backing(const struct afs_file *f)
+{
+	return enabled && (afs.opt.passthrough == AFS_PT_ALL ||
+			   (f->direct && !f->in->cached_files));
+}
+
+/* f opens without passthrough: counted till afs_pt_detach(). */
+static int open_cached(struct afs_file *f)
+{
+	f->cached = true;
+	f->in->cached_files++;
+	return 0;
+}
+
 int afs_pt_attach(struct afs_file *f)
 {
 	struct afs_inode *in = f->in;
 	struct backing_map map;
 	int id, err;
 
-	if (!in || in->type != S_IFREG || in->pt_refused)
+	if (!in || in->type != S_IFREG)
 		return 0;
+	if (in->pt_refused)
+		return open_cached(f);
 	if (!in->backing_id) {
-		if (!enabled)
-			return 0;
+		if (!starts_backing(f))
+			return open_cached(f);
 		/*
 		 * A descriptor of our own for the kernel's reference (a dup
 		 * does not block): the caller's goes when they close it.
@@ -177,7 +207,7 @@ int afs_pt_attach(struct afs_file *f)
 			.fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0),
 		};
 		if (map.fd < 0)
-			return 0;
+			return open_cached(f);
 		id = fsetid(false);
 		if (id == 0) {
 			id = ioctl(fuse_session_fd(afs.se), IOC_BACKING_OPEN, &map);
@@ -190,7 +220,7 @@ int afs_pt_attach(struct afs_file *f)
 		if (id < 0) {
 			afs_close_async(map.fd, NULL); /* a close may block */
 			refuse(in, -id);
-			return 0;
+			return open_cached(f);
 		}
 		in->backing_id = id;
 		in->backing_fd = map.fd;
@@ -208,6 +238,10 @@ void afs_pt_detach(struct afs_file *f, bool flock_release)
 	struct afs_inode *in = f->in;
 	uint32_t id;
 
+	if (f->cached) {
+		f->cached = false;
+		in->cached_files--;
+	}
 	if (!f->backing)
 		return;
 	f->backing = false;

@@ -26,6 +26,11 @@
 #     WRITEs counted, 0 files in passthrough) and the bytes are right.
 #  6. Bad input: passthrough with writeback, or with direct_io, is
 #     refused in one line.
+#  7. The default (run before 6): a file opened O_DIRECT is in
+#     passthrough, and a buffered open of it while it is open joins it
+#     (each sees the other's writes); an O_DIRECT open of a file a
+#     buffered open holds is the daemon's, without EIO; buffered files
+#     are the daemon's; -o nopassthrough keeps O_DIRECT reads there.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and
 # FSX (default: in the daemon's build directory).  Exits 0 if every
@@ -168,6 +173,73 @@ if mount -t overlay overlay -o "lowerdir=$T/lower,upperdir=$T/upper,workdir=$T/w
 else
 	fail "mount overlayfs for the stacked source"
 fi
+
+# 7. By default, only O_DIRECT opens start a backing file, and only
+# while no other file of the inode is open without one (the kernel
+# would fail the open); the inode's later opens join it.
+cat >"$T/direct.py" <<'EOF'
+import mmap, os, sys
+p, step = sys.argv[1], sys.argv[2]
+buf = mmap.mmap(-1, 4096)
+def direct(flags=os.O_RDWR):
+    return os.open(p, flags | os.O_DIRECT)
+def say(what):
+    print(what, flush=True)
+    sys.stdin.readline()
+if step == "direct-first":
+    d = direct(os.O_RDWR | os.O_CREAT)
+    buf[:] = b"d" * 4096
+    os.pwritev(d, [buf], 0)
+    say("direct open")
+    b = os.open(p, os.O_RDWR)
+    os.pwrite(b, b"buffered", 0)
+    ok = os.preadv(d, [buf], 0) == 4096 and buf[:8] == b"buffered"
+    say("both open %d" % ok)
+    os.close(b)
+    os.close(d)
+else:
+    b = os.open(p, os.O_RDWR | os.O_CREAT)
+    os.pwrite(b, b"B" * 4096, 0)
+    d = direct()
+    ok = os.preadv(d, [buf], 0) == 4096 and buf[:] == b"B" * 4096
+    buf[:] = b"x" * 4096
+    os.pwritev(d, [buf], 0)
+    ok = ok and os.pread(b, 4096, 0) == b"x" * 4096
+    say("both open %d" % ok)
+    os.close(d)
+    os.close(b)
+EOF
+: >"$log"
+serve "$log" "$src" "$mnt" || exit 1
+dd if="$T/ref" of="$mnt/plain" bs=1M status=none
+check "default: buffered writes are the daemon's" [ "$(ops write)" -gt 0 ]
+check "... with 0 files in passthrough" counts 0 0
+coproc direct { python3 "$T/direct.py" "$mnt/d1" direct-first; }
+read -r line <&"${direct[0]}"
+check "an O_DIRECT open: 1 file in passthrough on 1 backing file" wait_for counts 1 1
+echo go >&"${direct[1]}"
+read -r line <&"${direct[0]}"
+check "a buffered open joins it: its write read through O_DIRECT ($line)" \
+	[ "$line" = "both open 1" ]
+check "2 files in passthrough on 1 backing file" wait_for counts 2 1
+echo go >&"${direct[1]}"
+wait "$direct_PID"
+check "0 on 0 once closed" wait_for counts 0 0
+coproc direct { python3 "$T/direct.py" "$mnt/d2" buffered-first; }
+read -r line <&"${direct[0]}"
+check "O_DIRECT while a buffered open holds the file: no EIO, the same bytes ($line)" \
+	[ "$line" = "both open 1" ]
+check "... and the daemon serves both (0 in passthrough)" counts 0 0
+echo go >&"${direct[1]}"
+wait "$direct_PID"
+check "the source has the last write" [ "$(head -c 4096 "$src/d2" | tr -d x | wc -c)" = 0 ]
+unserve "$mnt"
+: >"$log"
+serve "$log" "$src" "$mnt" -o nopassthrough || exit 1
+dd if="$mnt/plain" of=/dev/null bs=4k count=4 iflag=direct status=none
+check "-o nopassthrough: O_DIRECT reads go to the daemon" \
+	[ "$(ops read)" -gt 0 -a "$(json "d['passthrough']['on']")" = False ]
+unserve "$mnt"
 
 # 6. Bad input.
 for bad in writeback direct_io; do

@@ -6,8 +6,8 @@
 #
 #   splice.sh
 #
-#  1. max_write=1044480 (whose writes fit this machine's 1 MiB pipes):
-#     8 MiB in 1 MiB writes, 3 MiB in unaligned writes at odd offsets,
+#  1. max_write=1044480 (whose writes fit this machine's 1 MiB pipes),
+#     nopassthrough (so O_DIRECT opens stay in the daemon too): 8 MiB in 1 MiB writes, 3 MiB in unaligned writes at odd offsets,
 #     O_APPEND writes of 200 KiB (which the worker cannot splice, and
 #     writes through memory), O_DIRECT writes of 1 MiB: the source holds
 #     exactly the bytes written, and the daemon counts most of them as
@@ -17,7 +17,8 @@
 #     script may have 2 MiB pipes (CAP_SYS_RESOURCE or pipe-max-size),
 #     else 512 KiB: 8 MiB in 1 MiB writes come as 8 or 16 requests.
 #     Its reads stay 1 MiB (max_read) either way: 8 MiB read back with
-#     O_DIRECT in 1 MiB blocks come as 8 requests.
+#     O_DIRECT in 1 MiB blocks, on a mount whose O_DIRECT opens are not
+#     passed through (-o nopassthrough), come as 8 requests.
 #  4. Bad input: max_write below 4096 or above 1 MiB is refused in one
 #     line.
 #  5. A worker killed in the middle of a spliced write: over slowfs
@@ -95,14 +96,14 @@ PY
 }
 
 # ---- 1. spliced ----
-start -o max_write=1044480 || exit 1
+start -o max_write=1044480,nopassthrough || exit 1
 writes "$mnt"
 s=$(spliced)
 check "most bytes were spliced (got $s of ~20 MiB)" test "$s" -gt $((14 << 20))
 stop
 
 # ---- 2. never ----
-start -o max_write=1044480,nosplice || exit 1
+start -o max_write=1044480,nosplice,nopassthrough || exit 1
 writes "$mnt"
 check "-o nosplice: none spliced" test "$(spliced)" = 0
 stop
@@ -121,6 +122,8 @@ fi
 n=$(json 'd["ops"]["write"]["count"]')
 check "its writes are $size: 8 MiB came as $want requests (got $n)" test "$n" = "$want"
 check "and it said nothing about splicing" not_grep "not spliced" "$log"
+stop
+start -o nopassthrough || exit 1
 r0=$(json 'd["ops"].get("read", {}).get("count", 0)')
 dd if="$mnt/seq" of=/dev/null bs=1M iflag=direct 2>/dev/null
 n=$(($(json 'd["ops"]["read"]["count"]') - r0))

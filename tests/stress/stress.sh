@@ -9,12 +9,15 @@
 #
 #   fsx       fsx with every operation class on: 50,000 operations on a
 #             default mount, 20,000 under writeback,cache=always, 10,000
-#             with O_DIRECT (-Z) under cache=never; with operations of up
+#             with O_DIRECT (-Z) under cache=never,nopassthrough (the
+#             daemon's), 5,000 with -Z under cache=never (in passthrough,
+#             as O_DIRECT opens are by default); with operations of up
 #             to 1 MiB, whose writes are spliced, 5,000 on a default mount
-#             and 2,000 with -Z on max_write=1044480 (255 pages, the most
-#             1 MiB pipes hold); under passthrough, 20,000, and 5,000
-#             with -Z; 20,000 with every read in a worker (read_now=0)
-#             and 20,000 with reads up to 1 MiB in the loop.
+#             and 2,000 with -Z on max_write=1044480,nopassthrough (255
+#             pages, the most 1 MiB pipes hold); under passthrough,
+#             20,000, and 5,000 with -Z; 20,000 with every read in a
+#             worker (read_now=0) and 20,000 with reads up to 1 MiB in
+#             the loop.
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
 #             the tree through the mount equals the source's.  Then the
@@ -25,8 +28,8 @@
 #             of a killed worker run again or fail with EIO, and no
 #             acknowledged write is lost.  Afterwards the pool is back to
 #             full size.
-#   quick     fsx for 5,000 operations, and 2,000 with -Z: what the
-#             sanitizer build runs.
+#   quick     fsx for 5,000 operations, and 2,000 with -Z under
+#             nopassthrough: what the sanitizer build runs.
 #   soak      chaos for SECONDS: fsx runs until stopped (-N 0), the load
 #             for the same time; prints operations, kills and failures.
 #
@@ -117,16 +120,16 @@ fsx_on() {
 
 phase_fsx() {
 	fsx_on "cache=auto|-N 50000" "writeback,cache=always|-N 20000" \
-		"cache=never|-Z -N 10000" \
+		"cache=never,nopassthrough|-Z -N 10000" "cache=never|-Z -N 5000" \
 		"cache=auto|-N 5000 -l 4M -o 1M" \
-		"max_write=1044480,cache=never|-Z -N 2000 -l 4M -o 1M" \
+		"max_write=1044480,cache=never,nopassthrough|-Z -N 2000 -l 4M -o 1M" \
 		"passthrough|-N 20000" "passthrough|-Z -N 5000" \
 		"read_now=0|-N 20000" "read_now=1048576|-N 20000 -l 4M -o 1M"
 }
 
 # Short, for the sanitizer build.
 phase_quick() {
-	fsx_on "cache=auto|-N 5000" "cache=never|-Z -N 2000"
+	fsx_on "cache=auto|-N 5000" "cache=never,nopassthrough|-Z -N 2000"
 }
 
 # parallel_load FSX_OPS LOAD_ARGS [BIG_ARGS]: 4 fsx and load.py at once,

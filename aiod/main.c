@@ -374,9 +374,10 @@ static int msg_name(const struct aiod_msg *m, uint32_t off, const char **name)
  * directories at a time, and each create, lookup or unlink in one would
  * otherwise cost an open_by_handle_at and a close.  A kept fd names the
  * directory its handle named, wherever it moves.  Once that is removed,
- * names under it fail with ENOENT (as under the client's own fds of it)
- * where the open by handle would fail with ESTALE; and until it leaves
- * the cache, it holds the removed, empty directory.
+ * a name under it fails with ENOENT: then, if the directory has no link
+ * left, the kept fd goes and the request fails with ESTALE, as the open
+ * by handle would have (dir_gone()), on which the kernel looks the path
+ * up again and may find a new directory of that name.
  */
 #define DIRS_KEPT 16
 
@@ -439,6 +440,27 @@ static void dir_keep(int on, const struct aiod_fh *fh, int fd)
 }
 
 /*
+ * A request that failed with ENOENT under a kept directory: if that was
+ * removed, forget it and say ESTALE instead.  Returns the result.
+ */
+static int64_t dir_gone(const struct op_ctx *c, int64_t res)
+{
+	struct stat st;
+
+	for (int i = 0; res == -ENOENT && i < 2; i++) {
+		if (!c->dir_kept[i] || fstat(c->fd[i], &st) < 0 || st.st_nlink)
+			continue;
+		for (unsigned k = 0; k < DIRS_KEPT; k++)
+			if (dirs[k].fd == c->fd[i]) {
+				close(dirs[k].fd);
+				dirs[k].fd = -1;
+			}
+		res = -ESTALE;
+	}
+	return res;
+}
+
+/*
  * If the message names object i by handle, open it (O_PATH, as ourselves:
  * open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
  * drops) on the filesystem of fd[i], and use that fd instead; or take
@@ -461,6 +483,7 @@ static int64_t open_fh(struct op_ctx *c, int i)
 		return -EINVAL;
 	if (keep && (fd = dir_find(c->fd[i], fh)) >= 0) {
 		c->fd[i] = (int)fd;
+		c->dir_kept[i] = true;
 		return 0;
 	}
 	if (become_self() < 0)
@@ -469,9 +492,10 @@ static int64_t open_fh(struct op_ctx *c, int i)
 					     O_PATH | O_CLOEXEC));
 	if (fd < 0)
 		return fd;
-	if (keep)
+	if (keep) {
 		dir_keep(c->fd[i], fh, (int)fd);
-	else
+		c->dir_kept[i] = true;
+	} else
 		c->fh_fd[i] = (int)fd;
 	c->fd[i] = (int)fd;
 	return 0;
@@ -748,7 +772,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 	}
 	unpacked = res;
 	if (res == 0)
-		res = aiod_ops[m->op](&c);
+		res = dir_gone(&c, aiod_ops[m->op](&c));
 	if (res >= 0 && (m->flags & AIOD_F_STATX))
 		stat_after(&c);
 	m->result = res;

@@ -25,6 +25,7 @@ struct op_ctx {
 	int ret_fd;                 /* handler: an fd to send back, or -1 */
 	int close_fd0;              /* handler: fd[0] was closed by it */
 	int fh_fd[2];               /* fds opened from fh_off[i], or -1 */
+	bool dir_kept[2];           /* fd[i] is a kept directory's (main.c) */
 };
 
 typedef int64_t op_fn(struct op_ctx *c);

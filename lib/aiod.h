@@ -393,10 +393,10 @@ struct aiod_req {
  * A directory named by handle, on one of the pool's shared fds, as the
  * one a name of the request is in (name[0]'s, or name[1]'s of LINK and
  * RENAME) the worker keeps open for later requests, up to 16 of them,
- * the least recently used going first: once such a directory is
- * removed, names under it fail with -ENOENT instead, as under an fd of
- * it, and the worker holds the removed directory until it leaves the
- * cache.
+ * the least recently used going first.  Once such a directory is
+ * removed, a request on a name under it fails with -ESTALE as well (the
+ * worker sees the -ENOENT, finds the directory has no link left and lets
+ * it go).
  * The fh must stay valid until the callback, like name.
  */
 

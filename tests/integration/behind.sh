@@ -292,5 +292,20 @@ check "negative_timeout=0: three stats, three lookups (got $(( $(lookups) - befo
 echo behind > "$src/absent2"
 check "and a name made behind the mount is seen at once" test -e "$mnt/absent2"
 fusermount3 -u "$mnt"
+
+# A directory the kernel still knows by name (entry_timeout=30), removed
+# and made again behind the mount, with one worker, which keeps the fd
+# of a directory it made names in: a create in it fails with ESTALE
+# from the worker, as from the handle, and the kernel looks the path up
+# again, finding the new directory.  The create lands there.
+src=$T/src-redo mnt=$T/mnt-redo
+mkdir -p "$src" "$mnt"
+"$AIODFS" -o entry_timeout=30,workers=1 "$src" "$mnt" || exit 1
+echo "== a directory made again behind the mount (entry_timeout=30)"
+mkdir "$mnt/d" && touch "$mnt/d/a" "$mnt/d/b"
+rm -r "$src/d" && mkdir "$src/d"
+check "a create in it succeeds ($(touch "$mnt/d/c" 2>&1))" test -e "$src/d/c"
+check "and only the new directory's names show" test "$(ls "$mnt/d")" = c
+fusermount3 -u "$mnt"
 [ "$failures" = 0 ] || status=1
 exit $status

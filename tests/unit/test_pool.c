@@ -1998,9 +1998,9 @@ static int64_t run_by_handle(struct aiod_pool *p, struct aiod_req *req,
  * A directory named by handle on a shared fd as the one a name is in
  * stays open in its worker (aiod.h, "Objects named by handle"), the 16
  * least recently used of them; one named by handle for itself, or on an
- * fd that came with the request, does not.  Once removed, names under
- * the kept fd fail with ENOENT, and the removed directory is held until
- * 16 others push it out.
+ * fd that came with the request, does not; 16 others push it out.
+ * Once removed, a name under it fails with ESTALE, as by handle, and the
+ * worker lets the removed directory go.
  */
 static void test_pool_keeps_parent_dirs(void **state)
 {
@@ -2041,10 +2041,6 @@ static void test_pool_keeps_parent_dirs(void **state)
 	assert_int_equal(run_by_handle(p, &req, &fh), 0);
 	assert_int_equal(workers_holding(sub), 1);
 
-	assert_int_equal(rmdir(sub), 0);
-	aiod_prep_mkdir(&req, dfd, "b", 0700);
-	assert_int_equal(run_by_handle(p, &req, &fh), -ENOENT);
-	assert_int_equal(workers_holding(gone), 1);
 	for (int i = 0; i < 16; i++) {
 		snprintf(name, sizeof(name), "d%d", i);
 		assert_int_equal(mkdirat(dfd, name, 0700), 0);
@@ -2054,6 +2050,14 @@ static void test_pool_keeps_parent_dirs(void **state)
 		aiod_prep_lookup(&req, dfd, "missing");
 		assert_int_equal(run_by_handle(p, &req, &other), -ENOENT);
 	}
+	assert_true(come_to_holding(sub, 0));
+	aiod_prep_lookup(&req, dfd, "missing");
+	assert_int_equal(run_by_handle(p, &req, &fh), -ENOENT);
+	assert_int_equal(workers_holding(sub), 1);
+
+	assert_int_equal(rmdir(sub), 0);
+	aiod_prep_mkdir(&req, dfd, "b", 0700);
+	assert_int_equal(run_by_handle(p, &req, &fh), -ESTALE);
 	assert_true(come_to_holding(gone, 0));
 	aiod_prep_mkdir(&req, dfd, "b", 0700);
 	assert_int_equal(run_by_handle(p, &req, &fh), -ESTALE);

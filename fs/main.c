@@ -156,7 +156,7 @@ static void usage(const char *prog)
 	       "    -o passthrough         the kernel reads and writes open files on\n"
 	       "                           SOURCE itself (root; not with writeback\n"
 	       "                           or direct_io); by default only those\n"
-	       "                           opened O_DIRECT\n"
+	       "                           opened O_DIRECT, and not with allow_other\n"
 	       "    -o nopassthrough       not even those\n\n",
 	       prog, afs.opt.workers);
 	fuse_cmdline_help();
@@ -620,9 +620,15 @@ int main(int argc, char **argv)
 			cli.writeback ? "writeback" : "direct_io");
 		goto out;
 	}
+	/*
+	 * The kernel writes through a backing file with the daemon's
+	 * credentials (root's reserved blocks, no quota), not the caller's
+	 * as a worker does: by default, only where no other user reaches
+	 * the mount.
+	 */
 	afs.opt.passthrough = cli.passthrough == 1 ? AFS_PT_ALL
 			      : cli.passthrough == 0 || cli.writeback ||
-					cli.direct_io
+					cli.direct_io || cli.allow_other
 				      ? AFS_PT_NONE : AFS_PT_DIRECT;
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;

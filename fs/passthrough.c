@@ -44,6 +44,9 @@
  * so a user could rewrite a set-user-ID program they may write to and
  * keep its bit.  The price: root's writes drop them too, where on the
  * source directly they would not.
+ * Otherwise they are root's: any writer may use the blocks the
+ * source reserves for root and pass their quota, so by default (main.c)
+ * there is no passthrough on a mount other users reach (allow_other).
  *
  * Not with -o writeback (the kernel refuses the pair) or -o direct_io
  * (which asks for the daemon on the data path).  When the kernel does
@@ -68,6 +71,12 @@
 
 #define INIT2_PASSTHROUGH (1u << 5)    /* FUSE_PASSTHROUGH: bit 37 of flags */
 #define OPEN_PASSTHROUGH (1u << 7)     /* FOPEN_PASSTHROUGH */
+/*
+ * The open flags the kernel takes with it (FOPEN_PASSTHROUGH_MASK): with
+ * any other, FOPEN_KEEP_CACHE of -o cache=always say, it fails the open
+ * with EIO.  DIRECT_IO, NOFLUSH, PARALLEL_DIRECT_WRITES, PASSTHROUGH.
+ */
+#define OPEN_PASSTHROUGH_MASK (1u << 0 | 1u << 5 | 1u << 6 | OPEN_PASSTHROUGH)
 
 struct backing_map {
 	int32_t fd;
@@ -277,7 +286,8 @@ void afs_pt_detach(struct afs_file *f, bool flock_release)
 
 void afs_pt_amend_open(struct fuse_open_out *out, int backing_id)
 {
-	out->open_flags |= OPEN_PASSTHROUGH;
+	out->open_flags = (out->open_flags | OPEN_PASSTHROUGH) &
+			  OPEN_PASSTHROUGH_MASK;
 	/* backing_id, where Debian 12's header still says padding */
 	memcpy(&out->padding, &backing_id, sizeof(backing_id));
 }

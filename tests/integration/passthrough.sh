@@ -30,7 +30,9 @@
 #     passthrough, and a buffered open of it while it is open joins it
 #     (each sees the other's writes); an O_DIRECT open of a file a
 #     buffered open holds is the daemon's, without EIO; buffered files
-#     are the daemon's; -o nopassthrough keeps O_DIRECT reads there.
+#     are the daemon's; -o nopassthrough keeps O_DIRECT reads there, and
+#     so does allow_other (a backing file writes with root's rights);
+#     with -o cache=always an O_DIRECT open works (no EIO) in passthrough.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and
 # FSX (default: in the daemon's build directory).  Exits 0 if every
@@ -234,11 +236,23 @@ echo go >&"${direct[1]}"
 wait "$direct_PID"
 check "the source has the last write" [ "$(head -c 4096 "$src/d2" | tr -d x | wc -c)" = 0 ]
 unserve "$mnt"
-: >"$log"
-serve "$log" "$src" "$mnt" -o nopassthrough || exit 1
-dd if="$mnt/plain" of=/dev/null bs=4k count=4 iflag=direct status=none
-check "-o nopassthrough: O_DIRECT reads go to the daemon" \
-	[ "$(ops read)" -gt 0 -a "$(json "d['passthrough']['on']")" = False ]
+# direct_read OPTS: mount with OPTS and read 16 KiB of plain with O_DIRECT.
+direct_read() {
+	: >"$log"
+	serve "$log" "$src" "$mnt" -o "$1" || exit 1
+	dd if="$mnt/plain" of=/dev/null bs=4k count=4 iflag=direct status=none
+}
+in_daemon() { [ "$(ops read)" -gt 0 -a "$(json "d['passthrough']['on']")" = False ]; }
+direct_read nopassthrough
+check "-o nopassthrough: O_DIRECT reads go to the daemon" in_daemon
+unserve "$mnt"
+direct_read allow_other
+check "-o allow_other: O_DIRECT reads go to the daemon (a backing file writes as root)" \
+	in_daemon
+unserve "$mnt"
+check "-o cache=always: an O_DIRECT read succeeds (no FOPEN_KEEP_CACHE with passthrough)" \
+	direct_read cache=always
+check "... through the backing file: no read reached the daemon" [ "$(ops read)" = 0 ]
 unserve "$mnt"
 
 # 6. Bad input.

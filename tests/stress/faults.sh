@@ -13,7 +13,8 @@
 #   reserve  The same image with 10% reserved for root, shared with
 #         allow_other: an ordinary user filling it through the mount
 #         stops at ENOSPC with the reserve left (writes run as their
-#         caller, and ordinary callers' requests with no capability);
+#         caller, and ordinary callers' requests with no capability),
+#         with O_DIRECT writes too (not in passthrough on such a mount);
 #         root then writes into the reserve through the mount.
 #   waits A source syscall that hangs: 50 callers wait through the mount
 #         for a flock held on the source, with 1 worker and with 4.
@@ -123,12 +124,19 @@ reserve() {
 	loop_mounted=$small
 	mkdir -m 1777 "$small/src"
 	"$AIODFS" -o allow_other "$small/src" "$mnt" || { fail "reserve: mount"; return; }
-	r=$(setpriv --reuid aiodt1 --regid nogroup --clear-groups /usr/bin/python3 - "$mnt" <<'PY'
-import errno, os, sys
-fd = os.open(os.path.join(sys.argv[1], "user"), os.O_WRONLY | os.O_CREAT, 0o644)
+	# fill NAME [direct]: as an ordinary user, write 64 MiB to NAME
+	# (with O_DIRECT: what the kernel would pass through to the source
+	# with root's rights, were it a backing file); say how it ended.
+	fill() {
+		setpriv --reuid aiodt1 --regid nogroup --clear-groups /usr/bin/python3 - "$mnt/$1" "${2:-}" <<'PY'
+import errno, mmap, os, sys
+direct = os.O_DIRECT if sys.argv[2] else 0
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | direct, 0o644)
+buf = mmap.mmap(-1, 1 << 20)
+buf[:] = b"u" * (1 << 20)
 try:
     for _ in range(64):
-        os.write(fd, b"u" * (1 << 20))
+        os.writev(fd, [buf])
     os.fsync(fd)
     print("no error")
 except OSError as e:
@@ -136,8 +144,11 @@ except OSError as e:
 finally:
     os.close(fd)
 PY
-)
+	}
+	r=$(fill user)
 	check "reserve: a user filling the source stops at ENOSPC ($r)" test "$r" = ENOSPC
+	r=$(fill user-direct direct)
+	check "reserve: and with O_DIRECT writes too ($r)" test "$r" = ENOSPC
 	free=$(stat -f -c '%f %S' "$small" | awk '{ print int($1 * $2 / 1048576) }')
 	check "reserve: root's reserve is left ($free MiB free of 3 reserved)" test "$free" -ge 2
 	check "reserve: root writes 1 MiB into it through the mount" \

@@ -142,9 +142,11 @@ void aiod__closer_reclaim(struct aiod__closer *c);
  * (ext2/3/4, XFS, tmpfs), so that closing a copy of it that is not its
  * last cannot block and may as well run in the caller.  Asks the
  * filesystem nothing: statx(AT_STATX_DONT_SYNC) for the mount id, then
- * /proc/self/mountinfo once per mount.
+ * /proc/self/mountinfo once per mount.  *unlinked (if not NULL): whether
+ * the file has no link left, so that its last close frees its blocks,
+ * which may take long on any filesystem.
  */
-bool aiod__closer_flushless(struct aiod__closer *c, int fd);
+bool aiod__closer_flushless(struct aiod__closer *c, int fd, bool *unlinked);
 /* Up to max tokens of closes done (also sends what waited in the backlog). */
 size_t aiod__closer_acks(struct aiod__closer *c, uint64_t *tokens, size_t max);
 /* Whether the closer has exited (reaped then: c->pid becomes 0). */

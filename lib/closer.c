@@ -170,14 +170,19 @@ static bool mount_flushless(uint64_t mnt_id)
 	return found;
 }
 
-bool aiod__closer_flushless(struct aiod__closer *c, int fd)
+bool aiod__closer_flushless(struct aiod__closer *c, int fd, bool *unlinked)
 {
 	struct statx stx;
 	bool flushless;
 
-	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &stx) < 0 ||
+	if (unlinked)
+		*unlinked = false;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+		  STATX_MNT_ID | STATX_NLINK, &stx) < 0 ||
 	    !(stx.stx_mask & STATX_MNT_ID))
 		return false;
+	if (unlinked)
+		*unlinked = (stx.stx_mask & STATX_NLINK) && !stx.stx_nlink;
 	for (unsigned i = 0; i < c->nkinds; i++)
 		if (c->kinds[i].mnt_id == stx.stx_mnt_id &&
 		    c->kinds[i].dev_major == stx.stx_dev_major &&

@@ -304,7 +304,7 @@ static void closer_flow(struct aiod_pool *p)
 
 bool aiod_pool_flushless(struct aiod_pool *p, int fd)
 {
-	return aiod__closer_flushless(&p->closer, fd);
+	return aiod__closer_flushless(&p->closer, fd, NULL);
 }
 
 /*
@@ -312,15 +312,21 @@ bool aiod_pool_flushless(struct aiod_pool *p, int fd)
  * closer, and the request ends when both are closed.  (Closed here, it
  * would run the file's flush here, which on NFS or a FUSE source can
  * take as long as the source likes.)  Where there is no flush, the copy
- * closes here at once.  Returns whether the file is known to have none.
+ * closes here at once, unless the file has no link left: the worker may
+ * have closed its copy already, and the last close of such a file frees
+ * its blocks, which for a large one takes a while.  Returns whether the
+ * close is known to be quick.
  */
 static bool close_caller_copy(struct aiod_pool *p, struct aiod_req *req)
 {
+	bool unlinked;
+
 	if (!p->closer.pid) {
 		close(req->fd[0]);
 		return false;
 	}
-	if (aiod__closer_flushless(&p->closer, req->fd[0])) {
+	if (aiod__closer_flushless(&p->closer, req->fd[0], &unlinked) &&
+	    !unlinked) {
 		close(req->fd[0]);
 		return true;
 	}

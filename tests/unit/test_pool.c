@@ -1338,24 +1338,32 @@ static void close_some(bool closer)
 /*
  * Which files close in the caller at once: those of filesystems without
  * a flush (tmpfs here: /dev/shm), not pipes nor /proc's (not known to
- * have none), and the answer is kept per mount.
+ * have none), and the answer is kept per mount; whether a file has no
+ * link left comes with it.
  */
 static void test_closer_knows_flushless(void **state)
 {
 	struct aiod__closer c = { .pid = 0 };
 	char path[] = "/dev/shm/aiod-flushless-XXXXXX";
-	int fd = mkstemp(path), pfd[2], proc;
+	char path2[] = "/dev/shm/aiod-flushless-XXXXXX";
+	int fd = mkstemp(path), linked = mkstemp(path2), pfd[2], proc;
+	bool unlinked;
 
 	(void)state;
-	assert_true(fd >= 0);
+	assert_true(fd >= 0 && linked >= 0);
 	unlink(path);
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
 	proc = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	assert_true(aiod__closer_flushless(&c, fd));
-	assert_false(aiod__closer_flushless(&c, pfd[0]));
-	assert_false(aiod__closer_flushless(&c, proc));
-	assert_true(aiod__closer_flushless(&c, fd));
+	assert_true(aiod__closer_flushless(&c, fd, NULL));
+	assert_false(aiod__closer_flushless(&c, pfd[0], NULL));
+	assert_false(aiod__closer_flushless(&c, proc, NULL));
+	assert_true(aiod__closer_flushless(&c, fd, &unlinked));
+	assert_true(unlinked);
+	assert_true(aiod__closer_flushless(&c, linked, &unlinked));
+	assert_false(unlinked);
 	assert_int_equal(c.nkinds, 3); /* one entry per mount */
+	close(linked);
+	unlink(path2);
 	close(fd);
 	close(pfd[0]);
 	close(pfd[1]);
@@ -1395,6 +1403,48 @@ static void test_pool_close_in_closer(void **state)
 {
 	(void)state;
 	with_and_without_closer(close_some);
+}
+
+/*
+ * A CLOSE of a file with no flush but no link left either: the caller's
+ * copy may be the file's last, whose close frees its blocks, so it goes
+ * to the closer too (stopped here: the CLOSE waits for it), where a
+ * linked file's closes in the caller at once.
+ */
+static void test_pool_close_unlinked_in_closer(void **state)
+{
+	struct aiod_pool *p = new_pool(1, 0);
+	char path[] = "/dev/shm/aiod-close-XXXXXX";
+	char path2[] = "/dev/shm/aiod-close-XXXXXX";
+	struct aiod_req req[2];
+	int count = 0, linked = mkostemp(path, O_CLOEXEC),
+	    gone = mkostemp(path2, O_CLOEXEC);
+	pid_t closer = 0;
+
+	(void)state;
+	assert_true(linked >= 0 && gone >= 0);
+	unlink(path2);
+	for (int64_t end = now_ms() + 2000;
+	     !children_named_pid("aiod-closer", &closer); usleep(5000))
+		assert_true(now_ms() < end);
+	assert_int_equal(kill(closer, SIGSTOP), 0);
+	for (int i = 0; i < 2; i++) {
+		aiod_prep_close(&req[i], i ? gone : linked);
+		req[i].cb = count_cb;
+		req[i].data = &count;
+		assert_int_equal(aiod_submit(p, &req[i]), 0);
+		if (!i)
+			wait_count(p, &count, 1, 2000);
+	}
+	for (int64_t end = now_ms() + 300; now_ms() < end;)
+		assert_true(aiod_pool_wait(p, 50) >= 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(kill(closer, SIGCONT), 0);
+	wait_count(p, &count, 2, 2000);
+	assert_int_equal(req[1].result, 0);
+	assert_int_equal(fcntl(gone, F_GETFD), -1);
+	aiod_pool_free(p);
+	unlink(path);
 }
 
 /*
@@ -2250,6 +2300,7 @@ int main(void)
 		cmocka_unit_test(test_pool_memory_bell_untaken),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),
+		cmocka_unit_test(test_pool_close_unlinked_in_closer),
 		cmocka_unit_test(test_pool_close_fd),
 		cmocka_unit_test(test_pool_close_many),
 		cmocka_unit_test(test_closer_knows_flushless),

@@ -354,6 +354,22 @@ broken:
 }
 
 /*
+ * An O_TMPFILE open comes as FUSE_TMPFILE, which libfuse 3.14 has no
+ * name for, with the CREATE's arguments and reply: it goes on as a
+ * CREATE of the name "/", which no CREATE of the kernel's can have
+ * (ops.c, afs_create()).
+ */
+static void tmpfile_as_create(struct fuse_in_header *in, size_t len)
+{
+	const char *name = (const char *)(in + 1) + sizeof(struct fuse_create_in);
+
+	if (in->opcode == FUSE_TMPFILE &&
+	    len == sizeof(*in) + sizeof(struct fuse_create_in) + 2 &&
+	    name[0] == '/' && name[1] == '\0')
+		in->opcode = FUSE_CREATE;
+}
+
+/*
  * Read and process one kernel request.  Returns 1 if one was processed,
  * 0 if none is waiting (or no buffer is free), -errno on a dead session.
  */
@@ -381,6 +397,7 @@ static int receive_one(void)
 			splice_streak = SPLICE_STREAK;
 		else if (splice_streak)
 			splice_streak--;
+		tmpfile_as_create(fbuf.mem, (size_t)res);
 		current = rb;
 		fuse_session_process_buf(afs.se, &fbuf);
 		current = NULL;

@@ -57,6 +57,7 @@ struct op {
 	bool has_cred;
 	bool as_daemon;             /* the next request alone runs as the daemon */
 	bool retried;               /* setattr: a refused step was retried */
+	bool tmpfile;               /* create: O_TMPFILE, no name */
 	struct aiod_cred cred;
 	uint32_t groups[MAX_GROUPS];
 	struct stat attr;           /* setattr: the wanted attributes */
@@ -448,9 +449,14 @@ static void entry_found(struct op *op)
 		reply_err(op, ENOMEM);
 		return;
 	}
-	aiod_prep_open(req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
-		       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-	afs_inode_set_obj(req, 0, op->in[0]);
+	if (op->tmpfile) {
+		/* No name to open it by: through the file just made. */
+		aiod_prep_open(req, op->file[1]->fd, NULL, O_PATH, 0, 0);
+	} else {
+		aiod_prep_open(req, -1, op->name[0], O_PATH | O_NOFOLLOW, 0,
+			       RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+		afs_inode_set_obj(req, 0, op->in[0]);
+	}
 	req->flags = AIOD_F_LOOKUP;
 	op_submit(op, pinned);
 }
@@ -1452,9 +1458,17 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	set_cred(op);
 	op->fi = *fi;
 	set_open_flags(&op->fi);
-	aiod_prep_open(&op->req, -1, op->name[0],
-		       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
-		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	op->tmpfile = strcmp(name, "/") == 0;
+	if (op->tmpfile)
+		/* O_TMPFILE (loop.c): unnamed, in parent; O_EXCL, never named. */
+		aiod_prep_open(&op->req, -1, ".",
+			       backing_flags(fi->flags) | O_TMPFILE |
+				       (fi->flags & O_EXCL),
+			       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	else
+		aiod_prep_open(&op->req, -1, op->name[0],
+			       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
+			       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP | AIOD_F_KEEP;

@@ -1722,6 +1722,16 @@ def s_nonroot(t):
         c.open("open it again by name", "open/created", O_RDONLY)
         c("fchmod it back to 0640", os.fchmod, fd, 0o640)
         c.open("create in a setgid directory", "setgid/file", O_WRONLY | O_CREAT, 0o644)
+        c.open("O_TMPFILE in a 0755 root directory", "rootdir", O_RDWR | os.O_TMPFILE, 0o600)
+        fd = c.open("O_TMPFILE in a 0777 directory", "open", O_RDWR | os.O_TMPFILE, 0o640)
+        c("write it", os.write, fd, b"unnamed")
+        c("fstat it (mine, no link)", lambda: (lambda st: (st.st_uid, st.st_gid, st.st_nlink,
+                                                            oct(st.st_mode)))(os.fstat(fd)))
+        c("name it open/tmpnamed", linkat, f"/proc/self/fd/{fd}", "open/tmpnamed",
+          AT_SYMLINK_FOLLOW)
+        fd = c.open("O_TMPFILE in a setgid directory", "setgid", O_RDWR | os.O_TMPFILE, 0o640)
+        c("name it setgid/tmpnamed", linkat, f"/proc/self/fd/{fd}", "setgid/tmpnamed",
+          AT_SYMLINK_FOLLOW)
         c("rewrite a 04777 root file with O_TRUNC (drops the setuid bit)", put, "suid", b"SUID")
         c("rewrite a 02777 root file with O_TRUNC (drops the setgid bit)", put, "sgid", b"SGID")
         for name in ("suid2", "sgid2"):
@@ -1738,7 +1748,8 @@ def s_nonroot(t):
         c("getxattr on my file", os.getxattr, "mine", "user.mine")
 
     t.child("as nobody", body, user=NOBODY)
-    for path in ("open/created", "open/mydir", "open/mylink", "setgid/file",
+    for path in ("open/created", "open/tmpnamed", "setgid/tmpnamed", "open/mydir",
+                 "open/mylink", "setgid/file",
                  "setgid/dir", "suid", "sgid", "suid2", "sgid2", "mine", "world", "public"):
         t.stat(f"lstat {path}", path, follow=False)
 

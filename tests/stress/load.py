@@ -14,7 +14,8 @@ creates, renames, links and unlinks race with everyone else's.  The
 operations are create (sometimes O_EXCL or O_TRUNC), pwrite at random
 offsets and sizes up to 256 KiB, O_APPEND writes, truncate up and down,
 rename within and across directories, renameat2 with RENAME_NOREPLACE
-and RENAME_EXCHANGE, link, symlink, unlink, mkdir, rmdir, chmod, the
+and RENAME_EXCHANGE, link, O_TMPFILE (written, and named with linkat
+now and then), symlink, unlink, mkdir, rmdir, chmod, the
 user.* xattr calls, fsync, readdir followed by stat, readlink and read
 of what it lists, and I/O on files a worker keeps open while others
 rename or unlink their names.
@@ -103,6 +104,7 @@ PROGRESS_EVERY = 10.0
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
+AT_SYMLINK_FOLLOW = 0x400
 
 # The errors a race between workers can make legitimate, by operation.
 # A link to a directory gives EPERM, and only a link can meet one that
@@ -115,7 +117,7 @@ EXPECTED = {"link": RACE | {errno.EPERM}, "private": set()}
 # filesystem sees most, writes and name changes.
 WEIGHTS = {
     "create": 8, "write": 10, "append": 5, "truncate": 5,
-    "rename": 6, "rename2": 3, "link": 3, "symlink": 3, "unlink": 6,
+    "rename": 6, "rename2": 3, "link": 3, "tmpfile": 2, "symlink": 3, "unlink": 6,
     "mkdir": 2, "rmdir": 2, "chmod": 3, "setxattr": 3, "rmxattr": 1,
     "fsync": 2, "readdir": 4, "stat": 5, "read": 5, "heldio": 5,
     "private": 6,
@@ -404,6 +406,26 @@ class Worker:
         self.at(f"{src} -> {dst}")
         os.link(src, dst, follow_symlinks=follow)
 
+    def op_tmpfile(self):
+        # An unnamed file, written, and named now and then (linkat
+        # through /proc follows to it), in a directory others may be
+        # removing; O_EXCL ones can never be named.
+        d = os.path.dirname(self.name_slot()) or "."
+        excl = self.rng.random() < 0.2
+        self.at(f"O_TMPFILE in {d}")
+        fd = os.open(d, os.O_TMPFILE | os.O_RDWR | (os.O_EXCL if excl else 0),
+                     self.rng.choice(self.modes))
+        try:
+            if self.rng.random() < 0.7:
+                self.write(fd, self.chunk())
+            if not excl and self.rng.random() < 0.5:
+                linkat(f"/proc/self/fd/{fd}", self.at(self.name_slot()))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        self.keep_or_close(fd)
+
     def op_symlink(self):
         # Mostly a sibling name, so that chains and loops form; now and
         # then one through a directory that only some directories hold,
@@ -578,6 +600,14 @@ class Worker:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def linkat(src, dst):
+    """linkat(2) following src, a /proc/self/fd link (os.link would not)."""
+    if _libc.linkat(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst),
+                    AT_SYMLINK_FOLLOW) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), src, None, dst)
 
 
 def renameat2(src, dst, flags):

@@ -1458,17 +1458,12 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	set_cred(op);
 	op->fi = *fi;
 	set_open_flags(&op->fi);
+	/* "/": O_TMPFILE (loop.c), unnamed in parent; O_EXCL, never named. */
 	op->tmpfile = strcmp(name, "/") == 0;
-	if (op->tmpfile)
-		/* O_TMPFILE (loop.c): unnamed, in parent; O_EXCL, never named. */
-		aiod_prep_open(&op->req, -1, ".",
-			       backing_flags(fi->flags) | O_TMPFILE |
-				       (fi->flags & O_EXCL),
-			       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-	else
-		aiod_prep_open(&op->req, -1, op->name[0],
-			       backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
-			       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	aiod_prep_open(&op->req, -1, op->tmpfile ? "." : op->name[0],
+		       backing_flags(fi->flags) | (op->tmpfile ? O_TMPFILE : O_CREAT) |
+			       (fi->flags & O_EXCL),
+		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP | AIOD_F_KEEP;

@@ -418,8 +418,10 @@ static void defer_done(struct aiod_pool *p, struct aiod_req *req, int err)
 
 /*
  * The arena's lazy word: the caller's wish, but off while requests wait
- * for a worker, whose finishing must then wake us.  Clearing it pokes the
- * eventfd, so that run() looks for requests finished just before.
+ * for a worker, whose finishing must then wake us.  Requests finished
+ * just before must be looked at again: a caller that is awake does that
+ * before it blocks (aiod_pool_awake()); one that is not gets the eventfd
+ * poked, so that run() looks.
  */
 static void sync_lazy(struct aiod_pool *p)
 {
@@ -428,7 +430,7 @@ static void sync_lazy(struct aiod_pool *p)
 	if (__atomic_load_n(&hdr_of(p)->lazy, __ATOMIC_RELAXED) == want)
 		return;
 	__atomic_store_n(&hdr_of(p)->lazy, want, __ATOMIC_SEQ_CST);
-	if (!want)
+	if (!want && !__atomic_load_n(&hdr_of(p)->awake, __ATOMIC_RELAXED))
 		poke(p);
 }
 

@@ -603,7 +603,8 @@ static void stat_after(struct op_ctx *c)
 	const char *name = c->name[0] ? c->name[0] : "";
 	int flags = AT_SYMLINK_NOFOLLOW | (c->name[0] ? 0 : AT_EMPTY_PATH);
 
-	if (statx(c->fd[0], name, flags, STATX_BASIC_STATS, &c->m->stx) < 0)
+	if (statx(c->fd[0], name, flags, STATX_BASIC_STATS | STATX_BTIME,
+		  &c->m->stx) < 0)
 		memset(&c->m->stx, 0, sizeof(c->m->stx));
 }
 

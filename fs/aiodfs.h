@@ -291,5 +291,7 @@ void afs_loop_release(void *token);
 /* The next OPEN or CREATE reply sent names backing_id (0: none). */
 void afs_loop_backing_next(int backing_id);
 bool afs_loop_unique(uint64_t *unique);
+/* The GETATTR being processed came as FUSE_STATX: answer a fuse_statx_out. */
+bool afs_loop_statx(void);
 
 #endif /* AIODFS_H */

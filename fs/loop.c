@@ -370,6 +370,34 @@ static void tmpfile_as_create(struct fuse_in_header *in, size_t len)
 }
 
 /*
+ * A statx(2) that asks for more than the basic attributes (the birth
+ * time) comes as FUSE_STATX (protocol 7.39, newer than libfuse 3.14 and
+ * Debian 12's headers), with a GETATTR's arguments and then its own
+ * (the mask wanted); libfuse would answer ENOSYS, after which the kernel
+ * never asks again and statx shows no birth time.  It goes on as a
+ * GETATTR, which knows from afs_loop_statx() to answer with a
+ * fuse_statx_out (ops.c, reply_attr()).
+ */
+#define AFS_FUSE_STATX 52
+#define AFS_FUSE_STATX_IN_SIZE 24
+
+static bool current_statx;
+
+static bool statx_as_getattr(struct fuse_in_header *in, size_t len)
+{
+	if (in->opcode != AFS_FUSE_STATX ||
+	    len != sizeof(*in) + AFS_FUSE_STATX_IN_SIZE)
+		return false;
+	in->opcode = FUSE_GETATTR;
+	return true;
+}
+
+bool afs_loop_statx(void)
+{
+	return current && current_statx;
+}
+
+/*
  * Read and process one kernel request.  Returns 1 if one was processed,
  * 0 if none is waiting (or no buffer is free), -errno on a dead session.
  */
@@ -398,6 +426,7 @@ static int receive_one(void)
 		else if (splice_streak)
 			splice_streak--;
 		tmpfile_as_create(fbuf.mem, (size_t)res);
+		current_statx = statx_as_getattr(fbuf.mem, (size_t)res);
 		current = rb;
 		fuse_session_process_buf(afs.se, &fbuf);
 		current = NULL;

@@ -58,6 +58,7 @@ struct op {
 	bool as_daemon;             /* the next request alone runs as the daemon */
 	bool retried;               /* setattr: a refused step was retried */
 	bool tmpfile;               /* create: O_TMPFILE, no name */
+	bool statx;                 /* getattr: came as FUSE_STATX */
 	struct aiod_cred cred;
 	uint32_t groups[MAX_GROUPS];
 	struct stat attr;           /* setattr: the wanted attributes */
@@ -789,6 +790,74 @@ static void afs_forget_multi(fuse_req_t freq, size_t count,
 
 /* ---- attributes --------------------------------------------------------- */
 
+/*
+ * The reply to a FUSE_STATX (loop.c, statx_as_getattr()): protocol
+ * 7.39's struct fuse_statx_out, which Debian 12's headers predate.  The
+ * kernel takes exactly this size.
+ */
+struct sx_time {
+	int64_t sec;
+	uint32_t nsec;
+	int32_t reserved;
+};
+
+struct statx_out {
+	uint64_t attr_valid;
+	uint32_t attr_valid_nsec;
+	uint32_t flags;
+	uint64_t spare[2];
+	struct {
+		uint32_t mask;
+		uint32_t blksize;
+		uint64_t attributes;
+		uint32_t nlink, uid, gid;
+		uint16_t mode;
+		uint16_t spare0;
+		uint64_t ino, size, blocks;
+		uint64_t attributes_mask;
+		struct sx_time atime, btime, ctime, mtime;
+		uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+		uint64_t spare2[14];
+	} stat;
+};
+_Static_assert(sizeof(struct statx_out) == 288, "fuse_statx_out is 288 bytes");
+
+static struct sx_time sx_time_of(const struct statx_timestamp *t)
+{
+	return (struct sx_time){ .sec = t->tv_sec, .nsec = t->tv_nsec };
+}
+
+/* What the source said, as much as FUSE carries: the basics, birth time. */
+static void reply_statx(struct op *op)
+{
+	const struct statx *x = &op->req.stx;
+	double t = attr_timeout();
+	struct statx_out out = {
+		.attr_valid = (uint64_t)t,
+		.attr_valid_nsec = (uint32_t)((t - (double)(uint64_t)t) * 1e9),
+		.stat = {
+			.mask = x->stx_mask & (STATX_BASIC_STATS | STATX_BTIME),
+			.blksize = x->stx_blksize,
+			.attributes = x->stx_attributes,
+			.nlink = x->stx_nlink, .uid = x->stx_uid, .gid = x->stx_gid,
+			.mode = x->stx_mode,
+			.ino = x->stx_ino, .size = x->stx_size,
+			.blocks = x->stx_blocks,
+			.attributes_mask = x->stx_attributes_mask,
+			.atime = sx_time_of(&x->stx_atime),
+			.btime = sx_time_of(&x->stx_btime),
+			.ctime = sx_time_of(&x->stx_ctime),
+			.mtime = sx_time_of(&x->stx_mtime),
+			.rdev_major = x->stx_rdev_major,
+			.rdev_minor = x->stx_rdev_minor,
+			.dev_major = x->stx_dev_major,
+			.dev_minor = x->stx_dev_minor,
+		},
+	};
+
+	fuse_reply_buf(op->freq, (const char *)&out, sizeof(out));
+}
+
 static void reply_attr(struct op *op)
 {
 	struct stat st;
@@ -797,8 +866,12 @@ static void reply_attr(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	stat_of(&op->req.stx, &st);
-	fuse_reply_attr(op->freq, &st, attr_timeout());
+	if (op->statx) {
+		reply_statx(op);
+	} else {
+		stat_of(&op->req.stx, &st);
+		fuse_reply_attr(op->freq, &st, attr_timeout());
+	}
 	op_free(op);
 }
 
@@ -808,7 +881,7 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
 	struct afs_inode *in = op->in[0];
 
 	aiod_prep_statx(&op->req, -1, NULL, AT_SYMLINK_NOFOLLOW,
-			STATX_BASIC_STATS);
+			STATX_BASIC_STATS | STATX_BTIME);
 	if (fi && !op->file[0])
 		op_file(op, 0, fi);
 	if (op->file[0])
@@ -842,7 +915,8 @@ static bool getattr_now(struct op *op)
 	afs_stats_by_loop(AFS_OP_GETATTR);
 	op->req.result = statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW |
 					       AT_STATX_DONT_SYNC,
-			       STATX_BASIC_STATS, &op->req.stx) < 0
+			       STATX_BASIC_STATS | STATX_BTIME,
+			       &op->req.stx) < 0
 				 ? -errno
 				 : 0;
 	if (!f && fd == in->pathfd && op->req.result == 0 &&
@@ -893,6 +967,7 @@ static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
 	if (!op)
 		return;
 	in = op_obj(op, 0, ino);
+	op->statx = afs_loop_statx();
 	prep_getattr(op, fi);
 	if (getattr_now(op))
 		return;

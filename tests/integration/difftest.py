@@ -126,6 +126,28 @@ libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
 libc.listxattr.restype = ctypes.c_ssize_t
 
 
+class StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32),
+                ("reserved", ctypes.c_int32)]
+
+
+class Statx(ctypes.Structure):
+    """struct statx, as far as the birth time and a little room after."""
+    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
+                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
+                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32),
+                ("mode", ctypes.c_uint16), ("spare0", ctypes.c_uint16),
+                ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
+                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
+                ("atime", StatxTimestamp), ("btime", StatxTimestamp),
+                ("ctime", StatxTimestamp), ("mtime", StatxTimestamp),
+                ("spare", ctypes.c_uint64 * 32)]
+
+
+libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                       ctypes.c_uint, ctypes.POINTER(Statx)]
+
+
 def checked(ret):
     if ret < 0:
         err = ctypes.get_errno()
@@ -142,6 +164,25 @@ def linkat(old, new, flags, old_fd=AT_FDCWD):
     """linkat(2): os.link calls plain link(2), which never follows."""
     checked(libc.linkat(old_fd, os.fsencode(old), AT_FDCWD, os.fsencode(new),
                         flags))
+
+
+STATX_BASIC_STATS = 0x7ff
+STATX_BTIME = 0x800
+AT_STATX_FORCE_SYNC = 0x2000
+
+
+def birth(path, fd=AT_FDCWD, flags=0x100):
+    """statx(2) asking for the birth time (not following, by default):
+    its nanoseconds since the epoch, or None where the filesystem keeps
+    none.  Also checks that the basic attributes came with it."""
+    x = Statx()
+    checked(libc.statx(fd, os.fsencode(path), flags,
+                       STATX_BASIC_STATS | STATX_BTIME, ctypes.byref(x)))
+    if x.mask & STATX_BASIC_STATS != STATX_BASIC_STATS:
+        raise OSError(errno.EPROTO, "statx without the basic attributes")
+    if not x.mask & STATX_BTIME:
+        return None
+    return x.btime.tv_sec * 10**9 + x.btime.tv_nsec
 
 
 def fallocate(fd, mode, offset, length):
@@ -1125,6 +1166,40 @@ def s_utime(t):
     t("times of a new file are now", lambda: [near_now(x) for x in times("g")])
 
 
+def s_btime(t):
+    """Birth time through statx(2): the kernel asks the filesystem with
+    FUSE_STATX, which libfuse 3.14 cannot answer (fs/loop.c).  Recorded as
+    whether it is there and near the clock, and how it compares with the
+    other times, since the two directories' files are born apart."""
+    def known(path, **kw):
+        b = birth(path, **kw)
+        return None if b is None else near_now(b)
+
+    t("write f", put, "f", b"x")
+    t("mkdir d", os.mkdir, "d")
+    t("symlink l -> f", os.symlink, "f", "l")
+    for name in ("f", "d", "l"):
+        t(f"birth time of {name} is now", known, name)
+    b0 = birth("f")
+    t("following l gives f's", lambda: birth("l", flags=0) == b0)
+    t("forced sync, the same", lambda: birth("f", flags=0x100 | AT_STATX_FORCE_SYNC) == b0)
+    fd = t.open("open f", "f", O_RDWR)
+    t("of the open file (AT_EMPTY_PATH), the same", lambda: birth("", fd=fd, flags=AT_EMPTY_PATH) == b0)
+    time.sleep(0.02)
+    t("write", os.write, fd, b"y")
+    t("chmod", os.chmod, "f", 0o600)
+    t("utime", os.utime, "f", ns=(1, 2))
+    t("kept through write, chmod, utime", lambda: birth("f") == b0)
+    t("forced sync, the same", lambda: birth("f", flags=0x100 | AT_STATX_FORCE_SYNC) == b0)
+    t("rename f g", os.rename, "f", "g")
+    t("link g h", os.link, "g", "h")
+    t("kept through rename and link", lambda: [birth(n) == b0 for n in ("g", "h")])
+    t.close("close", fd)
+    t("put n", put, "n", b"")
+    t("a later file is born later", lambda: birth("n") >= b0)
+    t("birth of a missing name", birth, "missing")
+
+
 def s_access(t):
     for name, mode in [("r", 0o400), ("w", 0o200), ("x", 0o100), ("none", 0)]:
         t(f"write {name}", put, name, b"#!/bin/sh\n", mode=mode)
@@ -1780,6 +1855,7 @@ SCENARIOS = [
     ("chmod", s_chmod, False),
     ("chown", s_chown, False),
     ("utime", s_utime, False),
+    ("btime", s_btime, False),
     ("access", s_access, False),
     ("xattr", s_xattr, False),
     ("fileattr", s_fileattr, False),

@@ -86,6 +86,10 @@ struct afs_inode {
 				       of a directory, those that change
 				       its entries (listing_ends()) */
 	struct op *after_close;     /* lock requests waiting for those */
+	struct op *writing;         /* its WRITEs in flight (ops.c, "Reads
+				       after writes") */
+	struct op *reads_waiting;   /* READs waiting for some of them */
+	uint64_t wseq;              /* the number of its last WRITE */
 	struct afs_file *open_file; /* the last opened of its files not yet
 				       released, or NULL: setattr_obj() */
 	int backing_id;             /* passthrough.c: the kernel's, or 0 */
@@ -192,6 +196,7 @@ void afs_stats_init(void);
 void afs_stats_count(int opcode, int err, int64_t start_ns);
 void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced);
 void afs_stats_by_loop(int opcode);
+void afs_stats_read_waited(void);
 /* l (opcode, start_ns set) goes on the live list; req is its request. */
 void afs_live_link(struct afs_live *l, const struct aiod_req *req);
 /* l was answered with err (0: success): counted, and off the list. */

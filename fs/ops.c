@@ -78,6 +78,12 @@ struct op {
 	struct op *park_next;       /* locks: on the parked list */
 	struct afs_live live;       /* for stats.c, from its first request */
 	struct aiod_reply reply;    /* see direct_reply() */
+	struct afs_inode *wait_in;  /* a write on wait_in->writing, or NULL */
+	struct op *wait_next;       /* on that list, or a read on
+				       reads_waiting */
+	uint64_t wseq;              /* write: its number; read: the last
+				       write it may wait for */
+	off_t wstart, wend;         /* the bytes it writes or reads */
 	int err;                    /* the error it was answered with */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
@@ -175,8 +181,12 @@ static struct op *op_new(fuse_req_t freq, int opcode, const char *n0,
 	return op;
 }
 
+static void write_ends(struct op *op);
+
 static void op_free(struct op *op)
 {
+	if (op->wait_in)
+		write_ends(op);
 	afs_live_end(&op->live, op->err);
 	for (int i = 0; i < 2; i++) {
 		if (op->in[i])
@@ -1594,13 +1604,87 @@ static bool read_now(fuse_req_t freq, struct afs_file *f, size_t size,
 	return true;
 }
 
+/*
+ * Reads after writes.  The kernel may send a READ of pages whose WRITE
+ * is still with us: writing through its page cache, it marks a page it
+ * has filled up to date and unlocks it before it sends the WRITE, and
+ * if an invalidation drops the page meanwhile (an open without
+ * FOPEN_KEEP_CACHE, an attribute refresh that finds the mtime changed),
+ * a read of it asks us.  A daemon serving requests one at a time would
+ * answer after the write; workers in parallel, or read_now(), could read
+ * the source before the write lands, and the kernel would keep the old
+ * data as up to date: a process could read back zeros where its own
+ * write, already returned, had put data (difftest's parallel_io did, 1
+ * run in 2,000).  So a READ overlapping a WRITE that came before it and
+ * is still in flight waits for that WRITE (and for no later one).
+ */
+static unsigned nreads_waiting; /* ops on some inode's reads_waiting */
+
+static bool overlaps_write(const struct afs_inode *in, off_t start, off_t end,
+			   uint64_t upto)
+{
+	for (const struct op *w = in->writing; w; w = w->wait_next)
+		if (w->wseq <= upto && w->wstart < end && start < w->wend)
+			return true;
+	return false;
+}
+
+/* op writes [off, off + len) of in's data (to its end: len 0). */
+static void write_begins(struct op *op, struct afs_inode *in, off_t off,
+			 size_t len)
+{
+	if (!in)
+		return;
+	op->wait_in = in;
+	op->wseq = ++in->wseq;
+	op->wstart = off;
+	op->wend = len && (uint64_t)off + len <= INT64_MAX ? off + (off_t)len
+							   : INT64_MAX;
+	op->wait_next = in->writing;
+	in->writing = op;
+}
+
+static void unlink_op(struct op **head, struct op *op)
+{
+	while (*head != op)
+		head = &(*head)->wait_next;
+	*head = op->wait_next;
+	op->wait_next = NULL;
+}
+
+/* Write op is done (its op ends): the reads it held go on. */
+static void write_ends(struct op *op)
+{
+	struct afs_inode *in = op->wait_in;
+	struct op **rp = &in->reads_waiting;
+
+	unlink_op(&in->writing, op);
+	op->wait_in = NULL;
+	while (*rp) {
+		struct op *r = *rp;
+
+		if (overlaps_write(in, r->wstart, r->wend, r->wseq)) {
+			rp = &r->wait_next;
+			continue;
+		}
+		*rp = r->wait_next;
+		r->wait_next = NULL;
+		nreads_waiting--;
+		op_submit(r, read_done);
+	}
+}
+
 static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
+	struct afs_inode *in = f->in;
+	off_t end = (off_t)((uint64_t)off + size);
+	bool wait = in && in->writing && overlaps_write(in, off, end, UINT64_MAX);
 	struct op *op;
 
 	(void)ino;
-	if (read_now(freq, (struct afs_file *)(uintptr_t)fi->fh, size, off))
+	if (!wait && read_now(freq, f, size, off))
 		return;
 	op = op_new(freq, AFS_OP_READ, NULL, NULL);
 	if (!op)
@@ -1608,7 +1692,18 @@ static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 	aiod_prep_pread(&op->req, -1, NULL, size, off);
 	op_file(op, 0, fi);
 	direct_reply(op, false);
-	op_submit(op, read_done);
+	if (!wait) {
+		op_submit(op, read_done);
+		return;
+	}
+	/* wait_in stays NULL: op_free() must not take it for a write. */
+	op->wseq = in->wseq;
+	op->wstart = off;
+	op->wend = end;
+	op->wait_next = in->reads_waiting;
+	in->reads_waiting = op;
+	nreads_waiting++;
+	afs_stats_read_waited();
 }
 
 static void write_done(struct op *op)
@@ -1655,6 +1750,7 @@ static void afs_write(fuse_req_t freq, fuse_ino_t ino, const char *buf,
 	/* On an O_APPEND fd the offset is ignored: a second run appends again. */
 	if (op->file[0]->append)
 		op->req.flags |= AIOD_F_NORETRY;
+	write_begins(op, op->file[0]->in, off, op->file[0]->append ? 0 : size);
 	direct_reply(op, true);
 	op_submit(op, write_done);
 }
@@ -2052,11 +2148,12 @@ static void interrupted(fuse_req_t freq, void *data)
 
 /*
  * Whether something waits for ops to end: lock requests after closes,
- * closes of released files after the requests that hold them.
+ * closes of released files after the requests that hold them, reads
+ * after writes.
  */
 bool afs_ops_waiting(void)
 {
-	return nclosing_waits > 0 || nreleased_held > 0;
+	return nclosing_waits > 0 || nreleased_held > 0 || nreads_waiting > 0;
 }
 
 int afs_ops_timeout(void)

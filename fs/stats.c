@@ -66,6 +66,7 @@ struct op_stats {
 static struct {
 	struct op_stats op[AFS_OP__COUNT];
 	uint64_t bytes_read, bytes_written, bytes_spliced;
+	uint64_t reads_waited;      /* READs held for a WRITE in flight */
 	int64_t then_ns;            /* the last rates snapshot */
 	int64_t start_ns;
 	struct afs_live live;       /* list head */
@@ -148,6 +149,11 @@ void afs_stats_bytes(uint64_t read, uint64_t written, bool spliced)
 void afs_stats_by_loop(int opcode)
 {
 	st.op[opcode].by_loop++;
+}
+
+void afs_stats_read_waited(void)
+{
+	st.reads_waited++;
 }
 
 void afs_live_link(struct afs_live *l, const struct aiod_req *req)
@@ -318,6 +324,7 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		put(b, ", \"uptime_s\": %.1f, \"interval_s\": %.3f, "
 		    "\"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64 ", "
 		    "\"bytes_spliced\": %" PRIu64 ", "
+		    "\"reads_waited\": %" PRIu64 ", "
 		    "\"passthrough\": {\"on\": %s, \"files\": %u, "
 		    "\"backing_files\": %u}, "
 		    "\"pool\": {\"workers\": %u, \"target\": %u, \"busy\": %u, "
@@ -327,7 +334,7 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    "\"arena_used\": %zu}, \"poll_us\": %u, "
 		    "\"poll_window_us\": %u, \"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
-		    st.bytes_written, st.bytes_spliced,
+		    st.bytes_written, st.bytes_spliced, st.reads_waited,
 		    afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
 		    ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
@@ -346,6 +353,9 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,
 		    st.bytes_written >> 20, st.bytes_spliced >> 20);
+		if (st.reads_waited)
+			put(b, "reads held for a write in flight: %" PRIu64 "\n",
+			    st.reads_waited);
 		if (afs.opt.passthrough)
 			put(b, "passthrough %s: %u files open, %u backing "
 			    "files\n", afs_pt_enabled() ? "on" : "off",

@@ -20,8 +20,11 @@
 #             the loop.
 #   parallel  On one mount, at once: 4 fsx processes (10,000 operations
 #             each, a file each) and load.py (4 processes); afterwards
-#             the tree through the mount equals the source's.  Then the
-#             same, smaller (5,000 operations each), under passthrough.
+#             the tree through the mount equals the source's; then
+#             readback.py, 300 rounds of 4 processes each reading back
+#             its own writes to one file while the others write theirs.
+#             Then the same load, smaller (5,000 operations each), under
+#             passthrough.
 #   chaos     The same while a random worker is killed with SIGKILL every
 #             300 ms, on a mount that splices writes, two of the fsx with
 #             operations of up to 512 KiB.  Every fsx and the load must still pass: requests
@@ -43,6 +46,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh" stress
 FSX=${FSX:-$(dirname "$(dirname "$AIODFS")")/tests/fsx}
 LOAD=$here/load.py
+READBACK=$here/readback.py
 [ -x "$FSX" ] || { echo "stress.sh: no fsx at $FSX (set FSX)" >&2; exit 1; }
 seed=${STRESS_SEED:-$(date +%s)}
 echo "stress.sh: seed $seed"
@@ -173,6 +177,14 @@ parallel_load() {
 phase_parallel() {
 	mount_fg "cache=auto" || return
 	parallel_load 10000 "-n 1500"
+	mkdir -p "$T/mnt/rb"
+	if python3 "$READBACK" -n 300 "$T/mnt/rb" >"$T/readback.log" 2>&1; then
+		ok "$(tail -n 1 "$T/readback.log"), $("$AIODFSCTL" stats --json "$T/mnt" |
+			python3 -c 'import json, sys; print(json.load(sys.stdin)["reads_waited"])') reads held for a write"
+	else
+		fail "readback.py"
+		show readback 20
+	fi
 	umount_fg
 	mount_fg "passthrough" || return
 	parallel_load 5000 "-n 800"

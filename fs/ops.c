@@ -129,6 +129,13 @@ static double negative_timeout(void)
 	return afs.shared_unchecked ? 0.0 : afs.opt.negative_timeout;
 }
 
+/* A timeout in seconds as FUSE carries it (a huge one: the longest). */
+static void split_timeout(double t, uint64_t *sec, uint32_t *nsec)
+{
+	*sec = t < (double)UINT64_MAX ? (uint64_t)t : UINT64_MAX;
+	*nsec = t < (double)UINT64_MAX ? (uint32_t)((t - (double)*sec) * 1e9) : 0;
+}
+
 static void stat_of(const struct statx *x, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -562,10 +569,7 @@ static void absent_reply(struct op *op)
 	if (afs.reply_fd < 0 || t <= 0 || !afs.entry_out_full ||
 	    !afs_loop_unique(&r.h.unique))
 		return;
-	r.e.entry_valid = t < (double)UINT64_MAX ? (uint64_t)t : UINT64_MAX;
-	r.e.entry_valid_nsec = t < (double)UINT64_MAX
-				       ? (uint32_t)((t - (double)r.e.entry_valid) * 1e9)
-				       : 0;
+	split_timeout(t, &r.e.entry_valid, &r.e.entry_valid_nsec);
 	op->reply.fd = afs.reply_fd;
 	op->reply.hdr_len = sizeof(r);
 	op->reply.len_off = offsetof(struct fuse_out_header, len);
@@ -841,10 +845,7 @@ static struct sx_time sx_time_of(const struct statx_timestamp *t)
 static void reply_statx(struct op *op)
 {
 	const struct statx *x = &op->req.stx;
-	double t = attr_timeout();
 	struct statx_out out = {
-		.attr_valid = (uint64_t)t,
-		.attr_valid_nsec = (uint32_t)((t - (double)(uint64_t)t) * 1e9),
 		.stat = {
 			.mask = x->stx_mask & (STATX_BASIC_STATS | STATX_BTIME),
 			.blksize = x->stx_blksize,
@@ -865,6 +866,7 @@ static void reply_statx(struct op *op)
 		},
 	};
 
+	split_timeout(attr_timeout(), &out.attr_valid, &out.attr_valid_nsec);
 	fuse_reply_buf(op->freq, (const char *)&out, sizeof(out));
 }
 
@@ -1614,8 +1616,8 @@ static bool read_now(fuse_req_t freq, struct afs_file *f, size_t size,
  * answer after the write; workers in parallel, or read_now(), could read
  * the source before the write lands, and the kernel would keep the old
  * data as up to date: a process could read back zeros where its own
- * write, already returned, had put data (difftest's parallel_io did, 1
- * run in 2,000).  So a READ overlapping a WRITE that came before it and
+ * write, already returned, had put data (difftest's parallel_io did once;
+ * its pattern repeated by hand, about 1 round in 2,000).  So a READ overlapping a WRITE that came before it and
  * is still in flight waits for that WRITE (and for no later one).
  */
 static unsigned nreads_waiting; /* ops on some inode's reads_waiting */
@@ -1680,7 +1682,7 @@ static void afs_read(fuse_req_t freq, fuse_ino_t ino, size_t size, off_t off,
 	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
 	struct afs_inode *in = f->in;
 	off_t end = (off_t)((uint64_t)off + size);
-	bool wait = in && in->writing && overlaps_write(in, off, end, UINT64_MAX);
+	bool wait = in && overlaps_write(in, off, end, UINT64_MAX);
 	struct op *op;
 
 	(void)ino;

@@ -445,7 +445,9 @@ struct aiod_pool_opts {
 	 * 0, or how long (µs, at most 10000) a worker that has finished a
 	 * request polls for the next one before it sleeps, yielding the CPU
 	 * to any other runnable task between two looks; one worker at a
-	 * time polls, only while at most one other is busy, and the pool
+	 * time polls, only while at most one other is busy and not right
+	 * after a PREAD, PWRITE or PWRITE_PIPE of 256 KiB or more (whose
+	 * caller takes longer than a poll to use the data), and the pool
 	 * gives it the next request, through shared memory when the
 	 * request carries no fd: no syscall on either side.  Such a
 	 * request that comes while that worker ends its last one (its

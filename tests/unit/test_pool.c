@@ -879,6 +879,56 @@ static void test_pool_poll_gives_next_to_poller(void **state)
 	assert_int_equal(aiod_pool_new(&p, &opts), -EINVAL);
 }
 
+/* A read of len bytes, then a request with no fd, each awaited. */
+static void read_then_nop(struct aiod_pool *p, int fd, size_t len, int *count)
+{
+	struct aiod_req req;
+
+	aiod_prep_pread(&req, fd, NULL, len, 0);
+	req.cb = count_cb;
+	req.data = count;
+	assert_int_equal(aiod_submit(p, &req), 0);
+	wait_count(p, count, *count + 1, 2000);
+	assert_int_equal(req.result, (int64_t)len);
+	start_nop(p, &req, count, 0, 0);
+	wait_count(p, count, *count + 1, 2000);
+}
+
+/*
+ * A worker does not poll right after a request that moved 256 KiB or
+ * more of a file's data (aiod/main.c, POLL_BULK): the request after
+ * such a read comes by socket, never through memory.  After a 4 KiB
+ * read it polls, and the request comes through memory (in one of TRIES
+ * tries at least: timing decides whether it still polls).
+ */
+static void test_pool_no_poll_after_bulk(void **state)
+{
+	enum { BULK = 256 << 10 };
+	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
+	struct aiod_pool *p = NULL;
+	char *data = calloc(1, BULK);
+	uint64_t bells;
+	int count = 0, fd;
+
+	(void)state;
+	fd = temp_file(data, BULK);
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
+		read_then_nop(p, fd, 4096, &count);
+		usleep(20000);  /* till no one polls */
+	}
+	assert_true(aiod__pool_mem_bells(p) > 0);
+	bells = aiod__pool_mem_bells(p);
+	for (int t = 0; t < 10; t++) {
+		read_then_nop(p, fd, BULK, &count);
+		usleep(20000);
+	}
+	assert_int_equal(aiod__pool_mem_bells(p), bells);
+	aiod_pool_free(p);
+	close(fd);
+	free(data);
+}
+
 /*
  * A polling worker takes a request with no fd from memory, not from its
  * socket, also between requests that come by socket; and a shared fd
@@ -2297,6 +2347,7 @@ int main(void)
 		cmocka_unit_test(test_pool_shared_fds),
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_poll_memory_bell),
+		cmocka_unit_test(test_pool_no_poll_after_bulk),
 		cmocka_unit_test(test_pool_memory_bell_untaken),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),

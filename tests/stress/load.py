@@ -652,6 +652,20 @@ def prepare(nworkers):
         os.makedirs(d, exist_ok=True)
 
 
+def settle(chaos, fn):
+    """fn(), a step of the set-up; with --chaos, again while it fails with
+    EIO: the workers are being killed already, and a killed worker's
+    mkdir or unlink ends that way whether or not it ran.  Each step may
+    run twice (makedirs with exist_ok, the probe's files made anew)."""
+    for attempt in range(20):
+        try:
+            return fn()
+        except OSError as e:
+            if not chaos or e.errno != errno.EIO or attempt == 19:
+                raise
+            print(f"set-up: {e}; again (--chaos)", flush=True)
+
+
 def child(k, seed, args, features, shared, wfd):
     """The forked worker's whole life; it never returns to the caller."""
     code = 0
@@ -858,8 +872,8 @@ def main():
     print(f"load.py: {args.p} workers, {length}, seed {seed}, in {args.dir}", flush=True)
 
     os.chdir(args.dir)
-    features = probe()
-    prepare(args.p)
+    features = settle(args.chaos, probe)
+    settle(args.chaos, lambda: prepare(args.p))
     try:
         results, elapsed, ok = run_workers(args, seed, features)
     except KeyboardInterrupt:

@@ -715,8 +715,9 @@ static int wait_events(struct epoll_event *evs, int max)
 	aiod_pool_stats(afs.pool, &ps);
 	/*
 	 * Under load, polling would only crowd the CPUs (aiod/main.c); so
-	 * would it while large writes come: the program copies each into
-	 * the kernel, tens of us, while a worker writes the one before.
+	 * would it while writes to splice come (splice_streak): the
+	 * program copies each into the kernel, tens of us, while a worker
+	 * writes the one before.
 	 */
 	if (afs.opt.poll_us && ps.busy <= 1 && !splice_streak) {
 		t0 = afs_now_ns();

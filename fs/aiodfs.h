@@ -287,6 +287,8 @@ int afs_loop_run(void);
 #define AFS_POLL_MAX_US 10000u
 /* How long (µs) the loop polls before it sleeps now; 0: never. */
 unsigned afs_loop_poll_window(void);
+/* How many times the loop has begun to poll (aiodfsctl stats). */
+uint64_t afs_loop_polls(void);
 int afs_loop_init_session(void);
 bool afs_loop_adopt(const void *buf, size_t len, void **token);
 int afs_loop_take_pipe(void **token);

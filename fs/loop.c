@@ -652,6 +652,7 @@ static int timeout_ms(void)
 #define POLL_STRETCH 8
 
 static unsigned window_us;      /* the loop's polling now (wait_events()) */
+static uint64_t npolls;         /* times it began to poll */
 
 static int64_t us_since(int64_t t0_ns)
 {
@@ -681,6 +682,11 @@ static void adapt_window(int64_t slept_us, bool woken)
 unsigned afs_loop_poll_window(void)
 {
 	return window_us;
+}
+
+uint64_t afs_loop_polls(void)
+{
+	return npolls;
 }
 
 /*
@@ -720,6 +726,7 @@ static int wait_events(struct epoll_event *evs, int max)
 	 * writes the one before.
 	 */
 	if (afs.opt.poll_us && ps.busy <= 1 && !splice_streak) {
+		npolls++;
 		t0 = afs_now_ns();
 		do {
 			n = epoll_wait(epfd, evs, max, 0);

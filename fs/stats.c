@@ -332,23 +332,25 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    "\"completed\": %" PRIu64 ", \"worker_deaths\": %" PRIu64 ", "
 		    "\"retries\": %" PRIu64 ", \"arena_size\": %zu, "
 		    "\"arena_used\": %zu}, \"poll_us\": %u, "
-		    "\"poll_window_us\": %u, \"ops\": {",
+		    "\"poll_window_us\": %u, \"loop_polls\": %" PRIu64 ", "
+		    "\"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
 		    st.bytes_written, st.bytes_spliced, st.reads_waited,
 		    afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
 		    ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
 		    ps.retries, ps.arena_size, ps.arena_used, afs.opt.poll_us,
-		    afs_loop_poll_window());
+		    afs_loop_poll_window(), afs_loop_polls());
 	} else {
 		put(b, "aiodfs %s on %s, pid %d, up %.0f s\n", afs.opt.source,
 		    afs.mountpoint, (int)getpid(),
 		    (double)(now - st.start_ns) / 1e9);
 		put(b, "workers %u (of %u), busy %u, queued %" PRIu64
 		    ", worker restarts %" PRIu64 ", re-runs %" PRIu64
-		    "; the loop polls %u us\n",
+		    "; the loop polls %u us (%" PRIu64 " times so far)\n",
 		    ps.workers, afs.opt.workers, ps.busy, ps.queued,
-		    ps.worker_deaths, ps.retries, afs_loop_poll_window());
+		    ps.worker_deaths, ps.retries, afs_loop_poll_window(),
+		    afs_loop_polls());
 		put(b, "arena %zu of %zu KiB in use; read %" PRIu64
 		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,

@@ -9,7 +9,9 @@
 #     creates (stats --json), the bytes written are counted, the table
 #     names the op, and SIGUSR1 writes the same table to the log.  A
 #     program asking every 150 µs makes the loop poll longer than 50 µs,
-#     one asking every 20 ms brings it back to 50.
+#     one asking every 20 ms brings it back to 50.  The loop does not
+#     poll while writes of 1 MiB come (it splices them), and does after
+#     nearly every one of 4 KiB (stats' loop_polls).
 #  2. Only the daemon's user: another user (aiodt1, created if missing)
 #     cannot connect to the socket (EACCES); aiodfsctl on a path that is
 #     no aiodfs mount says so in one line and exits 1.
@@ -135,6 +137,33 @@ for _ in range(9):
 PY
 pw=$(json 'd["poll_window_us"]')
 check "requests 20 ms apart bring it back to 50 us (got $pw us)" test "$pw" = 50
+# polls_during SIZE: how many times the loop began to poll during 32
+# writes of SIZE bytes to one open file, and the bytes spliced meanwhile.
+# The two aiodfsctl calls around them make it poll a few times too.
+polls_during() {
+	python3 - "$mnt/bulk" "$1" "$CTL" "$mnt" <<'PY'
+import json, os, subprocess, sys
+path, size, ctl, mnt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def stats():
+    out = subprocess.run([ctl, "stats", "--json", mnt], capture_output=True,
+                         check=True).stdout
+    return json.loads(out)
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+data = b"w" * size
+s0 = stats()
+for i in range(32):
+    os.pwrite(fd, data, i * size)
+s1 = stats()
+os.close(fd)
+print(s1["loop_polls"] - s0["loop_polls"], s1["bytes_spliced"] - s0["bytes_spliced"])
+PY
+}
+read -r np ns <<<"$(polls_during 1048576)"
+check "32 writes of 1 MiB are spliced (got $ns bytes)" test "$ns" -ge $((16 << 20))
+check "the loop polls a few times at most meanwhile (got $np)" test "$np" -le 8
+read -r np ns <<<"$(polls_during 4096)"
+check "32 writes of 4 KiB: it polls after nearly each (got $np)" test "$np" -ge 16
+rm -f "$mnt/bulk"
 kill -USR1 "$pid"
 wait_for -t 5 grep -q "^aiodfs: create " "$log"
 check "SIGUSR1 writes the table to the log" grep -q "^aiodfs: create " "$log"

@@ -747,12 +747,10 @@ static int to_keep(const struct op_ctx *c, int64_t unpacked, const int *fds)
 
 /*
  * A worker does not poll (poll_begin()) right after a request that moved
- * POLL_BULK bytes or more of a file's data: the program at the other end
- * spends longer than a poll copying them (about 90 us per 512 KiB here)
- * before it asks again, so the poll would end in vain, on a CPU that
- * program needs.
+ * AIOD_POLL_BULK bytes or more of a file's data: the program at the
+ * other end spends longer than a poll copying them before it asks
+ * again, so the poll would end in vain, on a CPU that program needs.
  */
-#define POLL_BULK (256u << 10)
 static bool after_bulk;         /* the last request was one */
 
 static bool moves_data(uint32_t op)
@@ -802,7 +800,7 @@ static int serve(uint64_t msg_off, const int *fds, int nfds)
 		write_reply(m, &c);
 	if (trace)
 		trace_req(&c);
-	after_bulk = res >= (int64_t)POLL_BULK && moves_data(m->op);
+	after_bulk = res >= (int64_t)AIOD_POLL_BULK && moves_data(m->op);
 	poll_begin();
 	/* From here on m may be the client's again. */
 	err = finish_silently(m, c.ret_fd >= 0) ? 0 : reply(msg_off, c.ret_fd);

@@ -895,15 +895,15 @@ static void read_then_nop(struct aiod_pool *p, int fd, size_t len, int *count)
 }
 
 /*
- * A worker does not poll right after a request that moved 256 KiB or
- * more of a file's data (aiod/main.c, POLL_BULK): the request after
- * such a read comes by socket, never through memory.  After a 4 KiB
- * read it polls, and the request comes through memory (in one of TRIES
- * tries at least: timing decides whether it still polls).
+ * A worker does not poll right after a request that moved AIOD_POLL_BULK
+ * bytes or more of a file's data: the request after such a read comes by
+ * socket, never through memory.  After a read one page short of that it
+ * polls, and the request comes through memory (in one of TRIES tries at
+ * least: timing decides whether it still polls).
  */
 static void test_pool_no_poll_after_bulk(void **state)
 {
-	enum { BULK = 256 << 10 };
+	enum { BULK = AIOD_POLL_BULK };
 	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
 	struct aiod_pool *p = NULL;
 	char *data = calloc(1, BULK);
@@ -914,7 +914,7 @@ static void test_pool_no_poll_after_bulk(void **state)
 	fd = temp_file(data, BULK);
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
 	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
-		read_then_nop(p, fd, 4096, &count);
+		read_then_nop(p, fd, BULK - 4096, &count);
 		usleep(20000);  /* till no one polls */
 	}
 	assert_true(aiod__pool_mem_bells(p) > 0);

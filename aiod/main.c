@@ -870,8 +870,9 @@ static uint64_t take_mbox(void)
 }
 
 /*
- * With poll_us set, at most POLL_MAX_BUSY workers busy and no other
- * worker polling (the arena header's poller word), poll for the next
+ * With poll_us set, at most POLL_MAX_BUSY workers busy, no other worker
+ * polling (the arena header's poller word) and the client not holding
+ * polls (aiod_pool_hold_polls()), poll for the next
  * doorbell that long, giving the CPU to any other runnable task between
  * two looks: the client gives its next request to the poller, which then
  * needs no wake-up, and if the request carries no fd it comes through
@@ -887,10 +888,11 @@ static bool poll_begin(void)
 	int32_t *poller = &((struct aiod_arena_hdr *)arena)->poller;
 	int32_t none = 0, me = (int32_t)self;
 	uint32_t mb = AIOD_MB_NONE;
-	uint32_t busy = __atomic_load_n(&((struct aiod_arena_hdr *)arena)->busy,
-					__ATOMIC_ACQUIRE);
+	const struct aiod_arena_hdr *hdr = (const struct aiod_arena_hdr *)arena;
+	uint32_t busy = __atomic_load_n(&hdr->busy, __ATOMIC_ACQUIRE);
 
 	if (polling || !poll_us || after_bulk || busy > POLL_MAX_BUSY ||
+	    __atomic_load_n(&hdr->hold_polls, __ATOMIC_RELAXED) ||
 	    !__atomic_compare_exchange_n(poller, &none, me, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 		return polling;

@@ -82,10 +82,20 @@ static bool fuse_paused;
  *
  * The kernel fails a request (EIO to its caller) that does not fit the
  * pipe, so every pipe holds the largest write (afs_loop_splice_setup()).
+ *
+ * While the streak lasts the loop does not poll (wait_events()): the
+ * program takes a while to copy its next write into the kernel, and
+ * the loop sleeps till then.  Nor do workers (aiod_pool_hold_polls())
+ * once a write of HOLD_MIN bytes or more came: the next request must
+ * wake the loop first, and by then a worker's poll has mostly ended.
+ * Measured with 1 GiB written in 128 KiB writes, workers polling cost
+ * 1.4 times the CPU for the same throughput; in 64 KiB writes they
+ * still gave 1.1 times the throughput (README).
  */
 #define SPLICE_MIN (64u << 10)
 #define SPLICE_STREAK 16
 #define SPLICE_PIPES_MAX 16
+#define HOLD_MIN (128u << 10)
 
 struct wpipe {
 	struct wpipe *next;
@@ -99,6 +109,7 @@ static size_t pipe_size;        /* 0: no splicing */
 static struct wpipe *current_pipe; /* holds the current request's data */
 static struct wpipe *taken_pipe;   /* and was taken by its op */
 static unsigned splice_streak;
+static bool holding;            /* workers' polls, in the streak */
 static int devnull = -1;
 
 static struct rbuf *rbuf_get(void)
@@ -397,6 +408,14 @@ bool afs_loop_statx(void)
 	return current && current_statx;
 }
 
+static void hold_polls(bool on)
+{
+	if (on != holding) {
+		holding = on;
+		aiod_pool_hold_polls(afs.pool, on);
+	}
+}
+
 /*
  * Read and process one kernel request.  Returns 1 if one was processed,
  * 0 if none is waiting (or no buffer is free), -errno on a dead session.
@@ -420,11 +439,15 @@ static int receive_one(void)
 	if (res > 0) {
 		const struct fuse_in_header *in = fbuf.mem;
 		const struct fuse_write_in *w = (const void *)(in + 1);
+		bool large = pipe_size && in->opcode == FUSE_WRITE &&
+			     w->size >= SPLICE_MIN;
 
-		if (pipe_size && in->opcode == FUSE_WRITE && w->size >= SPLICE_MIN)
+		if (large)
 			splice_streak = SPLICE_STREAK;
 		else if (splice_streak)
 			splice_streak--;
+		hold_polls(splice_streak &&
+			   (holding || (large && w->size >= HOLD_MIN)));
 		tmpfile_as_create(fbuf.mem, (size_t)res);
 		current_statx = statx_as_getattr(fbuf.mem, (size_t)res);
 		current = rb;

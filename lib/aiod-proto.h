@@ -50,8 +50,8 @@
  * first, with the same effect.  With reply_on_error set, the reply is
  * written only when the op fails with that error, never on success.
  * With poll_us set in the
- * arena header, a worker that has replied and wins the header's poller
- * word polls for the next doorbell that long before it sleeps, and the
+ * arena header and hold_polls clear, a worker that has replied and wins
+ * the header's poller word polls for the next doorbell that long before it sleeps, and the
  * client hands its next request to that worker first, through memory
  * when the request carries no fd (struct aiod_wstate's mbox).
  */
@@ -65,7 +65,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 13u
+#define AIOD_PROTO_VERSION 14u
 
 /*
  * The fds a worker is started with: its socket, the arena, and from
@@ -104,6 +104,8 @@ struct aiod_arena_hdr {
 	int32_t poller;         /* pid of the worker polling now, or 0 */
 	uint32_t busy;          /* client: workers holding a request */
 	uint32_t awake;         /* client: see aiod_pool_awake() */
+	uint32_t hold_polls;    /* client: see aiod_pool_hold_polls() */
+	uint32_t pad;
 };
 
 struct aiod_bell {
@@ -259,7 +261,7 @@ struct aiod_msg {
 	/* The variable part follows: names, groups, inline data. */
 };
 
-_Static_assert(sizeof(struct aiod_arena_hdr) == 40, "arena header layout");
+_Static_assert(sizeof(struct aiod_arena_hdr) == 48, "arena header layout");
 _Static_assert(sizeof(struct aiod_bell) == 8, "bell layout");
 _Static_assert(sizeof(struct aiod_wstate) == 24, "wstate layout");
 _Static_assert(sizeof(struct aiod_done) == 16, "done layout");

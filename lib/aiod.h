@@ -448,7 +448,8 @@ struct aiod_pool_opts {
 	 * time polls, only while at most one other is busy and not right
 	 * after a PREAD, PWRITE or PWRITE_PIPE that moved AIOD_POLL_BULK
 	 * bytes or more (whose caller takes longer than a poll to use the
-	 * data, or to copy in the next), and the pool
+	 * data, or to copy in the next), nor while the caller holds polls
+	 * (aiod_pool_hold_polls()), and the pool
 	 * gives it the next request, through shared memory when the
 	 * request carries no fd: no syscall on either side.  Such a
 	 * request that comes while that worker ends its last one (its
@@ -636,6 +637,15 @@ void aiod_pool_lazy(struct aiod_pool *pool, bool on);
  * aiod_pool_wait() turns it off itself.  Default: off.
  */
 int aiod_pool_awake(struct aiod_pool *pool, bool on);
+
+/*
+ * aiod_pool_hold_polls - while hold is true, no worker polls for the
+ * next request (aiod_pool_opts.poll_us): the caller knows that its next
+ * request is a while off, longer than a poll, as when it sleeps till
+ * then itself.  A request then waits for no worker that is ending its
+ * last one, either.  Default: false.
+ */
+void aiod_pool_hold_polls(struct aiod_pool *pool, bool hold);
 
 /*
  * aiod_pool_reap - run the callbacks of requests that finished without

@@ -1031,7 +1031,7 @@ static struct worker *finishing_poller(struct aiod_pool *p,
 {
 	pid_t poller = __atomic_load_n(&hdr_of(p)->poller, __ATOMIC_ACQUIRE);
 
-	if (!hdr_of(p)->poll_us || !passes_no_fd(p, req))
+	if (!hdr_of(p)->poll_us || hdr_of(p)->hold_polls || !passes_no_fd(p, req))
 		return NULL;
 	for (unsigned i = 0; poller && i < p->nidle; i++)
 		if (p->idle[i]->pid == poller)
@@ -1969,6 +1969,11 @@ int aiod_pool_awake(struct aiod_pool *p, bool on)
 {
 	__atomic_store_n(&hdr_of(p)->awake, on && !p->closing, __ATOMIC_SEQ_CST);
 	return on ? 0 : aiod_pool_reap(p);
+}
+
+void aiod_pool_hold_polls(struct aiod_pool *p, bool hold)
+{
+	__atomic_store_n(&hdr_of(p)->hold_polls, hold, __ATOMIC_RELAXED);
 }
 
 int aiod_pool_reap(struct aiod_pool *p)

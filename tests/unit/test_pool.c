@@ -930,6 +930,37 @@ static void test_pool_no_poll_after_bulk(void **state)
 }
 
 /*
+ * While the client holds polls (aiod_pool_hold_polls()), no worker
+ * polls: the request after a small read comes by socket, never through
+ * memory; once it lets go, through memory again (in one of TRIES tries).
+ */
+static void test_pool_hold_polls(void **state)
+{
+	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
+	struct aiod_pool *p = NULL;
+	char data[4096] = { 0 };
+	int count = 0, fd;
+
+	(void)state;
+	fd = temp_file(data, sizeof(data));
+	assert_int_equal(aiod_pool_new(&p, &opts), 0);
+	aiod_pool_hold_polls(p, true);
+	for (int t = 0; t < 10; t++) {
+		read_then_nop(p, fd, sizeof(data), &count);
+		usleep(20000);
+	}
+	assert_int_equal(aiod__pool_mem_bells(p), 0);
+	aiod_pool_hold_polls(p, false);
+	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
+		read_then_nop(p, fd, sizeof(data), &count);
+		usleep(20000);
+	}
+	assert_true(aiod__pool_mem_bells(p) > 0);
+	aiod_pool_free(p);
+	close(fd);
+}
+
+/*
  * A polling worker takes a request with no fd from memory, not from its
  * socket, also between requests that come by socket; and a shared fd
  * sent while it polls reaches it before a request after it that names
@@ -2348,6 +2379,7 @@ int main(void)
 		cmocka_unit_test(test_pool_poll_gives_next_to_poller),
 		cmocka_unit_test(test_pool_poll_memory_bell),
 		cmocka_unit_test(test_pool_no_poll_after_bulk),
+		cmocka_unit_test(test_pool_hold_polls),
 		cmocka_unit_test(test_pool_memory_bell_untaken),
 		cmocka_unit_test(test_pool_resize),
 		cmocka_unit_test(test_pool_close_in_closer),

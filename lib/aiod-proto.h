@@ -49,11 +49,11 @@
  * of PWRITE_PIPE, when it cannot leave it as it was) sets consumed
  * first, with the same effect.  With reply_on_error set, the reply is
  * written only when the op fails with that error, never on success.
- * With poll_us set in the
- * arena header and hold_polls clear, a worker that has replied and wins
- * the header's poller word polls for the next doorbell that long before it sleeps, and the
- * client hands its next request to that worker first, through memory
- * when the request carries no fd (struct aiod_wstate's mbox).
+ * With poll_us set in the arena header and hold_polls clear, a worker
+ * that has replied and wins the header's poller word polls for the next
+ * doorbell that long before it sleeps, and the client hands its next
+ * request to that worker first, through memory when the request carries
+ * no fd (struct aiod_wstate's mbox).
  */
 #ifndef AIOD_PROTO_H
 #define AIOD_PROTO_H

@@ -744,9 +744,7 @@ static int wait_events(struct epoll_event *evs, int max)
 	aiod_pool_stats(afs.pool, &ps);
 	/*
 	 * Under load, polling would only crowd the CPUs (aiod/main.c); so
-	 * would it while writes to splice come (splice_streak): the
-	 * program copies each into the kernel, tens of us, while a worker
-	 * writes the one before.
+	 * would it in a splice streak ("Large writes" above).
 	 */
 	if (afs.opt.poll_us && ps.busy <= 1 && !splice_streak) {
 		npolls++;

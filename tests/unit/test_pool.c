@@ -895,6 +895,23 @@ static void read_then_nop(struct aiod_pool *p, int fd, size_t len, int *count)
 }
 
 /*
+ * Up to tries rounds of read_then_nop() of len bytes, each followed by a
+ * pause till no one polls; whether one of the nops came through memory
+ * (a worker polled for it).  Stops at the first that did.
+ */
+static bool polled_after_reads(struct aiod_pool *p, int fd, size_t len,
+			       int *count, int tries)
+{
+	uint64_t bells = aiod__pool_mem_bells(p);
+
+	for (int t = 0; t < tries && aiod__pool_mem_bells(p) == bells; t++) {
+		read_then_nop(p, fd, len, count);
+		usleep(20000);
+	}
+	return aiod__pool_mem_bells(p) != bells;
+}
+
+/*
  * A worker does not poll right after a request that moved AIOD_POLL_BULK
  * bytes or more of a file's data: the request after such a read comes by
  * socket, never through memory.  After a read one page short of that it
@@ -907,23 +924,13 @@ static void test_pool_no_poll_after_bulk(void **state)
 	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
 	struct aiod_pool *p = NULL;
 	char *data = calloc(1, BULK);
-	uint64_t bells;
 	int count = 0, fd;
 
 	(void)state;
 	fd = temp_file(data, BULK);
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
-	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
-		read_then_nop(p, fd, BULK - 4096, &count);
-		usleep(20000);  /* till no one polls */
-	}
-	assert_true(aiod__pool_mem_bells(p) > 0);
-	bells = aiod__pool_mem_bells(p);
-	for (int t = 0; t < 10; t++) {
-		read_then_nop(p, fd, BULK, &count);
-		usleep(20000);
-	}
-	assert_int_equal(aiod__pool_mem_bells(p), bells);
+	assert_true(polled_after_reads(p, fd, BULK - 4096, &count, TRIES));
+	assert_false(polled_after_reads(p, fd, BULK, &count, 10));
 	aiod_pool_free(p);
 	close(fd);
 	free(data);
@@ -945,17 +952,9 @@ static void test_pool_hold_polls(void **state)
 	fd = temp_file(data, sizeof(data));
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
 	aiod_pool_hold_polls(p, true);
-	for (int t = 0; t < 10; t++) {
-		read_then_nop(p, fd, sizeof(data), &count);
-		usleep(20000);
-	}
-	assert_int_equal(aiod__pool_mem_bells(p), 0);
+	assert_false(polled_after_reads(p, fd, sizeof(data), &count, 10));
 	aiod_pool_hold_polls(p, false);
-	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
-		read_then_nop(p, fd, sizeof(data), &count);
-		usleep(20000);
-	}
-	assert_true(aiod__pool_mem_bells(p) > 0);
+	assert_true(polled_after_reads(p, fd, sizeof(data), &count, TRIES));
 	aiod_pool_free(p);
 	close(fd);
 }

@@ -277,12 +277,28 @@ static struct afs_inode *op_obj(struct op *op, int i, fuse_ino_t nodeid)
 	return in;
 }
 
+/*
+ * Whether a worker should keep a copy of f's fd for requests on it
+ * (AIOD_F_KEEP).  Always on a source whose files flush at every close
+ * (NFS, FUSE): a passed copy's close would be one more flush.  On a local
+ * one, from f's second request on: a file used once (created and closed
+ * empty, written once, read once) then needs no worker to close its
+ * last copy (file_close()).
+ */
+static bool file_keeps(struct afs_file *f)
+{
+	if (f->local && f->uses++ == 0)
+		return false;
+	f->worker_close = true;
+	return true;
+}
+
 /* Name the op's open file i to the worker (again, after an aiod_prep_*). */
 static void op_file_fd(struct op *op, int i)
 {
 	op->req.fd[i] = op->file[i]->fd;
-	if (i == 0)
-		op->req.flags |= AIOD_F_KEEP; /* closed only by afs_close_async() */
+	if (i == 0 && file_keeps(op->file[i]))
+		op->req.flags |= AIOD_F_KEEP; /* closed only by file_close() */
 }
 
 /* Make open file fi the op's fd i, held until the op ends. */
@@ -1021,7 +1037,8 @@ static void setattr_obj(struct op *op)
 		return;
 	}
 	op->req.fd[0] = f->fd;
-	op->req.flags |= AIOD_F_KEEP;
+	if (file_keeps(f))
+		op->req.flags |= AIOD_F_KEEP;
 }
 
 /* Prepare the utimens of op->attr; now: both times UTIME_NOW instead. */
@@ -1358,6 +1375,8 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->direct = flags & O_DIRECT;
 		f->accmode = backing_flags(flags) & O_ACCMODE;
 		f->local = false;
+		f->worker_close = true;
+		f->uses = 0;
 		f->nowait = false;
 		f->end_off = -1;
 		f->in = NULL;
@@ -1390,6 +1409,26 @@ void afs_ops_closes_done(struct afs_inode *in)
 	}
 }
 
+/*
+ * Close f's fd, whose hold on its inode passes on.  In a worker
+ * (afs_close_async()) where one may keep a copy (file_keeps()), where a
+ * flock may hold its description (lock requests wait for that close),
+ * or where the close may flush.  Else, a file on a local source that no
+ * worker keeps, the pool's closer closes it (afs_close_path()): no
+ * worker's round trip, and not the loop, since the last close of a file
+ * unlinked meanwhile frees its blocks.
+ */
+static void file_close(struct afs_file *f)
+{
+	if (f->worker_close || !f->local) {
+		afs_close_async(f->fd, f->in);
+		return;
+	}
+	afs_close_path(f->fd);
+	if (f->in)
+		afs_inode_put(f->in);
+}
+
 void afs_file_put(struct afs_file *f)
 {
 	if (--f->refs)
@@ -1400,7 +1439,7 @@ void afs_file_put(struct afs_file *f)
 			f->in->closing--; /* the close counts itself */
 	}
 	file_leaves_inode(f);
-	afs_close_async(f->fd, f->in); /* f's hold on its inode passes on */
+	file_close(f);
 	free(f);
 }
 
@@ -1482,6 +1521,16 @@ static void set_file_traits(struct afs_file *f, struct fuse_file_info *fi,
 	f->nowait = f->local && !(fi->flags & O_DIRECT);
 }
 
+/*
+ * AIOD_F_KEEP for an open of in (a create: in its directory in), unless
+ * in's filesystem is known to be local: then a worker keeps a copy only
+ * from the file's second request on (file_keeps()).
+ */
+static uint32_t open_keeps(const struct afs_inode *in)
+{
+	return in && in->local > 0 ? 0 : AIOD_F_KEEP;
+}
+
 static void open_done(struct op *op)
 {
 	struct afs_file *f;
@@ -1498,6 +1547,7 @@ static void open_done(struct op *op)
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
 	set_file_traits(f, &op->fi, op->in[0]);
+	f->worker_close = op->req.flags & AIOD_F_KEEP;
 	afs_loop_backing_next(afs_pt_attach(f));
 	if (fuse_reply_open(op->freq, &op->fi) != 0) {
 		/* interrupted: no release will come */
@@ -1518,8 +1568,7 @@ static void afs_open(fuse_req_t freq, fuse_ino_t ino, struct fuse_file_info *fi)
 	op->fi = *fi;
 	set_open_flags(&op->fi);
 	aiod_prep_open(&op->req, -1, NULL, backing_flags(fi->flags), 0, 0);
-	op->req.flags = AIOD_F_KEEP;
-	op_obj(op, 0, ino);
+	op->req.flags = open_keeps(op_obj(op, 0, ino));
 	op_submit(op, open_done);
 }
 
@@ -1539,6 +1588,7 @@ static void create_done(struct op *op)
 	}
 	op->fi.fh = (uint64_t)(uintptr_t)f;
 	set_file_traits(f, &op->fi, op->in[0]);
+	f->worker_close = op->req.flags & AIOD_F_KEEP;
 	op->file[1] = f; /* an error from here on closes it with the op */
 	entry_found(op);
 }
@@ -1559,9 +1609,8 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		       backing_flags(fi->flags) | (op->tmpfile ? O_TMPFILE : O_CREAT) |
 			       (fi->flags & O_EXCL),
 		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-	op_obj(op, 0, parent);
+	op->req.flags = AIOD_F_LOOKUP | open_keeps(op_obj(op, 0, parent));
 	op_changes_entries(op, 0);
-	op->req.flags = AIOD_F_LOOKUP | AIOD_F_KEEP;
 	op_submit(op, create_done);
 }
 
@@ -2441,6 +2490,7 @@ static void afs_flock(fuse_req_t freq, fuse_ino_t ino,
 		return;
 	op_obj(op, 0, ino);
 	op_file(op, 0, fi);
+	op->file[0]->worker_close = true; /* its description may hold the lock */
 	op->lock_op = operation;
 	if (!(operation & (LOCK_NB | LOCK_UN)))
 		fuse_req_interrupt_func(freq, interrupted, op);
@@ -2460,8 +2510,7 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
 	set_cred(op);
 	op->fi = *fi;
 	aiod_prep_open(&op->req, -1, NULL, O_RDONLY | O_DIRECTORY, 0, 0);
-	op->req.flags = AIOD_F_KEEP;
-	op_obj(op, 0, ino);
+	op->req.flags = open_keeps(op_obj(op, 0, ino));
 	op_submit(op, open_done);
 }
 

@@ -35,6 +35,12 @@
 #     -o read_now=0 go to workers.  Lookups of names the source's caches
 #     hold, present or absent, are the loop's on a local source, and so
 #     are the forced-sync stats of a file after its first.
+#  9. Closes: on a local source a worker keeps a copy of a file's fd only
+#     from its second request on, so that a file created and closed
+#     empty, or written once, needs no worker to close it (the closer
+#     does); one written twice is closed by its worker's CLOSE, and on
+#     any other source every file is (workers' AIOD_TRACE lines).  The
+#     files hold what was written.
 #
 # Environment: AIODFS, AIOD_WORKER as for tests/lib.sh; AIODFSCTL and FSX
 # (default: beside the daemon in its build directory).  Exits 0 if every
@@ -403,6 +409,46 @@ cat "$src/cached" >/dev/null
 set -- $(read_through cached)
 check "read_now=0: $1 reads, none by the loop ($2; data $3)" \
 	test "$1" -ge 1 -a "$2" = 0 -a "$3" = same
+stop
+
+# ---- 9. who closes a file ----
+AIOD_TRACE=1 start || exit 1
+# worker_closes: CLOSE requests workers ran so far (one trace line each).
+worker_closes() { grep -c '^aiod\[[0-9]*\] #[0-9]* close ' "$log"; }
+# closes_from N M: at least M CLOSEs since there were N (a RELEASE comes
+# after close(2) returns, and its CLOSE after that).
+closes_from() { [ $(($(worker_closes) - $1)) -ge "$2" ]; }
+mkdir "$mnt/closes"
+c0=$(worker_closes)
+# Its create keeps a copy: the directory's filesystem is not known yet.
+: >"$mnt/closes/first"
+wait_for -t 10 closes_from "$c0" 1
+c0=$(worker_closes)
+# writes FILE N: create FILE, write it N times (4 KiB apart), close it.
+python3 - "$mnt/closes" <<'PY'
+import os, sys
+for i in range(20):
+    for name, n in (("e", 0), ("o", 1), ("t", 2)):
+        fd = os.open(os.path.join(sys.argv[1], "%s%d" % (name, i)),
+                     os.O_WRONLY | os.O_CREAT, 0o644)
+        for k in range(n):
+            os.pwrite(fd, b"%s%d.%d" % (name.encode(), i, k), 4096 * k)
+        os.close(fd)
+PY
+want=$((src_local ? 20 : 60))
+wait_for -t 10 closes_from "$c0" "$want"
+sleep 0.5 # for any more
+c1=$(worker_closes)
+check "60 files closed, 20 written twice: $want CLOSEs in workers on $src_type (got $((c1 - c0)))" \
+	test $((c1 - c0)) = "$want"
+same=same
+for i in $(seq 0 19); do
+	[ -s "$src/closes/e$i" ] && same=differ
+	[ "$(cat "$src/closes/o$i")" = "o$i.0" ] || same=differ
+	[ "$(head -c 5 "$src/closes/t$i" | tr -d '\0')" = "t$i.0" ] || same=differ
+	[ "$(tail -c +4097 "$src/closes/t$i")" = "t$i.1" ] || same=differ
+done
+check "and the source's files hold what was written ($same)" test "$same" = same
 stop
 
 echo "ctl: $failures failed"

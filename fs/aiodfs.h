@@ -112,7 +112,8 @@ struct afs_file {
 	bool direct;                /* opened O_DIRECT */
 	int accmode;                /* O_RDONLY, O_WRONLY or O_RDWR */
 	bool local;                 /* on a local source: set_file_traits() */
-	bool worker_close;          /* a worker closes it: see file_close() */
+	bool worker_close;          /* a worker closes it (false only for a
+				       local file: see file_close()) */
 	unsigned uses;              /* requests that named its fd */
 	bool nowait;                /* the loop may read it: see read_now() */
 	uint64_t flushed;           /* in->writes at its open or last flush */

@@ -1420,7 +1420,7 @@ void afs_ops_closes_done(struct afs_inode *in)
  */
 static void file_close(struct afs_file *f)
 {
-	if (f->worker_close || !f->local) {
+	if (f->worker_close) {
 		afs_close_async(f->fd, f->in);
 		return;
 	}
@@ -1528,7 +1528,7 @@ static void set_file_traits(struct afs_file *f, struct fuse_file_info *fi,
  */
 static uint32_t open_keeps(const struct afs_inode *in)
 {
-	return in && in->local > 0 ? 0 : AIOD_F_KEEP;
+	return in->local > 0 ? 0 : AIOD_F_KEEP;
 }
 
 static void open_done(struct op *op)

@@ -424,7 +424,8 @@ c0=$(worker_closes)
 : >"$mnt/closes/first"
 wait_for -t 10 closes_from "$c0" 1
 c0=$(worker_closes)
-# writes FILE N: create FILE, write it N times (4 KiB apart), close it.
+# Each i: e (created empty), o (written once), t (written twice, 4 KiB
+# apart), each closed at once.
 python3 - "$mnt/closes" <<'PY'
 import os, sys
 for i in range(20):
@@ -449,6 +450,12 @@ for i in $(seq 0 19); do
 	[ "$(tail -c +4097 "$src/closes/t$i")" = "t$i.1" ] || same=differ
 done
 check "and the source's files hold what was written ($same)" test "$same" = same
+# The closer shares the daemon's fd table: once it has closed them, the
+# daemon holds none of the files used once.
+used_once_open() { ls -l "/proc/$pid/fd" 2>/dev/null | grep -c " $src/closes/[eo][0-9]"; }
+none_open() { [ "$(used_once_open)" = 0 ]; }
+wait_for -t 10 none_open
+check "and the daemon holds none of the 40 used once open (got $(used_once_open))" none_open
 stop
 
 echo "ctl: $failures failed"

@@ -461,6 +461,35 @@ static int64_t dir_gone(const struct op_ctx *c, int64_t res)
 }
 
 /*
+ * open_by_handle_at() also says ENOMEM, for a moment, to a handle of a
+ * removed file whose inode number a create is giving a new file: the
+ * kernel's iget_locked() finds that inode still being made (I_CREATING)
+ * and returns none, which ext4 reports as ENOMEM; once the create ends,
+ * the same call says ESTALE.  (Seen under parallel load on ext4, Linux
+ * 6.18: a create and unlink looping beside a stale handle turned 3% of
+ * its opens into ENOMEM, of which all but 9 in 3,040 said ESTALE 20 us
+ * later and the rest 60 us after that.)  So ENOMEM is asked again, after
+ * waits growing from 20 us to 5 ms, 7 ms in all; one that lasts is
+ * passed on.
+ */
+int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,
+			 const struct aiod_fh *fh, int flags)
+{
+	struct timespec wait = { .tv_nsec = 20 * 1000 };
+	int64_t fd;
+
+	for (int tries = 0;; tries++) {
+		fd = AIOD_RETRY(c, open_by_handle_at(mount_fd,
+						     (struct file_handle *)fh,
+						     flags));
+		if (fd != -ENOMEM || tries == 6 || aiod_cancelled(c))
+			return fd;
+		nanosleep(&wait, NULL);
+		wait.tv_nsec *= 3;
+	}
+}
+
+/*
  * If the message names object i by handle, open it (O_PATH, as ourselves:
  * open_by_handle_at needs CAP_DAC_READ_SEARCH, which a caller's fsuid
  * drops) on the filesystem of fd[i], and use that fd instead; or take
@@ -488,8 +517,7 @@ static int64_t open_fh(struct op_ctx *c, int i)
 	}
 	if (become_self() < 0)
 		return -EPERM;
-	fd = AIOD_RETRY(c, open_by_handle_at(c->fd[i], (struct file_handle *)fh,
-					     O_PATH | O_CLOEXEC));
+	fd = aiod_open_handle(c, c->fd[i], fh, O_PATH | O_CLOEXEC);
 	if (fd < 0)
 		return fd;
 	if (keep) {

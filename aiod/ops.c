@@ -213,8 +213,7 @@ static int64_t op_open_by_handle(struct op_ctx *c)
 	if (!fh || c->data_len < head || fh->handle_bytes > AIOD_FH_MAX ||
 	    fh->handle_bytes > c->data_len - head)
 		return -EINVAL;
-	fd = AIOD_RETRY(c, open_by_handle_at(c->fd[0], (struct file_handle *)fh,
-					     (int)c->m->arg[0] | O_CLOEXEC));
+	fd = aiod_open_handle(c, c->fd[0], fh, (int)c->m->arg[0] | O_CLOEXEC);
 	return open_common(c, fd);
 }
 

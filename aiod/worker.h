@@ -47,6 +47,14 @@ void aiod_wait_begin(void);
 void aiod_wait_end(void);
 
 /*
+ * open_by_handle_at(mount_fd, fh, flags), which may say ENOMEM for a
+ * moment where it means ESTALE: tried again then (main.c).  Returns the
+ * fd or -errno.
+ */
+int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,
+			 const struct aiod_fh *fh, int flags);
+
+/*
  * Run expr (a syscall returning < 0 with errno on failure) again while it
  * fails with EINTR and the request is not cancelled.  Evaluates to its
  * result, or -errno.

@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +53,7 @@ static int topfd = -1;
 static char dpath[PATH_MAX];    /* this test's directory */
 static int d = -1;              /* and an fd for it */
 static unsigned ntests;
+static pid_t child;             /* a test's busy child, ended at teardown */
 /* Requests whose callback has not run; see group_teardown(). */
 static int outstanding;
 
@@ -312,6 +315,11 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
 	(void)state;
+	if (child > 0) { /* a test that failed before it ended its child */
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		child = 0;
+	}
 	close(d);
 	d = -1;
 	return 0;
@@ -707,6 +715,56 @@ static void test_ops_open_by_handle(void **state)
 	assert_int_equal(unlinkat(d, "moved", 0), 0);
 	aiod_prep_open_by_handle(&req, d, &lookup.fh, O_RDONLY);
 	assert_int_equal(run(&req), -ESTALE);
+}
+
+/*
+ * A handle of a removed file says ESTALE, also while creates are giving
+ * its inode number to new files: the kernel's open by handle may then
+ * say ENOMEM for a moment (the new inode is still being made), which the
+ * worker asks again past.  A child creates and removes a file in a loop
+ * for a second while the handle is opened through the pool, both ways a
+ * worker opens one: OPEN_BY_HANDLE, and an object named by handle.
+ */
+static void test_ops_stale_handle_while_reused(void **state)
+{
+	struct aiod_req lookup, req;
+	long raw = 0, calls = 0;
+
+	(void)state;
+	need_root();
+	put_str(d, "gone", "x");
+	aiod_prep_lookup(&lookup, d, "gone");
+	assert_int_equal(run(&lookup), 0);
+	assert_int_equal(unlinkat(d, "gone", 0), 0);
+
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0)
+		for (;;) {
+			int fd = openat(d, "churn", O_CREAT | O_EXCL | O_WRONLY, 0600);
+
+			if (fd >= 0)
+				close(fd);
+			unlinkat(d, "churn", 0);
+		}
+	for (long end = now_ms() + 1000; now_ms() < end; calls++) {
+		int fd = open_by_handle_at(d, (struct file_handle *)&lookup.fh, O_PATH);
+
+		assert_true(fd < 0);
+		raw += errno == ENOMEM;
+		if (calls % 2) {
+			aiod_prep_open_by_handle(&req, d, &lookup.fh, O_PATH);
+		} else {
+			aiod_prep_statx(&req, d, NULL, 0, STATX_BASIC_STATS);
+			req.fh_in[0] = &lookup.fh;
+		}
+		assert_int_equal(run(&req), -ESTALE);
+	}
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	child = 0;
+	print_message("%ld opens by handle through the pool said ESTALE; "
+		      "%ld of as many here said ENOMEM\n", calls, raw);
 }
 
 /*
@@ -2546,8 +2604,8 @@ int main(void)
 		T(test_ops_submit_rejects_bad_requests),
 		T(test_ops_lookup_matches_lstat),
 		T(test_ops_object_by_handle),
-	T(test_ops_readdirplus),
-	T(test_ops_lookup_errors),
+		T(test_ops_readdirplus),
+		T(test_ops_lookup_errors),
 		T(test_ops_name_too_long),
 		T(test_ops_statx_by_name),
 		T(test_ops_statx_by_fd),
@@ -2557,6 +2615,7 @@ int main(void)
 		T(test_ops_open_reopens_opath_fd),
 		T(test_ops_open_lookup_flag),
 		T(test_ops_open_by_handle),
+		T(test_ops_stale_handle_while_reused),
 		T(test_ops_flush_then_close),
 		T(test_ops_pread_pwrite_ordinary_buffers),
 		T(test_ops_pread_pwrite_arena_buffers),

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <sched.h>
 #include <limits.h>
@@ -32,6 +33,48 @@
 #include <cmocka.h>
 
 #include "aiod-internal.h"
+
+/*
+ * Every file and directory a test makes goes under one of two scratch
+ * directories that the group teardown removes whole, so a test that
+ * fails half-way leaves nothing behind: TMP on the root filesystem, SHM
+ * on tmpfs (a filesystem whose close flushes nothing).
+ */
+enum scratch_fs { TMP, SHM };
+static char scratch_dir[2][64] = { "/tmp/aiod-test-pool-XXXXXX",
+				   "/dev/shm/aiod-test-pool-XXXXXX" };
+
+/* In buf (PATH_MAX bytes): tmpl, a mkstemp() template, under fs's. */
+static char *scratch_name(char *buf, enum scratch_fs fs, const char *tmpl)
+{
+	snprintf(buf, PATH_MAX, "%s/%s", scratch_dir[fs], tmpl);
+	return buf;
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	return mkdtemp(scratch_dir[TMP]) && mkdtemp(scratch_dir[SHM]) ? 0 : -1;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag,
+		      struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+static int group_teardown(void **state)
+{
+	int a, b;
+
+	(void)state;
+	a = nftw(scratch_dir[TMP], remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	b = nftw(scratch_dir[SHM], remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	return a || b ? -1 : 0;
+}
 
 static struct aiod_pool *new_pool(unsigned workers, size_t arena)
 {
@@ -114,8 +157,8 @@ static void wait_gone(pid_t pid, int limit_ms)
 /* An anonymous file holding len bytes of data. */
 static int temp_file(const void *data, size_t len)
 {
-	char path[] = "/tmp/aiod-pool-XXXXXX";
-	int fd = mkstemp(path);
+	char path[PATH_MAX];
+	int fd = mkstemp(scratch_name(path, TMP, "pool-XXXXXX"));
 
 	assert_true(fd >= 0);
 	unlink(path);
@@ -809,14 +852,14 @@ static int hello_dir(char *dir, char path[PATH_MAX])
  */
 static void test_pool_shared_fds(void **state)
 {
-	char dir[] = "/tmp/aiod-shared-XXXXXX", path[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX];
 	struct aiod_pool_opts opts = { .workers = 2, .nshared = 1 };
 	struct aiod_pool *p = NULL;
 	struct aiod_req req, hold;
 	int count = 0, held = 0, dfd;
 
 	(void)state;
-	dfd = hello_dir(dir, path);
+	dfd = hello_dir(scratch_name(dir, TMP, "shared-XXXXXX"), path);
 	opts.shared_fds = &dfd;
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
 
@@ -969,14 +1012,14 @@ static void test_pool_hold_polls(void **state)
  */
 static void test_pool_poll_memory_bell(void **state)
 {
-	char dir[] = "/tmp/aiod-mbell-XXXXXX", path[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX];
 	struct aiod_pool_opts opts = { .workers = 1, .poll_us = 10000 };
 	struct aiod_pool *p = NULL;
 	struct aiod_req req;
 	int count = 0, dfd, own[AIOD_MAX_SHARED_FDS];
 
 	(void)state;
-	dfd = hello_dir(dir, path);
+	dfd = hello_dir(scratch_name(dir, TMP, "mbell-XXXXXX"), path);
 	assert_int_equal(aiod_pool_new(&p, &opts), 0);
 	for (int t = 0; t < TRIES && aiod__pool_mem_bells(p) == 0; t++) {
 		start_nop(p, &req, &count, 0, 0);
@@ -1124,7 +1167,7 @@ static void wait_by_fd(struct aiod_pool *p, const int *count, int want)
  */
 static void test_pool_worker_replies(void **state)
 {
-	char dir[] = "/tmp/aiod-reply-XXXXXX", path[PATH_MAX], got[128];
+	char dir[PATH_MAX], path[PATH_MAX + 8], got[128];
 	struct aiod_pool *p = new_pool(2, 0);
 	struct aiod_pool_stats st;
 	struct aiod_reply r;
@@ -1133,7 +1176,7 @@ static void test_pool_worker_replies(void **state)
 	pid_t w;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
+	assert_non_null(mkdtemp(scratch_name(dir, TMP, "reply-XXXXXX")));
 	snprintf(path, sizeof(path), "%s/f", dir);
 	fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
 	assert_int_equal(write(fd, "hello world", 11), 11);
@@ -1276,14 +1319,14 @@ static void test_pool_worker_replies(void **state)
  */
 static void test_pool_error_replies(void **state)
 {
-	char dir[] = "/tmp/aiod-ereply-XXXXXX", got[128];
+	char dir[PATH_MAX], got[128];
 	struct aiod_pool *p = new_pool(1, 0);
 	struct aiod_reply r;
 	struct aiod_req req;
 	int pfd[2], dfd, count = 0;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
+	assert_non_null(mkdtemp(scratch_name(dir, TMP, "ereply-XXXXXX")));
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(dfd >= 0);
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
@@ -1391,10 +1434,11 @@ static void close_some(bool closer)
 		/* Pipes (no flush known) go to the closer, tmpfs files not. */
 		assert_int_equal(pipe2(&fds[i], O_CLOEXEC), 0);
 		if (i % 4 == 0) {
-			char path[] = "/dev/shm/aiod-close-XXXXXX";
+			char path[PATH_MAX];
 
 			close(fds[i + 1]);
-			fds[i + 1] = mkostemp(path, O_CLOEXEC);
+			fds[i + 1] = mkostemp(scratch_name(path, SHM, "close-XXXXXX"),
+					      O_CLOEXEC);
 			unlink(path);
 		}
 	}
@@ -1424,9 +1468,10 @@ static void close_some(bool closer)
 static void test_closer_knows_flushless(void **state)
 {
 	struct aiod__closer c = { .pid = 0 };
-	char path[] = "/dev/shm/aiod-flushless-XXXXXX";
-	char path2[] = "/dev/shm/aiod-flushless-XXXXXX";
-	int fd = mkstemp(path), linked = mkstemp(path2), pfd[2], proc;
+	char path[PATH_MAX], path2[PATH_MAX];
+	int fd = mkstemp(scratch_name(path, SHM, "flushless-XXXXXX")),
+	    linked = mkstemp(scratch_name(path2, SHM, "flushless-XXXXXX")), pfd[2],
+	    proc;
 	bool unlinked;
 
 	(void)state;
@@ -1454,8 +1499,8 @@ static void test_closer_knows_flushless(void **state)
 static void test_pool_flushless(void **state)
 {
 	struct aiod_pool *p = new_pool(1, 0);
-	char path[] = "/dev/shm/aiod-flushless-XXXXXX";
-	int fd = mkstemp(path), pfd[2];
+	char path[PATH_MAX];
+	int fd = mkstemp(scratch_name(path, SHM, "flushless-XXXXXX")), pfd[2];
 
 	(void)state;
 	assert_true(fd >= 0);
@@ -1494,11 +1539,11 @@ static void test_pool_close_in_closer(void **state)
 static void test_pool_close_unlinked_in_closer(void **state)
 {
 	struct aiod_pool *p = new_pool(1, 0);
-	char path[] = "/dev/shm/aiod-close-XXXXXX";
-	char path2[] = "/dev/shm/aiod-close-XXXXXX";
+	char path[PATH_MAX], path2[PATH_MAX];
 	struct aiod_req req[2];
-	int count = 0, linked = mkostemp(path, O_CLOEXEC),
-	    gone = mkostemp(path2, O_CLOEXEC);
+	int count = 0,
+	    linked = mkostemp(scratch_name(path, SHM, "close-XXXXXX"), O_CLOEXEC),
+	    gone = mkostemp(scratch_name(path2, SHM, "close-XXXXXX"), O_CLOEXEC);
 	pid_t closer = 0;
 
 	(void)state;
@@ -1774,14 +1819,13 @@ static void test_pool_position_dependent_not_rerun(void **state)
 	aiod_pool_free(p);
 }
 
-static char scratch[4096];
+static char scratch[PATH_MAX];
 
 static int write_script(const char *body)
 {
 	int fd;
 
-	snprintf(scratch, sizeof(scratch), "/tmp/aiod-fake-worker-XXXXXX");
-	fd = mkstemp(scratch);
+	fd = mkstemp(scratch_name(scratch, TMP, "fake-worker-XXXXXX"));
 	if (fd < 0 || write(fd, body, strlen(body)) < 0 || fchmod(fd, 0755) < 0)
 		return -1;
 	return close(fd);
@@ -1865,13 +1909,11 @@ static int workers_holding(const char *path)
 	return n;
 }
 
-/* A new file in /dev/shm holding text; its path in path (>= 32 bytes). */
+/* A new file on tmpfs holding text; its path in path (PATH_MAX bytes). */
 static void shm_file(char *path, const char *text)
 {
-	int fd;
+	int fd = mkostemp(scratch_name(path, SHM, "keep-XXXXXX"), O_CLOEXEC);
 
-	strcpy(path, "/dev/shm/aiod-keep-XXXXXX");
-	fd = mkostemp(path, O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	close(fd);
@@ -1929,7 +1971,7 @@ static void close_kept(struct aiod_pool *p, int fd, const char *path)
 static void test_pool_keep_and_close(void **state)
 {
 	struct aiod_pool *p = new_pool(3, 0);
-	char a[32], b[32];
+	char a[PATH_MAX], b[PATH_MAX];
 	int fd;
 
 	(void)state;
@@ -1961,7 +2003,7 @@ static void test_pool_keep_close_untaken(void **state)
 	struct aiod_pool_opts opts = { .workers = 2, .poll_us = 10000 };
 	struct aiod_pool *p = NULL;
 	struct aiod_req req, rd;
-	char a[32], b[32], buf[16];
+	char a[PATH_MAX], b[PATH_MAX], buf[16];
 	int count = 0, fd = -1, other;
 	pid_t home = 0;
 
@@ -2011,7 +2053,7 @@ static void test_pool_keep_open(void **state)
 {
 	struct aiod_pool *p = new_pool(2, 0);
 	struct aiod_req req;
-	char a[32];
+	char a[PATH_MAX];
 
 	(void)state;
 	shm_file(a, "opened");
@@ -2036,7 +2078,7 @@ static void test_pool_keep_close_waits_for_home(void **state)
 	struct aiod_req nop, quick, cl;
 	int cn = 0, cq = 0, cc = 0;
 	pid_t home;
-	char a[32];
+	char a[PATH_MAX];
 	int fd;
 
 	(void)state;
@@ -2073,7 +2115,7 @@ static void test_pool_waits_for_quick_close(void **state)
 	struct aiod_pool *p = NULL;
 	struct aiod_req nop, cl;
 	int cn = 0, cc = 0;
-	char a[32];
+	char a[PATH_MAX];
 
 	(void)state;
 	shm_file(a, "quick");
@@ -2134,7 +2176,7 @@ static int64_t run_by_handle(struct aiod_pool *p, struct aiod_req *req,
  */
 static void test_pool_keeps_parent_dirs(void **state)
 {
-	char dir[] = "/tmp/aiod-dirs-XXXXXX", path[PATH_MAX], sub[PATH_MAX + 16],
+	char dir[PATH_MAX], path[PATH_MAX], sub[PATH_MAX + 16],
 	     gone[PATH_MAX + 32], name[16];
 	struct aiod_pool *p = new_pool(1, 0);
 	struct aiod_req req;
@@ -2144,7 +2186,7 @@ static void test_pool_keeps_parent_dirs(void **state)
 	(void)state;
 	if (geteuid() != 0)
 		skip(); /* open_by_handle_at needs CAP_DAC_READ_SEARCH */
-	dfd = hello_dir(dir, path);
+	dfd = hello_dir(scratch_name(dir, TMP, "dirs-XXXXXX"), path);
 	own = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(own >= 0);
 	assert_int_equal(aiod_pool_share(p, dfd), 0);
@@ -2212,7 +2254,7 @@ static void test_pool_keep_dropped_before_lock_wait(void **state)
 {
 	struct aiod_pool *p = new_pool(2, 0);
 	struct aiod_req lk;
-	char a[32], l[32];
+	char a[PATH_MAX], l[PATH_MAX];
 	int fd, lfd, mine, cl = 0;
 
 	(void)state;
@@ -2252,7 +2294,7 @@ static void test_pool_keep_survives_worker_death(void **state)
 	struct aiod_req nop;
 	int cn = 0;
 	pid_t pid;
-	char a[32];
+	char a[PATH_MAX];
 	int fd;
 
 	(void)state;
@@ -2281,7 +2323,7 @@ static void test_pool_keep_retiring_worker_closes(void **state)
 	struct aiod_req a, b, cl;
 	int ca = 0, cb = 0, cc = 0;
 	pid_t home;
-	char path[32];
+	char path[PATH_MAX];
 	int fd;
 
 	(void)state;
@@ -2405,5 +2447,5 @@ int main(void)
 		cmocka_unit_test(test_pool_awake),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -461,31 +461,38 @@ static int64_t dir_gone(const struct op_ctx *c, int64_t res)
 }
 
 /*
- * open_by_handle_at() also says ENOMEM, for a moment, to a handle of a
+ * open_by_handle_at() also says ENOMEM, for a while, to a handle of a
  * removed file whose inode number a create is giving a new file: the
  * kernel's iget_locked() finds that inode still being made (I_CREATING)
  * and returns none, which ext4 reports as ENOMEM; once the create ends,
  * the same call says ESTALE.  (Seen under parallel load on ext4, Linux
  * 6.18: a create and unlink looping beside a stale handle turned 3% of
  * its opens into ENOMEM, of which all but 9 in 3,040 said ESTALE 20 us
- * later and the rest 60 us after that.)  So ENOMEM is asked again, after
- * waits growing from 20 us to 5 ms, 7 ms in all; one that lasts is
- * passed on.
+ * later and the rest 60 us after that; but a create that waits for a
+ * disk read or a CPU meanwhile keeps it longer: 7 ms of retries were
+ * not enough under CI's load.)  So ENOMEM is asked again, after waits
+ * growing from 20 us to 100 ms each, for up to a second; one that lasts
+ * is passed on.
  */
 int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,
 			 const struct aiod_fh *fh, int flags)
 {
+	const long max_wait_ns = 100 * 1000 * 1000;
 	struct timespec wait = { .tv_nsec = 20 * 1000 };
+	long waited_ns = 0;
 	int64_t fd;
 
-	for (int tries = 0;; tries++) {
+	for (;;) {
 		fd = AIOD_RETRY(c, open_by_handle_at(mount_fd,
 						     (struct file_handle *)fh,
 						     flags));
-		if (fd != -ENOMEM || tries == 6 || aiod_cancelled(c))
+		if (fd != -ENOMEM || waited_ns >= 10 * max_wait_ns ||
+		    aiod_cancelled(c))
 			return fd;
 		nanosleep(&wait, NULL);
-		wait.tv_nsec *= 3;
+		waited_ns += wait.tv_nsec;
+		wait.tv_nsec = wait.tv_nsec * 3 < max_wait_ns ? wait.tv_nsec * 3
+							      : max_wait_ns;
 	}
 }
 

@@ -48,7 +48,7 @@ void aiod_wait_end(void);
 
 /*
  * open_by_handle_at(mount_fd, fh, flags), which may say ENOMEM for a
- * moment where it means ESTALE: tried again then (main.c).  Returns the
+ * while where it means ESTALE: tried again then (main.c).  Returns the
  * fd or -errno.
  */
 int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,

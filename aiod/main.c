@@ -468,16 +468,16 @@ static int64_t dir_gone(const struct op_ctx *c, int64_t res)
  * the same call says ESTALE.  (Seen under parallel load on ext4, Linux
  * 6.18: a create and unlink looping beside a stale handle turned 3% of
  * its opens into ENOMEM, of which all but 9 in 3,040 said ESTALE 20 us
- * later and the rest 60 us after that; but a create that waits for a
- * disk read or a CPU meanwhile keeps it longer: 7 ms of retries were
- * not enough under CI's load.)  So ENOMEM is asked again, after waits
+ * later and the rest 60 us after that.  Yet 7 ms of retries once were
+ * not enough under CI's load, presumably a create that waited for a CPU
+ * or a disk read meanwhile.)  So ENOMEM is asked again, after waits
  * growing from 20 us to 100 ms each, for up to a second; one that lasts
  * is passed on.
  */
 int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,
 			 const struct aiod_fh *fh, int flags)
 {
-	const long max_wait_ns = 100 * 1000 * 1000;
+	const long max_wait_ns = 100 * 1000 * 1000, give_up_ns = 1000 * 1000 * 1000;
 	struct timespec wait = { .tv_nsec = 20 * 1000 };
 	long waited_ns = 0;
 	int64_t fd;
@@ -486,8 +486,7 @@ int64_t aiod_open_handle(const struct op_ctx *c, int mount_fd,
 		fd = AIOD_RETRY(c, open_by_handle_at(mount_fd,
 						     (struct file_handle *)fh,
 						     flags));
-		if (fd != -ENOMEM || waited_ns >= 10 * max_wait_ns ||
-		    aiod_cancelled(c))
+		if (fd != -ENOMEM || waited_ns >= give_up_ns || aiod_cancelled(c))
 			return fd;
 		nanosleep(&wait, NULL);
 		waited_ns += wait.tv_nsec;

@@ -17,7 +17,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
@@ -42,6 +41,7 @@
 #include <cmocka.h>
 
 #include "aiod-internal.h"
+#include "scratch.h"
 
 #define MIB (1u << 20)
 /* How long any request that does not block may take. */
@@ -280,14 +280,6 @@ static int group_setup(void **state)
 	return aiod_pool_new(&pool, &(struct aiod_pool_opts){ .workers = 3 });
 }
 
-static int remove_one(const char *path, const struct stat *st, int type,
-		      struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	return type == FTW_DP ? rmdir(path) : unlink(path);
-}
-
 static int group_teardown(void **state)
 {
 	(void)state;
@@ -299,7 +291,7 @@ static int group_teardown(void **state)
 	if (!outstanding)
 		aiod_pool_free(pool);
 	close(topfd);
-	return nftw(top, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	return scratch_remove(top);
 }
 
 static int test_setup(void **state)

@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <sched.h>
 #include <limits.h>
@@ -33,12 +32,12 @@
 #include <cmocka.h>
 
 #include "aiod-internal.h"
+#include "scratch.h"
 
 /*
  * Every file and directory a test makes goes under one of two scratch
- * directories that the group teardown removes whole, so a test that
- * fails half-way leaves nothing behind: TMP on the root filesystem, SHM
- * on tmpfs (a filesystem whose close flushes nothing).
+ * directories (scratch.h): TMP on the root filesystem, SHM on tmpfs (a
+ * filesystem whose close flushes nothing).
  */
 enum scratch_fs { TMP, SHM };
 static char scratch_dir[2][64] = { "/tmp/aiod-test-pool-XXXXXX",
@@ -57,22 +56,13 @@ static int group_setup(void **state)
 	return mkdtemp(scratch_dir[TMP]) && mkdtemp(scratch_dir[SHM]) ? 0 : -1;
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag,
-		      struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? -1 : 0;
-}
-
 static int group_teardown(void **state)
 {
 	int a, b;
 
 	(void)state;
-	a = nftw(scratch_dir[TMP], remove_one, 16, FTW_DEPTH | FTW_PHYS);
-	b = nftw(scratch_dir[SHM], remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	a = scratch_remove(scratch_dir[TMP]);
+	b = scratch_remove(scratch_dir[SHM]);
 	return a || b ? -1 : 0;
 }
 

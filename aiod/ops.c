@@ -637,11 +637,52 @@ static int64_t op_link(struct op_ctx *c)
 	return created(c, res, c->fd[1], c->name[1]);
 }
 
+/*
+ * AIOD_F_LOOKUP on an UNLINK or RENAME: the object that dirfd/name
+ * names before the call, opened O_PATH and identified (stx, fh), so
+ * that it outlives the name the call removes.  Returns its fd, or -1
+ * if there is none or it could not be opened.
+ */
+static int hold_removed(struct op_ctx *c, int dirfd, const char *name)
+{
+	int fd;
+
+	if (!(c->m->flags & AIOD_F_LOOKUP))
+		return -1;
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (fill_identity(c, fd, NULL) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The call that may have removed what fd holds returned res. */
+static int64_t removed(struct op_ctx *c, int64_t res, int fd)
+{
+	if (fd < 0)
+		return res;
+	if (res < 0) {
+		close(fd);
+		memset(&c->m->stx, 0, sizeof(c->m->stx));
+		c->m->fh.handle_bytes = 0;
+		return res;
+	}
+	c->ret_fd = fd;
+	return res;
+}
+
 static int64_t op_unlink(struct op_ctx *c)
 {
+	int held;
+
 	if (!c->name[0])
 		return -EINVAL;
-	return unlinkat(c->fd[0], c->name[0], 0) < 0 ? -errno : 0;
+	held = hold_removed(c, c->fd[0], c->name[0]);
+	return removed(c, unlinkat(c->fd[0], c->name[0], 0) < 0 ? -errno : 0,
+		       held);
 }
 
 static int64_t op_rmdir(struct op_ctx *c)
@@ -653,10 +694,16 @@ static int64_t op_rmdir(struct op_ctx *c)
 
 static int64_t op_rename(struct op_ctx *c)
 {
+	unsigned flags = (unsigned)c->m->arg[0];
+	int held = -1;
+
 	if (!c->name[0] || !c->name[1])
 		return -EINVAL;
-	return renameat2(c->fd[0], c->name[0], c->fd[1], c->name[1],
-			 (unsigned)c->m->arg[0]) < 0 ? -errno : 0;
+	if (!(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
+		held = hold_removed(c, c->fd[1], c->name[1]);
+	return removed(c, renameat2(c->fd[0], c->name[0], c->fd[1], c->name[1],
+				    flags) < 0 ? -errno : 0,
+		       held);
 }
 
 static int64_t op_chmod(struct op_ctx *c)

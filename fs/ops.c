@@ -894,6 +894,9 @@ static void reply_attr(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
+	/* No name left: see getattr_now() and removal_done(). */
+	if ((op->req.stx.stx_mask & STATX_NLINK) && op->req.stx.stx_nlink == 0)
+		afs_inode_drop_fd(op->in[0]);
 	if (op->statx) {
 		reply_statx(op);
 	} else {
@@ -927,10 +930,11 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
  * answered.
  *
  * An object with no name left in the source (removed, through the mount
- * while open or behind it) loses the loop's fd (in->pathfd), which
- * would keep a removed file's blocks until the kernel forgets the inode:
- * its next GETATTRs go to workers as before, whose open by handle finds
- * it while something else holds it, and says ESTALE once nothing does.
+ * while open or behind it) loses the loop's fd (in->pathfd) with the
+ * first attributes that say so (reply_attr()): the fd would keep a
+ * removed file's blocks until the kernel forgets the inode.  Its next
+ * GETATTRs go to workers as before, whose open by handle finds it while
+ * something else holds it, and says ESTALE once nothing does.
  */
 static bool getattr_now(struct op *op)
 {
@@ -947,9 +951,6 @@ static bool getattr_now(struct op *op)
 			       &op->req.stx) < 0
 				 ? -errno
 				 : 0;
-	if (!f && fd == in->pathfd && op->req.result == 0 &&
-	    op->req.stx.stx_nlink == 0)
-		afs_inode_drop_fd(in);
 	reply_attr(op);
 	return true;
 }
@@ -1307,6 +1308,47 @@ static void afs_readlink(fuse_req_t freq, fuse_ino_t ino)
 
 /* ---- names: unlink, rmdir, rename --------------------------------------- */
 
+/*
+ * Under writeback the kernel keeps a regular file's mtime and ctime
+ * itself, and right after an unlink of it or a rename over it sends
+ * them (a SETATTR, by nodeid alone if the file is not open).  Were that
+ * the object's last name, the source would have freed it by then: the
+ * open by handle would say ESTALE, which the kernel records as a
+ * writeback error of the whole mount, and the next syncfs() fails.  So
+ * under writeback a worker opens the object just before it removes the
+ * name (AIOD_F_LOOKUP), and its inode keeps that O_PATH fd as the loop's
+ * fd (afs_inode_keep_fd()) till the attributes of the SETATTR, or of any
+ * GETATTR, say it has no name left (reply_attr()), or the kernel forgets
+ * it.  An inode that has an fd already needs none; one past the budget
+ * of such fds (max_pathfds()) gets none, and its SETATTR may still fail.
+ */
+static void removal_done(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	struct afs_inode *in = NULL;
+
+	if (req->ret_fd >= 0) {
+		if (req->stx.stx_mask & STATX_INO)
+			in = afs_inode_find(&req->stx, handle_usable(req) ? &req->fh
+									  : NULL);
+		if (!in || !S_ISREG(in->type) || !afs_inode_keep_fd(in, req->ret_fd))
+			afs_close_path(req->ret_fd);
+	}
+	reply_status(op);
+}
+
+/* Submit op's UNLINK or RENAME, which may remove a regular file's last name. */
+static void removal_submit(struct op *op)
+{
+	direct_reply(op, false);
+	if (!afs.opt.writeback) {
+		op_submit(op, reply_status);
+		return;
+	}
+	op->req.flags |= AIOD_F_LOOKUP;
+	op_submit(op, removal_done);
+}
+
 static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 {
 	struct op *op = op_new(freq, AFS_OP_UNLINK, name, NULL);
@@ -1317,8 +1359,7 @@ static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	aiod_prep_unlink(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
-	direct_reply(op, false);
-	op_submit(op, reply_status);
+	removal_submit(op);
 }
 
 static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
@@ -1349,8 +1390,7 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	op_obj(op, 1, newparent);
 	op_changes_entries(op, 0);
 	op_changes_entries(op, 1);
-	direct_reply(op, false);
-	op_submit(op, reply_status);
+	removal_submit(op);
 }
 
 /* ---- open files ------------------------------------------------------------ */

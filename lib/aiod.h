@@ -188,6 +188,13 @@ enum {
 	 * or LINK that succeeds, also fill stx and fh with the identity of
 	 * the object opened or created, sparing a LOOKUP round trip.  If that lookup fails, fh.handle_bytes
 	 * is 0 and stx.stx_mask is 0; the operation still succeeded.
+	 * On an UNLINK, or a RENAME without RENAME_EXCHANGE or
+	 * RENAME_NOREPLACE, the object is the one the call removes a name
+	 * of (the RENAME's target), opened O_PATH just before the call:
+	 * after a call that succeeds, ret_fd is that fd, which keeps the
+	 * object in existence even if it has no name left, and stx and fh
+	 * identify it; ret_fd is -1 and stx.stx_mask 0 if there was none
+	 * or it could not be opened.
 	 */
 	AIOD_F_LOOKUP = 1u << 1,
 	/*
@@ -348,8 +355,9 @@ struct aiod_req {
 
 	/* Output: valid in the callback. */
 	int64_t result;             /* >= 0 or -errno */
-	int ret_fd;                 /* OPEN*: the new fd, owned by the caller;
-				       -1 otherwise */
+	int ret_fd;                 /* OPEN*, and UNLINK and RENAME with
+				       AIOD_F_LOOKUP: the new fd, owned by
+				       the caller; -1 otherwise */
 	void *out;                  /* the bytes the worker produced (result
 				       of them), see "Data buffers" */
 	struct statx stx;           /* LOOKUP, STATX, AIOD_F_LOOKUP */

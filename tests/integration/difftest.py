@@ -733,6 +733,34 @@ def s_fsync(t):
     t("content", get, "f")
 
 
+def syncfs(fd):
+    checked(libc.syncfs(fd))
+
+
+def s_syncfs(t):
+    """Removing a file reports no error at the next syncfs: under
+    writeback the kernel sends a removed file's times after the unlink
+    (or the rename over it), when no name is left to open it by."""
+    dfd = t.open("open .", ".", O_RDONLY | O_DIRECTORY)
+    for name in ("f", "g", "h", "i"):
+        t("write " + name, put, name, pattern(5000))
+    t("syncfs", syncfs, dfd)
+    t("unlink f", os.unlink, "f")
+    t("syncfs after an unlink", syncfs, dfd)
+    t("rename g over h", os.rename, "g", "h")
+    t("syncfs after a rename over a file", syncfs, dfd)
+    t("link i j", os.link, "i", "j")
+    t("unlink i", os.unlink, "i")
+    t("syncfs after unlinking one of two links", syncfs, dfd)
+    t("j keeps the data", get, "j")
+    fd = t.open("open j", "j", O_RDWR)
+    t("unlink j while open", os.unlink, "j")
+    t("write through the fd", os.pwrite, fd, b"after", 0)
+    t.close("close it", fd)
+    t("syncfs after the last close", syncfs, dfd)
+    t("names", names)
+
+
 def s_statvfs(t):
     def sane(s):
         return {"bsize>0": s.f_bsize > 0, "frsize>0": s.f_frsize > 0,
@@ -1843,6 +1871,7 @@ SCENARIOS = [
     ("copy_file_range", s_copy_file_range, False),
     ("fsync", s_fsync, False),
     ("statvfs", s_statvfs, False),
+    ("syncfs", s_syncfs, False),
     ("unlink", s_unlink, False),
     ("mkdir_rmdir", s_mkdir_rmdir, False),
     ("rename", s_rename, False),

@@ -110,6 +110,13 @@ static long wait_on(struct aiod_pool *p, struct seen *s, long ms)
 	return now_ms() - t0;
 }
 
+/* Whether req may return the object it removes a name of (ret_fd). */
+static bool removal_held(const struct aiod_req *req)
+{
+	return (req->op == AIOD_OP_UNLINK || req->op == AIOD_OP_RENAME) &&
+	       (req->flags & AIOD_F_LOOKUP);
+}
+
 /*
  * Submit req, wait for its callback (which must run exactly once, within
  * RUN_TIMEOUT_MS) and return its result.  s may be NULL.
@@ -129,6 +136,8 @@ static int64_t run_on(struct aiod_pool *p, struct aiod_req *req,
 	assert_int_equal(s->calls, 1);
 	if (req->op == AIOD_OP_OPEN || req->op == AIOD_OP_OPEN_BY_HANDLE)
 		assert_int_equal(req->ret_fd >= 0, req->result == 0);
+	else if (removal_held(req))
+		assert_true(req->result == 0 || req->ret_fd == -1);
 	else
 		assert_int_equal(req->ret_fd, -1);
 	return req->result;
@@ -1786,6 +1795,97 @@ static void test_ops_rename(void **state)
 	close(sub);
 }
 
+/*
+ * The object req's name removal held (AIOD_F_LOOKUP): an O_PATH fd of
+ * the object that was ino, with no name left.  Closes the fd.
+ */
+static void assert_held(struct aiod_req *req, ino_t ino, mode_t type)
+{
+	struct stat st;
+
+	assert_true(req->ret_fd >= 0);
+	assert_int_equal(fstat(req->ret_fd, &st), 0);
+	assert_int_equal(st.st_ino, ino);
+	assert_int_equal(st.st_mode & S_IFMT, type);
+	assert_int_equal(st.st_nlink, 0);
+	assert_true(fcntl(req->ret_fd, F_GETFL) & O_PATH);
+	assert_int_equal(req->stx.stx_ino, ino);
+	assert_int_equal(req->stx.stx_mode & S_IFMT, type);
+	close(req->ret_fd);
+}
+
+/* Nothing held: no fd, no identity. */
+static void assert_none_held(const struct aiod_req *req)
+{
+	assert_int_equal(req->ret_fd, -1);
+	assert_int_equal(req->stx.stx_mask, 0);
+}
+
+/*
+ * AIOD_F_LOOKUP on UNLINK and RENAME: the object whose last name went
+ * stays in existence through the fd returned (aiodfs under writeback
+ * sets its times after that).
+ */
+static void test_ops_removal_holds(void **state)
+{
+	struct aiod_req req;
+	ino_t ino;
+
+	(void)state;
+	put_str(d, "file", "x");
+	ino = lstat_at(d, "file").st_ino;
+	aiod_prep_unlink(&req, d, "file");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_false(exists(d, "file"));
+	assert_held(&req, ino, S_IFREG);
+
+	assert_int_equal(symlinkat("missing", d, "ln"), 0);
+	ino = lstat_at(d, "ln").st_ino;
+	aiod_prep_unlink(&req, d, "ln");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_held(&req, ino, S_IFLNK);
+
+	/* Nothing removed: nothing held, whether it was there or not. */
+	aiod_prep_unlink(&req, d, "file");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), -ENOENT);
+	assert_none_held(&req);
+	assert_int_equal(mkdirat(d, "dir", 0755), 0);
+	aiod_prep_unlink(&req, d, "dir");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), -EISDIR);
+	assert_none_held(&req);
+
+	/* A rename over a file holds the file it replaced. */
+	put_str(d, "a", "A");
+	put_str(d, "b", "B");
+	ino = lstat_at(d, "b").st_ino;
+	aiod_prep_rename(&req, d, "a", d, "b", 0);
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_string_equal(get_str(d, "b"), "A");
+	assert_held(&req, ino, S_IFREG);
+
+	/* To a new name, or exchanging, or refusing to replace: none. */
+	aiod_prep_rename(&req, d, "b", d, "c", 0);
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_none_held(&req);
+	put_str(d, "e", "E");
+	aiod_prep_rename(&req, d, "c", d, "e", RENAME_EXCHANGE);
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_none_held(&req);
+	aiod_prep_rename(&req, d, "c", d, "e", RENAME_NOREPLACE);
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), -EEXIST);
+	assert_none_held(&req);
+	assert_string_equal(get_str(d, "c"), "E");
+	assert_string_equal(get_str(d, "e"), "A");
+}
+
 /* ---- attributes ------------------------------------------------------- */
 
 static void test_ops_chmod(void **state)
@@ -2631,6 +2731,7 @@ int main(void)
 		T(test_ops_unlink),
 		T(test_ops_rmdir),
 		T(test_ops_rename),
+		T(test_ops_removal_holds),
 		T(test_ops_chmod),
 		T(test_ops_statx_after),
 		T(test_ops_chown),

@@ -1,0 +1,77 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# stressng.sh - Debian's stress-ng, its filesystem and I/O stressors,
+# through the mount.
+#
+#   stressng.sh [SECONDS]       (default: 1 per stressor and mount)
+#
+# Each stressor below runs as 2 processes for SECONDS with --verify,
+# one after another in subdirectories of one mount, so each meets what
+# the ones before left in the kernel (the writeback set's first finding
+# needed two: inode-flags removed files whose times the kernel sent
+# afterwards, and io's syncfs() reported the ESTALE).  Two mounts: the
+# default options, and writeback.  A stressor fails where, through the
+# mount, it exits non-zero, prints a "fail:" line (stress-ng reports
+# some failures only so) or runs over its time by a minute; then it runs
+# once more in a plain directory, and if it fails there too it is
+# reported as the machine's, not counted.  The daemon must exit 0 at
+# each unmount.  stress-ng skips fiemap on any FUSE filesystem (the
+# kernel's FUSE has no FIEMAP); that is said, not counted.
+#
+# Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
+# every check passed, 1 if any failed, 77 (skip) only if /dev/fuse is
+# missing.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh" stressng
+
+secs=${1:-1}
+stressors="access chdir chmod chown copy-file dentry dir dirdeep dirmany
+dup fallocate fcntl fiemap file-ioctl filename flock fpunch fsize fstat
+getdent handle hdd inode-flags io iomix link locka lockf lockofd mknod
+open rename symlink sync-file touch utime xattr aio readahead revio seek"
+
+command -v stress-ng >/dev/null ||
+	{ echo "stressng: no stress-ng (tests/setup-debian installs it)" >&2; exit 1; }
+
+# run DIR NAME LOG: stressor NAME in a fresh DIR/NAME; fails if it did.
+run() {
+	local dir=$1/$2 log=$3 rc
+	mkdir -p "$dir" || return 1
+	timeout -k 5 $((secs + 60)) stress-ng "--$2" 2 --timeout "${secs}s" \
+		--temp-path "$dir" --verify >"$log" 2>&1
+	rc=$?
+	rm -rf "$dir"
+	[ "$rc" = 0 ] && ! grep -q 'fail:' "$log"
+}
+
+# with_opts NAME [OPTION...]: every stressor through a mount with OPTIONs.
+with_opts() {
+	local opts=$1 src=$T/src-$1 mnt=$T/mnt-$1 ref=$T/ref s log bad=0
+	shift
+	mkdir -p "$src" "$mnt" "$ref"
+	serve "$T/daemon-$opts.log" "$src" "$mnt" "$@" || return
+	for s in $stressors; do
+		log=$T/$opts-$s.log
+		run "$mnt" "$s" "$log" && continue
+		if ! run "$ref" "$s" "$T/ref-$s.log"; then
+			echo "note $s fails in a plain directory too: not counted"
+			continue
+		fi
+		fail "stress-ng --$s -o $opts:"
+		grep -E 'fail:|error' "$log" | head -5
+		bad=1
+	done
+	grep -h 'skipping stressor' "$T/$opts-"*.log | sed 's/^/note /' | sort -u
+	unmount "$mnt"
+	wait "$pid"
+	check "-o $opts: the daemon exits 0" [ $? = 0 ]
+	[ $bad = 0 ] && ok "-o $opts: $(echo $stressors | wc -w) stressors, ${secs} s each"
+}
+
+with_opts default
+with_opts writeback -o writeback
+
+echo "$failures failed"
+[ "$failures" = 0 ]

@@ -56,6 +56,14 @@ run() {
 	[ "$rc" = 0 ] && ! grep -q 'fail:' "$log"
 }
 
+# errors_so_far MNT: the daemon's counters of the FUSE ops that failed
+# so far (aiodfsctl stats), to tell an error the daemon answered from
+# one the kernel made itself.
+errors_so_far() {
+	local ctl=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
+	"$ctl" stats "$1" 2>&1 | awk '$3 ~ /^[0-9]+$/ && $3 > 0 { print "  daemon: " $1 " " $3 " errors of " $2 }'
+}
+
 # with_opts NAME STRESSORS [OPTION...]: each stressor through a mount
 # with OPTIONs.
 with_opts() {
@@ -72,6 +80,7 @@ with_opts() {
 		fi
 		fail "stress-ng --$s -o $opts:"
 		grep -E 'fail:|error' "$log" | head -5
+		errors_so_far "$mnt"
 		bad=1
 	done
 	grep -h 'skipping stressor' "$T/$opts-"*.log | sed 's/^/note /' | sort -u

@@ -236,6 +236,7 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 void afs_inode_hold(struct afs_inode *in);
 void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);
+void afs_inode_counts(unsigned *inodes, unsigned *fds);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
 void afs_close_async(int fd, struct afs_inode *in);
 void afs_close_path(int fd);
@@ -266,6 +267,7 @@ void afs_pt_counts(unsigned *files, unsigned *inodes);
 
 /* ops.c */
 void afs_file_put(struct afs_file *f);
+unsigned afs_files_open(void);
 extern const struct fuse_lowlevel_ops afs_ops;
 /* Parked lock waits: ms until one is due (-1: none), run those due, end all. */
 int afs_ops_timeout(void);

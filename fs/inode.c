@@ -31,6 +31,8 @@
 static struct afs_inode **table;
 static size_t table_size;          /* a power of two */
 static size_t count;
+static unsigned nlive;             /* inodes alloc'd, not freed: no root */
+static unsigned nfds;              /* of those, how many pin an fd */
 
 static size_t slot(uint64_t dev, uint64_t ino)
 {
@@ -157,7 +159,10 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 	in->pathfd = -1;
 	if (fd < 0)
 		in->fh = *fh;
+	else
+		nfds++;
 	insert(in);
+	nlive++;
 	return in;
 }
 
@@ -174,6 +179,13 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
  */
 #define MAX_PATHFDS 1024
 static unsigned npathfds[2]; /* [0]: directories, [1]: the rest */
+
+/* Inodes known (the root aside), and the fds they pin. */
+void afs_inode_counts(unsigned *inodes, unsigned *fds)
+{
+	*inodes = nlive;
+	*fds = nfds + npathfds[0] + npathfds[1];
+}
 
 /* At most MAX_PATHFDS, and an eighth of the fds the daemon may open. */
 static unsigned max_pathfds(void)
@@ -298,9 +310,12 @@ static void free_inode(struct afs_inode *in)
 {
 	unhash(in);
 	afs_lock_owners_free(in);
-	if (in->fd >= 0)
+	if (in->fd >= 0) {
 		afs_close_path(in->fd);
+		nfds--;
+	}
 	afs_inode_drop_fd(in);
+	nlive--;
 	free(in);
 }
 

@@ -1401,11 +1401,14 @@ static int backing_flags(int flags);
  * The open file for backing fd of inode in (NULL: not known yet), opened
  * with the kernel's open flags.
  */
+static unsigned nfiles; /* afs_file structs alive */
+
 static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 {
 	struct afs_file *f = malloc(sizeof(*f));
 
 	if (f) {
+		nfiles++;
 		f->fd = fd;
 		f->refs = 1;
 		f->append = backing_flags(flags) & O_APPEND;
@@ -1469,6 +1472,12 @@ static void file_close(struct afs_file *f)
 		afs_inode_put(f->in);
 }
 
+/* Files open: opened and not yet released, or held by a request. */
+unsigned afs_files_open(void)
+{
+	return nfiles;
+}
+
 void afs_file_put(struct afs_file *f)
 {
 	if (--f->refs)
@@ -1481,6 +1490,7 @@ void afs_file_put(struct afs_file *f)
 	file_leaves_inode(f);
 	file_close(f);
 	free(f);
+	nfiles--;
 }
 
 /*

@@ -305,13 +305,14 @@ static void put_json_str(struct afs_buf *b, const char *s)
 void afs_stats_render(struct afs_buf *b, bool json)
 {
 	struct aiod_pool_stats ps;
-	unsigned pt_files, pt_inodes;
+	unsigned pt_files, pt_inodes, inodes, inode_fds;
 	int64_t now = afs_now_ns();
 	double dt = (double)(now - st.then_ns) / 1e9;
 	const char *sep = "";
 
 	aiod_pool_stats(afs.pool, &ps);
 	afs_pt_counts(&pt_files, &pt_inodes);
+	afs_inode_counts(&inodes, &inode_fds);
 	if (dt <= 0)
 		dt = 1e-9;
 	if (json) {
@@ -325,6 +326,7 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    "\"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64 ", "
 		    "\"bytes_spliced\": %" PRIu64 ", "
 		    "\"reads_waited\": %" PRIu64 ", "
+		    "\"inodes\": %u, \"inode_fds\": %u, \"files_open\": %u, "
 		    "\"passthrough\": {\"on\": %s, \"files\": %u, "
 		    "\"backing_files\": %u}, "
 		    "\"pool\": {\"workers\": %u, \"target\": %u, \"busy\": %u, "
@@ -336,7 +338,7 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    "\"ops\": {",
 		    (double)(now - st.start_ns) / 1e9, dt, st.bytes_read,
 		    st.bytes_written, st.bytes_spliced, st.reads_waited,
-		    afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
+		    inodes, inode_fds, afs_files_open(), afs_pt_enabled() ? "true" : "false", pt_files, pt_inodes,
 		    ps.workers, afs.opt.workers, ps.busy,
 		    ps.queued, ps.submitted, ps.completed, ps.worker_deaths,
 		    ps.retries, ps.arena_size, ps.arena_used, afs.opt.poll_us,
@@ -355,6 +357,8 @@ void afs_stats_render(struct afs_buf *b, bool json)
 		    " MiB, written %" PRIu64 " MiB (spliced %" PRIu64 ")\n",
 		    ps.arena_used >> 10, ps.arena_size >> 10, st.bytes_read >> 20,
 		    st.bytes_written >> 20, st.bytes_spliced >> 20);
+		put(b, "inodes known %u (pinning %u fds), files open %u\n",
+		    inodes, inode_fds, afs_files_open());
 		if (st.reads_waited)
 			put(b, "reads held for a write in flight: %" PRIu64 "\n",
 			    st.reads_waited);

@@ -12,12 +12,15 @@
 # mkdir, rmdir, symlink, truncate, fallocate, setxattr, writes through
 # mmap, listings and reads) and are killed after 0.2 to 3 ms, at any
 # point of any request; then syncfs() on the mount.  Afterwards:
-#  - syncfs() never failed on the default mount.  Under -o writeback it
+#  - syncfs() never failed, by default and under -o passthrough (when the
+#    kernel offers it; else that mount serves as a default one).  Under
+#    -o writeback it
 #    may fail with EINTR or EIO, the kernel's record of a killed
 #    process's time update (README, "Killed processes under writeback"),
 #    and with nothing else;
 #  - the daemon holds no request and, once every RELEASE is in, no file
-#    (aiodfsctl stats: files_open);
+#    (aiodfsctl stats: files_open), nor, under -o passthrough, a backing
+#    file;
 #  - once the kernel drops its caches (drop_caches), the daemon knows no
 #    inode and holds no fd of one: every FORGET came and was taken;
 #  - the tree through the mount is the source's: names, types, sizes,
@@ -36,17 +39,20 @@ stat_field() {
 	"$CTL" stats --json "$1" | python3 -c '
 import json, sys
 j = json.load(sys.stdin)
-print(len(j["in_flight"]) + j["pool"]["busy"] if sys.argv[1] == "busy" else j[sys.argv[1]])' "$2"
+f = sys.argv[1]
+print(len(j["in_flight"]) + j["pool"]["busy"] if f == "busy" else
+      j["passthrough"]["files"] + j["passthrough"]["backing_files"] if f == "pt" else
+      j[f])' "$2"
 }
 is_zero() { [ "$(stat_field "$1" "$2")" = 0 ]; }
 
-for opts in default writeback; do
+for opts in default writeback passthrough; do
 	src=$T/src-$opts mnt=$T/mnt-$opts
 	mkdir -p "$src" "$mnt"
 	if [ $opts = default ]; then
 		serve "$T/daemon.log" "$src" "$mnt" || continue
 	else
-		serve "$T/daemon.log" "$src" "$mnt" -o writeback || continue
+		serve "$T/daemon.log" "$src" "$mnt" -o $opts || continue
 	fi
 	python3 - "$mnt" "$rounds" "$opts" <<'PY' || fail "-o $opts: the killed children's rounds"
 import ctypes, errno, mmap, os, random, signal, sys, time
@@ -139,6 +145,7 @@ PY
 	check "-o $opts: nothing in flight" wait_for is_zero "$mnt" busy
 	check "-o $opts: no file open once the RELEASEs are in" \
 		wait_for is_zero "$mnt" files_open
+	check "-o $opts: no file in passthrough, no backing file" is_zero "$mnt" pt
 	echo 2 >/proc/sys/vm/drop_caches
 	check "-o $opts: once the kernel drops its caches, no inode known" \
 		wait_for is_zero "$mnt" inodes

@@ -11,8 +11,8 @@
 # the ones before left in the kernel (the first finding needed two:
 # under writeback inode-flags removed files whose times the kernel sent
 # afterwards, and io's syncfs() reported the ESTALE).  A SET is a mount:
-# "default" (its options; what meson runs) or "writeback" (run by hand;
-# see below for its order).  A stressor
+# "default" (its options) or "writeback" (see below for its order);
+# meson runs both.  A stressor
 # fails where, through the mount, it exits non-zero, prints a "fail:"
 # line (stress-ng reports some failures only so) or runs over its time
 # by a minute; then it runs once more in a plain directory, and if it
@@ -32,9 +32,9 @@
 # killed while that request waits to be read is dropped with EINTR, which
 # the kernel records as a writeback error of the mount (README), so the
 # next syncfs(), io's, said EINTR (in 2 of 2 runs by hand with stress.sh
-# running beside it, as meson does), or EIO where a file had such an
-# error already (most likely the EIO of one CI run).  In this order: 4
-# of 4 such runs clean.
+# running beside it, which keeps requests waiting longer), or EIO where
+# a file had such an error already (most likely the EIO of one CI run).
+# In this order, 10 of 10 such runs were clean.
 #
 # Environment: AIODFS and AIOD_WORKER as for tests/lib.sh.  Exits 0 if
 # every check passed, 1 if any failed, 77 (skip) only if /dev/fuse is

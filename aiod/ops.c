@@ -893,6 +893,8 @@ static int64_t op_fileattr(struct op_ctx *c)
 	switch (cmd) {
 	case FS_IOC_GETFLAGS:
 	case FS_IOC_SETFLAGS:
+	case FS_IOC_GETVERSION: /* an int, whatever the command's size says */
+	case FS_IOC_SETVERSION:
 		if (ioctl(c->fd[0], cmd, &flags) < 0)
 			return -errno;
 		fa->flags = (uint32_t)flags;

@@ -2079,7 +2079,7 @@ static void fileattr_done(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	if (cmd == FS_IOC_GETFLAGS) {
+	if (cmd == FS_IOC_GETFLAGS || cmd == FS_IOC_GETVERSION) {
 		int flags = (int)op->req.fa.flags;
 
 		fuse_reply_ioctl(op->freq, 0, &flags, sizeof(flags));
@@ -2096,9 +2096,12 @@ static void fileattr_done(struct op *op)
 /*
  * ioctl: only the inode flags, which the kernel asks for on chattr(1)
  * and lsattr(1) (the FS_IOC_GETFLAGS family goes through its fileattr
- * calls, FUSE_IOCTL with the int the ioctl really takes).  Any other
- * command is one this daemon cannot know the meaning of: ENOTTY, as
- * for an ioctl a file does not have.
+ * calls, FUSE_IOCTL with the int the ioctl really takes), and the
+ * inode's generation (lsattr -v, chattr -v: FS_IOC_GETVERSION and
+ * FS_IOC_SETVERSION, whose size says long where the source reads and
+ * writes an int, as the callers pass).  Any other command is one this
+ * daemon cannot know the meaning of: ENOTTY, as for an ioctl a file
+ * does not have.
  */
 static void afs_ioctl(fuse_req_t freq, fuse_ino_t ino, unsigned int cmd,
 		      void *arg, struct fuse_file_info *fi, unsigned flags,
@@ -2115,12 +2118,14 @@ static void afs_ioctl(fuse_req_t freq, fuse_ino_t ino, unsigned int cmd,
 	(void)flags; /* FUSE_IOCTL_DIR needs nothing of its own */
 	switch (cmd) {
 	case FS_IOC_GETFLAGS:
+	case FS_IOC_GETVERSION:
 		err = out_bufsz < sizeof(int) ? EINVAL : 0;
 		break;
 	case FS_IOC_FSGETXATTR:
 		err = out_bufsz < sizeof(x) ? EINVAL : 0;
 		break;
 	case FS_IOC_SETFLAGS:
+	case FS_IOC_SETVERSION:
 		err = in_bufsz < sizeof(v) ? EINVAL : 0;
 		if (!err) {
 			memcpy(&v, in_buf, sizeof(v));

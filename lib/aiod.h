@@ -161,6 +161,8 @@ enum aiod_op {
 				    flags (chattr(1), lsattr(1)), with fa
 				    in and out: FS_IOC_GETFLAGS and
 				    FS_IOC_SETFLAGS (fa.flags),
+				    FS_IOC_GETVERSION and FS_IOC_SETVERSION
+				    (fa.flags: the inode's generation),
 				    FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR
 				    (the other fields); any other command
 				    fails with ENOTTY.  fd is an open file
@@ -274,8 +276,9 @@ struct aiod_lock {
 };
 
 /*
- * An inode's flags (AIOD_OP_FILEATTR): FS_*_FL for FS_IOC_[GS]ETFLAGS,
- * and struct fsxattr's fields for FS_IOC_FS[GS]ETXATTR.
+ * An inode's flags (AIOD_OP_FILEATTR): FS_*_FL for FS_IOC_[GS]ETFLAGS
+ * (or the generation, for FS_IOC_[GS]ETVERSION), and struct fsxattr's
+ * fields for FS_IOC_FS[GS]ETXATTR.
  */
 struct aiod_fileattr {
 	uint32_t flags;

@@ -1314,6 +1314,7 @@ def interrupted(signum, frame):
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
 FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR = 0x801C581F, 0x401C5820
+FS_IOC_GETVERSION, FS_IOC_SETVERSION = 0x80087601, 0x40087602
 FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NODUMP_FL = 0x10, 0x20, 0x40
 FS_XFLAG_NODUMP = 0x80
 TCGETS = 0x5401
@@ -1365,6 +1366,26 @@ def set_xflags(path, remove):
         os.close(fd)
 
 
+def get_version(path):
+    """The inode's generation, as lsattr -v reads it: an int."""
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, FS_IOC_GETVERSION, buf)
+        return struct.unpack("I", buf)[0]
+    finally:
+        os.close(fd)
+
+
+def set_version(path, version):
+    """chattr -v VERSION."""
+    fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, FS_IOC_SETVERSION, struct.pack("I", version))
+    finally:
+        os.close(fd)
+
+
 def other_ioctl(path):
     fd = os.open(path, O_RDONLY)
     try:
@@ -1388,6 +1409,10 @@ def s_fileattr(t):
     t("chattr +d d", set_flags, "d", FS_NODUMP_FL)
     t("lsattr d", get_flags, "d")
     t("FSGETXATTR d", get_xflags, "d")
+    t("chattr -v 4242 f", set_version, "f", 4242)
+    t("lsattr -v f", get_version, "f")
+    t("chattr -v 77 d", set_version, "d", 77)
+    t("lsattr -v d", get_version, "d")
     t("chattr +a f", set_flags, "f", FS_APPEND_FL)
     t.open("open f O_WRONLY (append-only)", "f", O_WRONLY)
     t("chattr -a +i f", set_flags, "f", FS_IMMUTABLE_FL, FS_APPEND_FL)

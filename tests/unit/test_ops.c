@@ -2369,9 +2369,10 @@ static int64_t pool_fileattr(int fd, unsigned long cmd, struct aiod_fileattr *fa
 static void test_ops_fileattr(void **state)
 {
 	const struct aiod_cred nobody = { .uid = 65534, .gid = 65534 };
+	const struct aiod_cred stranger = { .uid = 65533, .gid = 65534 };
 	struct aiod_fileattr fa = { 0 };
 	struct fsxattr x;
-	int fd, dfd, opath, flags;
+	int fd, dfd, opath, flags, v, w;
 
 	(void)state;
 	need_root();
@@ -2417,6 +2418,25 @@ static void test_ops_fileattr(void **state)
 	fa.flags = (uint32_t)flags;
 	assert_int_equal(pool_fileattr(fd, FS_IOC_SETFLAGS, &fa, NULL), 0);
 
+	/* The generation (lsattr -v, chattr -v), where the source keeps one. */
+	if (ioctl(fd, FS_IOC_GETVERSION, &v) == 0) {
+		fa.flags = (uint32_t)v + 1;
+		assert_int_equal(pool_fileattr(fd, FS_IOC_SETVERSION, &fa,
+					       &stranger), -EPERM);
+		assert_int_equal(pool_fileattr(fd, FS_IOC_SETVERSION, &fa,
+					       &nobody), 0);
+		assert_int_equal(ioctl(fd, FS_IOC_GETVERSION, &w), 0);
+		assert_int_equal(w, v + 1);
+		fa.flags = 0;
+		assert_int_equal(pool_fileattr(fd, FS_IOC_GETVERSION, &fa, NULL),
+				 0);
+		assert_int_equal(fa.flags, (uint32_t)v + 1);
+	} else {
+		v = -errno;
+		assert_int_equal(pool_fileattr(fd, FS_IOC_GETVERSION, &fa, NULL),
+				 v);
+	}
+
 	/* A directory has them too; an O_PATH fd and other commands do not. */
 	assert_int_equal(mkdirat(d, "dir", 0755), 0);
 	dfd = open_at(d, "dir", O_RDONLY | O_DIRECTORY);
@@ -2427,8 +2447,6 @@ static void test_ops_fileattr(void **state)
 	assert_int_equal(pool_fileattr(opath, FS_IOC_GETFLAGS, &fa, NULL),
 			 -EBADF);
 	assert_int_equal(pool_fileattr(fd, FIONREAD, &fa, NULL), -ENOTTY);
-	assert_int_equal(pool_fileattr(fd, FS_IOC_GETVERSION, &fa, NULL),
-			 -ENOTTY);
 	close(opath);
 	close(dfd);
 	close(fd);

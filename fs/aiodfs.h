@@ -237,6 +237,7 @@ void afs_inode_hold(struct afs_inode *in);
 void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);
 void afs_inode_counts(unsigned *inodes, unsigned *fds);
+uint64_t afs_ino_of(uint64_t dev, uint64_t ino);
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in);
 void afs_close_async(int fd, struct afs_inode *in);
 void afs_close_path(int fd);

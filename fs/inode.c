@@ -4,8 +4,9 @@
  *
  * The kernel names an object by a nodeid, which here is the address of
  * its struct afs_inode.  One struct per source object, found by the
- * source's (st_dev, st_ino), so that hard links share one inode and
- * st_ino is the source's own.  A struct lives while the kernel holds a
+ * source's (st_dev, st_ino), so that hard links share one inode, and
+ * st_ino is the source's own (but on other filesystems mounted inside
+ * the source: afs_ino_of()).  A struct lives while the kernel holds a
  * lookup reference on it (nlookup) or a request uses it (users); it
  * needs no fd when the source gives file handles, so any number of known
  * inodes costs a bounded number of fds (RLIMIT_NOFILE is far smaller
@@ -89,6 +90,34 @@ static uint64_t birth_of(const struct statx *stx)
 static uint64_t dev_of(const struct statx *stx)
 {
 	return makedev(stx->stx_dev_major, stx->stx_dev_minor);
+}
+
+/*
+ * The inode number the mount shows for the source's object (dev, ino).
+ * The mount is one filesystem, one st_dev, to its users, while the
+ * source's numbers are unique only within each of its filesystems:
+ * where SOURCE holds other mounts (disks mounted under it, each with
+ * its own root at 2 and its files from 12 on), two objects would show
+ * one st_ino, and programs would take them for links of one file (cp
+ * refuses to copy a file onto itself, du counts it once, tar and
+ * rsync -H link the two).  So an object on the root's filesystem keeps
+ * its number, and one on another shows its number with the top 24 bits
+ * mixed with a hash of its device (splitmix64's finalizer), the top bit
+ * set: unlike any number the root's filesystem gives below 2^63, and
+ * unlike another filesystem's where both numbers fit in 40 bits and the
+ * two hashes differ in their 23 bits.  The same for as long as the
+ * source's devices keep their numbers.
+ */
+uint64_t afs_ino_of(uint64_t dev, uint64_t ino)
+{
+	uint64_t h = dev;
+
+	if (dev == afs.root.dev)
+		return ino;
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+	h ^= h >> 31;
+	return ino ^ ((h | 1ull << 63) & ~((1ull << 40) - 1));
 }
 
 struct afs_inode *afs_inode_get(fuse_ino_t nodeid)

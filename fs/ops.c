@@ -140,7 +140,7 @@ static void stat_of(const struct statx *x, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_dev = makedev(x->stx_dev_major, x->stx_dev_minor);
-	st->st_ino = x->stx_ino;
+	st->st_ino = afs_ino_of(st->st_dev, x->stx_ino);
 	st->st_mode = x->stx_mode;
 	st->st_nlink = x->stx_nlink;
 	st->st_uid = x->stx_uid;
@@ -868,7 +868,10 @@ static void reply_statx(struct op *op)
 			.attributes = x->stx_attributes,
 			.nlink = x->stx_nlink, .uid = x->stx_uid, .gid = x->stx_gid,
 			.mode = x->stx_mode,
-			.ino = x->stx_ino, .size = x->stx_size,
+			.ino = afs_ino_of(makedev(x->stx_dev_major,
+						  x->stx_dev_minor),
+					  x->stx_ino),
+			.size = x->stx_size,
 			.blocks = x->stx_blocks,
 			.attributes_mask = x->stx_attributes_mask,
 			.atime = sx_time_of(&x->stx_atime),
@@ -2612,11 +2615,20 @@ static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
 	return true;
 }
 
+/* The filesystem a listing's d_ino come from: its directory's. */
+static uint64_t listing_dev(const struct op *op)
+{
+	const struct afs_file *f = op->file[0];
+
+	return f && f->in ? f->in->dev : afs.root.dev;
+}
+
 static void readdir_done(struct op *op)
 {
 	const char *p = op->req.out, *end;
 	size_t size = op->req.len, used = 0;
 	int64_t last_off = op->req.arg[0];
+	uint64_t dev = listing_dev(op);
 	char *reply;
 
 	if (op->req.result < 0) {
@@ -2632,7 +2644,7 @@ static void readdir_done(struct op *op)
 	while (p < end) {
 		const struct dirent64 *d = (const struct dirent64 *)p;
 		struct stat st = {
-			.st_ino = d->d_ino,
+			.st_ino = afs_ino_of(dev, d->d_ino),
 			.st_mode = (mode_t)d->d_type << 12,
 		};
 		size_t n = fuse_add_direntry(op->freq, reply + used,
@@ -2726,7 +2738,7 @@ static void readdirplus_done(struct op *op)
 			in->nlookup++;
 			linked[nlinked++] = in;
 		} else {
-			fe.attr.st_ino = e->ino;
+			fe.attr.st_ino = afs_ino_of(listing_dev(op), e->ino);
 			fe.attr.st_mode = (mode_t)e->type << 12;
 		}
 		used += fuse_add_direntry_plus(op->freq, reply + used,

@@ -1366,13 +1366,15 @@ def set_xflags(path, remove):
         os.close(fd)
 
 
-def get_version(path):
-    """The inode's generation, as lsattr -v reads it: an int."""
+def version_is(path, version):
+    """Whether the inode's generation, as lsattr -v reads it (an int), is
+    version: each side's own number is its filesystem's to choose, and
+    a source may refuse to set it (ext4 with metadata_csum)."""
     fd = os.open(path, O_RDONLY | os.O_NONBLOCK)
     try:
         buf = bytearray(4)
         fcntl.ioctl(fd, FS_IOC_GETVERSION, buf)
-        return struct.unpack("I", buf)[0]
+        return struct.unpack("I", buf)[0] == version
     finally:
         os.close(fd)
 
@@ -1410,9 +1412,9 @@ def s_fileattr(t):
     t("lsattr d", get_flags, "d")
     t("FSGETXATTR d", get_xflags, "d")
     t("chattr -v 4242 f", set_version, "f", 4242)
-    t("lsattr -v f", get_version, "f")
+    t("lsattr -v f is 4242", version_is, "f", 4242)
     t("chattr -v 77 d", set_version, "d", 77)
-    t("lsattr -v d", get_version, "d")
+    t("lsattr -v d is 77", version_is, "d", 77)
     t("chattr +a f", set_flags, "f", FS_APPEND_FL)
     t.open("open f O_WRONLY (append-only)", "f", O_WRONLY)
     t("chattr -a +i f", set_flags, "f", FS_IMMUTABLE_FL, FS_APPEND_FL)

@@ -18,6 +18,8 @@
 #    may fail with EINTR or EIO, the kernel's record of a killed
 #    process's time update (README, "Killed processes under writeback"),
 #    and with nothing else;
+#  - the daemon answered no WRITE or SETATTR with an error (kernel-made
+#    errors never reach it, and the children race with no one on a name);
 #  - the daemon holds no request and, once every RELEASE is in, no file
 #    (aiodfsctl stats: files_open), nor, under -o passthrough, a backing
 #    file;
@@ -42,9 +44,13 @@ j = json.load(sys.stdin)
 f = sys.argv[1]
 print(len(j["in_flight"]) + j["pool"]["busy"] if f == "busy" else
       j["passthrough"]["files"] + j["passthrough"]["backing_files"] if f == "pt" else
-      j[f])' "$2"
+      sum(o["errors"] for n, o in j["ops"].items() if n in ("write", "setattr"))
+      if f == "data_errors" else j[f])' "$2"
 }
 is_zero() { [ "$(stat_field "$1" "$2")" = 0 ]; }
+# The kernel drops what it can each time: a dentry it saw in use is
+# only marked the first time round.
+dropped() { echo 2 >/proc/sys/vm/drop_caches && is_zero "$1" inodes; }
 
 for opts in default writeback passthrough; do
 	src=$T/src-$opts mnt=$T/mnt-$opts
@@ -63,17 +69,21 @@ seed = random.randrange(1 << 30)
 rng = random.Random(seed)
 print(f"     -o {opts}: seed {seed}")
 
-def child(d, seed):
+data = random.Random(seed).randbytes(1 << 18)
+
+def child(d, seed, ready):
     r = random.Random(seed)
     os.chdir(d)
-    data = r.randbytes(1 << 17)
+    os.write(ready, b"!")
     while True:
+        n0 = r.randrange(1 << 17)
+        buf = data[n0:]
         n, m = "f%d" % r.randrange(6), "f%d" % r.randrange(6)
         op = r.randrange(13)
         try:
             if op == 0:
                 fd = os.open(n, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-                os.write(fd, data[:r.randrange(1 << 17)])
+                os.write(fd, buf[:r.randrange(1 << 17)])
                 os.close(fd)
             elif op == 1:
                 os.rename(n, m)
@@ -94,14 +104,14 @@ def child(d, seed):
                 os.posix_fallocate(fd, r.randrange(1 << 17), r.randrange(1, 1 << 17))
                 os.close(fd)
             elif op == 9:
-                os.setxattr(n, "user.k", data[:r.randrange(1, 200)])
+                os.setxattr(n, "user.k", buf[:r.randrange(1, 200)])
             elif op == 10:
                 fd = os.open(n, os.O_RDWR)
                 size = os.fstat(fd).st_size
                 if size:
                     with mmap.mmap(fd, size) as mm:
                         k = min(size, 8192)
-                        mm[:k] = data[:k]
+                        mm[:k] = buf[:k]
                 os.close(fd)
             elif op == 11:
                 for e in os.listdir("."):
@@ -118,15 +128,21 @@ dirfd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
 failed = {}
 for i in range(rounds):
     kids = []
+    ready, ready_w = os.pipe()
     for d in ("a", "b"):
         s = rng.randrange(1 << 30)
         pid = os.fork()
         if pid == 0:
             try:
-                child(os.path.join(mnt, d), s)
+                os.close(ready)
+                child(os.path.join(mnt, d), s, ready_w)
             finally:
                 os._exit(0)
         kids.append(pid)
+    os.close(ready_w)
+    os.read(ready, 1)  # the kill comes while both are at work
+    os.read(ready, 1)
+    os.close(ready)
     time.sleep(rng.uniform(0.0002, 0.003))
     for pid in kids:
         os.kill(pid, signal.SIGKILL)
@@ -146,9 +162,10 @@ PY
 	check "-o $opts: no file open once the RELEASEs are in" \
 		wait_for is_zero "$mnt" files_open
 	check "-o $opts: no file in passthrough, no backing file" is_zero "$mnt" pt
-	echo 2 >/proc/sys/vm/drop_caches
+	check "-o $opts: the daemon failed no WRITE or SETATTR" \
+		is_zero "$mnt" data_errors
 	check "-o $opts: once the kernel drops its caches, no inode known" \
-		wait_for is_zero "$mnt" inodes
+		wait_for dropped "$mnt"
 	check "-o $opts: and no inode's fd held" is_zero "$mnt" inode_fds
 	python3 - "$src" "$mnt" <<'PY' || fail "-o $opts: the tree through the mount is the source's"
 import hashlib, os, stat, sys

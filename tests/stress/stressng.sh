@@ -70,7 +70,15 @@ run() {
 # one the kernel made itself.
 errors_so_far() {
 	local ctl=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
-	"$ctl" stats "$1" 2>&1 | awk '$3 ~ /^[0-9]+$/ && $3 > 0 { print "  daemon: " $1 " " $3 " errors of " $2 }'
+	"$ctl" stats --json "$1" 2>&1 | python3 -c '
+import json, sys
+try:
+    ops = json.load(sys.stdin)["ops"]
+except ValueError:
+    sys.exit("  daemon: no counters")
+for name, o in ops.items():
+    if o["errors"]:
+        print("  daemon: %s %d errors of %d" % (name, o["errors"], o["count"]))'
 }
 
 # with_opts NAME STRESSORS [OPTION...]: each stressor through a mount

@@ -73,6 +73,8 @@ struct afs_inode {
 	bool hashed;                /* reachable by (dev, ino) */
 	mode_t type;                /* S_IFMT bits */
 	int fd;                     /* pinned O_PATH fd, or -1 */
+	int mount_fd;               /* with fh: the directory fh reopens
+				       through (afs_mount_fd()) */
 	int pathfd;                 /* an O_PATH fd the loop keeps for its
 				       lookups and statx (afs_inode_loop_fd()),
 				       or -1 */
@@ -219,6 +221,7 @@ void afs_ctl_close(void);
 /* main.c: a line to stderr in the foreground, to syslog once detached. */
 void afs_log(int prio, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+bool afs_is_fuse_mount(int id);
 
 /* inode.c */
 struct afs_inode *afs_inode_get(fuse_ino_t nodeid);
@@ -231,8 +234,11 @@ void afs_inode_learn_dir(struct afs_inode *dir, const char *name,
 int afs_inode_init_root(void);
 struct afs_inode *afs_inode_find(const struct statx *stx,
 				 const struct aiod_fh *fh);
+int afs_mount_fd(int mount_id);
+void afs_mount_learn(struct afs_inode *dir, int mount_id,
+		     const struct aiod_fh *fh);
 struct afs_inode *afs_inode_new(const struct statx *stx,
-				const struct aiod_fh *fh, int fd);
+				const struct aiod_fh *fh, int mount_id, int fd);
 void afs_inode_hold(struct afs_inode *in);
 void afs_inode_put(struct afs_inode *in);
 void afs_inode_forget(struct afs_inode *in, uint64_t n);

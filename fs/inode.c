@@ -10,7 +10,9 @@
  * lookup reference on it (nlookup) or a request uses it (users); it
  * needs no fd when the source gives file handles, so any number of known
  * inodes costs a bounded number of fds (RLIMIT_NOFILE is far smaller
- * than a tree): those kept for the loop's own requests, max_pathfds().
+ * than a tree): those kept for the loop's own requests, max_pathfds(),
+ * and one directory per filesystem mounted inside the source, which its
+ * objects' handles reopen through (afs_mount_learn()).
  *
  * An inode number can be reused once its file is deleted, while the
  * kernel still knows the old object.  So a match on (st_dev, st_ino) also
@@ -170,11 +172,12 @@ static void insert(struct afs_inode *in)
 
 /*
  * A new inode for the object stx describes, named by fh (when the
- * source's handles are in use and fh is on the root's mount) or by fd,
- * which it then owns.  Returns NULL when out of memory.
+ * source's handles are in use and fh is on mount mount_id, whose
+ * afs_mount_fd() it reopens through) or by fd, which it then owns.
+ * Returns NULL when out of memory.
  */
 struct afs_inode *afs_inode_new(const struct statx *stx,
-				const struct aiod_fh *fh, int fd)
+				const struct aiod_fh *fh, int mount_id, int fd)
 {
 	struct afs_inode *in = calloc(1, sizeof(*in));
 
@@ -186,10 +189,13 @@ struct afs_inode *afs_inode_new(const struct statx *stx,
 	in->type = stx->stx_mode & S_IFMT;
 	in->fd = fd;
 	in->pathfd = -1;
-	if (fd < 0)
+	in->mount_fd = -1;
+	if (fd < 0) {
 		in->fh = *fh;
-	else
+		in->mount_fd = afs_mount_fd(mount_id);
+	} else {
 		nfds++;
+	}
 	insert(in);
 	nlive++;
 	return in;
@@ -375,9 +381,118 @@ void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in)
 		req->fd[i] = in->fd;
 		req->fh_in[i] = NULL;
 	} else {
-		req->fd[i] = afs.root_fd;
+		req->fd[i] = in->mount_fd;
 		req->fh_in[i] = &in->fh;
 	}
+}
+
+/*
+ * Filesystems mounted inside the source.  A handle reopens its object
+ * through any open directory of the object's mount (open_by_handle_at's
+ * mount fd), so the root's fd serves the root's mount only; an object
+ * of another mount would pin an fd of its own, and a tree of more
+ * objects than the daemon may hold fds (RLIMIT_NOFILE) could not be
+ * walked.  So the first directory of another mount a lookup finds, its
+ * root, pinned as any object without a usable handle, is opened once
+ * more as that mount's directory (afs_mount_learn()), and once its
+ * handle is seen to reopen it there, the mount's objects are named by
+ * handle through it, as the root's are (afs_mount_fd()).  At most
+ * MAX_MOUNTS mounts; beyond, and on a FUSE mount (whose handles may not
+ * reopen), objects pin fds as before.  The directories stay open while
+ * the daemon runs, shared with the workers while the pool has room (so
+ * that mount cannot be unmounted but lazily before ours is, as any of
+ * its inodes the kernel knew kept it before).
+ */
+#define MAX_MOUNTS 64
+
+static struct mount {
+	int id;
+	int fd;                     /* -1: being learnt, or no handles */
+} mounts[MAX_MOUNTS];
+static unsigned nmounts;
+
+static struct mount *mount_of(int id)
+{
+	for (unsigned i = 0; i < nmounts; i++)
+		if (mounts[i].id == id)
+			return &mounts[i];
+	return NULL;
+}
+
+/* The directory a handle of mount mount_id reopens through, or -1. */
+int afs_mount_fd(int mount_id)
+{
+	struct mount *m;
+
+	if (mount_id == afs.root_mount_id)
+		return afs.root_fd;
+	m = mount_of(mount_id);
+	return m ? m->fd : -1;
+}
+
+struct learning {
+	struct aiod_req req;        /* first: the callback gets its address */
+	struct mount *m;
+	struct aiod_fh fh;          /* the directory's, to try */
+	int fd;                     /* the directory, opened to read */
+};
+
+static void learnt(struct aiod_req *req)
+{
+	struct learning *l = (struct learning *)req;
+
+	if (req->result == 0) {
+		afs_close_path(req->ret_fd);
+		l->m->fd = l->fd;
+		(void)aiod_pool_share(afs.pool, l->fd); /* else passed each time */
+	} else {
+		afs_close_path(l->fd);
+	}
+	free(l);
+}
+
+static void mount_opened(struct aiod_req *req)
+{
+	struct learning *l = (struct learning *)req;
+
+	if (req->result < 0) {
+		free(l);
+		return;
+	}
+	l->fd = req->ret_fd;
+	aiod_prep_open_by_handle(req, l->fd, &l->fh, O_PATH);
+	req->cb = learnt;
+	if (aiod_submit(afs.pool, req) < 0) {
+		afs_close_path(l->fd);
+		free(l);
+	}
+}
+
+/*
+ * dir, a directory of mount mount_id with handle fh, was just pinned: if
+ * that mount is new, learn it, in the background.
+ */
+void afs_mount_learn(struct afs_inode *dir, int mount_id,
+		     const struct aiod_fh *fh)
+{
+	struct learning *l;
+
+	if (!afs.use_handles || dir->type != S_IFDIR || dir->fd < 0 ||
+	    !fh->handle_bytes || afs_mount_fd(mount_id) >= 0 ||
+	    mount_of(mount_id) || nmounts == MAX_MOUNTS)
+		return;
+	mounts[nmounts++] = (struct mount){ .id = mount_id, .fd = -1 };
+	if (afs_is_fuse_mount(mount_id))
+		return;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return;
+	l->m = &mounts[nmounts - 1];
+	l->fh = *fh;
+	aiod_prep_open(&l->req, dir->fd, ".", O_RDONLY | O_DIRECTORY, 0, 0);
+	l->req.cb = mount_opened;
+	if (aiod_submit(afs.pool, &l->req) < 0)
+		free(l);
 }
 
 struct closing {

@@ -260,7 +260,7 @@ static bool is_mount_point(const char *path)
  * that reopen only what the kernel still caches, unless the filesystem
  * asked for export support, which cannot be seen from here.
  */
-static bool is_fuse_mount(int id)
+bool afs_is_fuse_mount(int id)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	struct mount_line m;
@@ -385,7 +385,7 @@ static int probe_root(void)
 	fh = req.fh;
 	afs.root.dev = makedev(req.stx.stx_dev_major, req.stx.stx_dev_minor);
 	afs.root.ino = req.stx.stx_ino;
-	if (!fh.handle_bytes || afs.opt.inode_fds || is_fuse_mount(req.mount_id))
+	if (!fh.handle_bytes || afs.opt.inode_fds || afs_is_fuse_mount(req.mount_id))
 		return 0;
 	aiod_prep_open_by_handle(&req, afs.root_fd, &fh, O_PATH);
 	if (run_sync(&req) == 0) {

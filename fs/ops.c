@@ -66,6 +66,8 @@ struct op {
 	struct fuse_file_info fi;   /* create, open */
 	struct afs_inode *made;     /* an entry's inode, once known */
 	struct statx stx;           /* an entry's identity */
+	struct aiod_fh fh;          /* and its handle, on mount mount_id */
+	int mount_id;
 	int path_fd;                /* lookup_now()'s O_PATH fd of it, or -1 */
 	int lock;                   /* locks: where a wait stands, LK_* */
 	bool interrupted;           /* locks: the caller gave up */
@@ -416,7 +418,7 @@ static void reply_entry(struct op *op);
 static bool handle_usable(const struct aiod_req *req)
 {
 	return afs.use_handles && req->fh.handle_bytes &&
-	       req->mount_id == afs.root_mount_id;
+	       afs_mount_fd(req->mount_id) >= 0;
 }
 
 /*
@@ -444,12 +446,13 @@ static void pinned(struct op *op)
 	if (in)
 		afs_close_path(req->ret_fd);
 	else
-		in = afs_inode_new(&op->stx, NULL, req->ret_fd);
+		in = afs_inode_new(&op->stx, NULL, -1, req->ret_fd);
 	if (!in) {
 		afs_close_path(req->ret_fd);
 		reply_err(op, ENOMEM);
 		return;
 	}
+	afs_mount_learn(in, op->mount_id, &op->fh);
 	afs_inode_hold(in);
 	op->made = in;
 	reply_entry(op);
@@ -470,9 +473,11 @@ static void entry_found(struct op *op)
 		return;
 	}
 	op->stx = req->stx;
+	op->fh = req->fh;
+	op->mount_id = req->mount_id;
 	in = afs_inode_find(&req->stx, usable ? &req->fh : NULL);
 	if (!in && usable)
-		in = afs_inode_new(&req->stx, &req->fh, -1);
+		in = afs_inode_new(&req->stx, &req->fh, req->mount_id, -1);
 	if (in) {
 		afs_inode_hold(in);
 		op->made = in;
@@ -638,7 +643,7 @@ static void lookup_pinned(struct op *op)
 	if (in)
 		afs_close_path(req->ret_fd);
 	else
-		in = afs_inode_new(&req->stx, NULL, req->ret_fd);
+		in = afs_inode_new(&req->stx, NULL, -1, req->ret_fd);
 	if (!in) {
 		afs_close_path(req->ret_fd);
 		reply_err(op, ENOMEM);
@@ -1007,7 +1012,7 @@ static void afs_getattr(fuse_req_t freq, fuse_ino_t ino,
 		op_submit(op, reply_attr);
 		return;
 	}
-	aiod_prep_open_by_handle(&op->req, afs.root_fd, &in->fh, O_PATH);
+	aiod_prep_open_by_handle(&op->req, in->mount_fd, &in->fh, O_PATH);
 	op->req.flags = AIOD_F_LOOKUP;
 	op_submit(op, getattr_opened);
 }
@@ -2721,11 +2726,12 @@ static void readdirplus_done(struct op *op)
 			break; /* the next readdirplus resumes from here */
 		if (e->err == 0) {
 			bool usable = afs.use_handles && e->fh.handle_bytes &&
-				      e->mount_id == afs.root_mount_id;
+				      afs_mount_fd(e->mount_id) >= 0;
 
 			in = afs_inode_find(&e->stx, usable ? &e->fh : NULL);
 			if (!in && usable)
-				in = afs_inode_new(&e->stx, &e->fh, -1);
+				in = afs_inode_new(&e->stx, &e->fh, e->mount_id,
+						   -1);
 		}
 		if (in) {
 			int none = -1;

@@ -235,8 +235,7 @@ int afs_inode_init_root(void);
 struct afs_inode *afs_inode_find(const struct statx *stx,
 				 const struct aiod_fh *fh);
 int afs_mount_fd(int mount_id);
-void afs_mount_learn(struct afs_inode *dir, int mount_id,
-		     const struct aiod_fh *fh);
+void afs_mount_learn(struct afs_inode *dir, int mount_id);
 struct afs_inode *afs_inode_new(const struct statx *stx,
 				const struct aiod_fh *fh, int mount_id, int fd);
 void afs_inode_hold(struct afs_inode *in);

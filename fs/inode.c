@@ -432,10 +432,28 @@ int afs_mount_fd(int mount_id)
 
 struct learning {
 	struct aiod_req req;        /* first: the callback gets its address */
-	struct mount *m;
-	struct aiod_fh fh;          /* the directory's, to try */
+	int id;                     /* the mount's */
+	struct afs_inode *dir;      /* held till the open is done */
+	struct aiod_fh fh;          /* the directory's, as opened */
 	int fd;                     /* the directory, opened to read */
 };
+
+/*
+ * The learning of mount id ends: with fd, its directory, or with -1
+ * (not now: a later directory of it may try again).
+ */
+static void learnt_as(struct learning *l, int fd)
+{
+	struct mount *m = mount_of(l->id);
+
+	if (fd >= 0) {
+		m->fd = fd;
+		(void)aiod_pool_share(afs.pool, fd); /* else passed each time */
+	} else {
+		*m = mounts[--nmounts];
+	}
+	free(l);
+}
 
 static void learnt(struct aiod_req *req)
 {
@@ -443,56 +461,69 @@ static void learnt(struct aiod_req *req)
 
 	if (req->result == 0) {
 		afs_close_path(req->ret_fd);
-		l->m->fd = l->fd;
-		(void)aiod_pool_share(afs.pool, l->fd); /* else passed each time */
-	} else {
-		afs_close_path(l->fd);
+		learnt_as(l, l->fd);
+		return;
 	}
-	free(l);
+	afs_close_path(l->fd);
+	learnt_as(l, -1);
 }
 
 static void mount_opened(struct aiod_req *req)
 {
 	struct learning *l = (struct learning *)req;
 
+	afs_inode_put(l->dir);
 	if (req->result < 0) {
-		free(l);
+		learnt_as(l, -1);
 		return;
 	}
 	l->fd = req->ret_fd;
+	/* Another mount's by now (replaced, or a bind of it): not this one. */
+	if (req->mount_id != l->id || !req->fh.handle_bytes) {
+		afs_close_path(l->fd);
+		learnt_as(l, -1);
+		return;
+	}
+	l->fh = req->fh;
 	aiod_prep_open_by_handle(req, l->fd, &l->fh, O_PATH);
 	req->cb = learnt;
 	if (aiod_submit(afs.pool, req) < 0) {
 		afs_close_path(l->fd);
-		free(l);
+		learnt_as(l, -1);
 	}
 }
 
 /*
- * dir, a directory of mount mount_id with handle fh, was just pinned: if
- * that mount is new, learn it, in the background.
+ * dir, a directory of mount mount_id, was just pinned: if that mount is
+ * new, learn it, in the background.  A FUSE mount (or one that cannot
+ * be told from one) is marked as without handles for good.
  */
-void afs_mount_learn(struct afs_inode *dir, int mount_id,
-		     const struct aiod_fh *fh)
+void afs_mount_learn(struct afs_inode *dir, int mount_id)
 {
 	struct learning *l;
 
 	if (!afs.use_handles || dir->type != S_IFDIR || dir->fd < 0 ||
-	    !fh->handle_bytes || afs_mount_fd(mount_id) >= 0 ||
-	    mount_of(mount_id) || nmounts == MAX_MOUNTS)
+	    afs_mount_fd(mount_id) >= 0 || mount_of(mount_id) ||
+	    nmounts == MAX_MOUNTS)
 		return;
 	mounts[nmounts++] = (struct mount){ .id = mount_id, .fd = -1 };
 	if (afs_is_fuse_mount(mount_id))
 		return;
 	l = calloc(1, sizeof(*l));
-	if (!l)
+	if (!l) {
+		nmounts--;
 		return;
-	l->m = &mounts[nmounts - 1];
-	l->fh = *fh;
+	}
+	l->id = mount_id;
+	l->dir = dir;
+	afs_inode_hold(dir); /* its fd must live till the open is sent */
 	aiod_prep_open(&l->req, dir->fd, ".", O_RDONLY | O_DIRECTORY, 0, 0);
+	l->req.flags = AIOD_F_LOOKUP;
 	l->req.cb = mount_opened;
-	if (aiod_submit(afs.pool, &l->req) < 0)
-		free(l);
+	if (aiod_submit(afs.pool, &l->req) < 0) {
+		afs_inode_put(dir);
+		learnt_as(l, -1);
+	}
 }
 
 struct closing {

@@ -256,19 +256,22 @@ static bool is_mount_point(const char *path)
 }
 
 /*
- * Whether mount id is a FUSE filesystem.  Those hand out file handles
- * that reopen only what the kernel still caches, unless the filesystem
- * asked for export support, which cannot be seen from here.
+ * Whether mount id is a FUSE filesystem (virtiofs too), or may be: not
+ * found in /proc/self/mountinfo, or that unreadable.  Those hand out
+ * file handles that reopen only what the kernel still caches, unless
+ * the filesystem asked for export support, which cannot be seen from
+ * here.
  */
 bool afs_is_fuse_mount(int id)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	struct mount_line m;
-	bool fuse = false;
+	bool fuse = true;
 
 	while (f && next_mount(f, &m))
 		if (m.id == id) {
-			fuse = !strncmp(m.fstype, "fuse", 4);
+			fuse = !strncmp(m.fstype, "fuse", 4) ||
+			       !strcmp(m.fstype, "virtiofs");
 			break;
 		}
 	if (f)

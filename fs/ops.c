@@ -66,8 +66,7 @@ struct op {
 	struct fuse_file_info fi;   /* create, open */
 	struct afs_inode *made;     /* an entry's inode, once known */
 	struct statx stx;           /* an entry's identity */
-	struct aiod_fh fh;          /* and its handle, on mount mount_id */
-	int mount_id;
+	int mount_id;               /* and its mount's */
 	int path_fd;                /* lookup_now()'s O_PATH fd of it, or -1 */
 	int lock;                   /* locks: where a wait stands, LK_* */
 	bool interrupted;           /* locks: the caller gave up */
@@ -452,7 +451,7 @@ static void pinned(struct op *op)
 		reply_err(op, ENOMEM);
 		return;
 	}
-	afs_mount_learn(in, op->mount_id, &op->fh);
+	afs_mount_learn(in, op->mount_id);
 	afs_inode_hold(in);
 	op->made = in;
 	reply_entry(op);
@@ -473,7 +472,6 @@ static void entry_found(struct op *op)
 		return;
 	}
 	op->stx = req->stx;
-	op->fh = req->fh;
 	op->mount_id = req->mount_id;
 	in = afs_inode_find(&req->stx, usable ? &req->fh : NULL);
 	if (!in && usable)
@@ -2744,7 +2742,13 @@ static void readdirplus_done(struct op *op)
 			in->nlookup++;
 			linked[nlinked++] = in;
 		} else {
-			fe.attr.st_ino = afs_ino_of(listing_dev(op), e->ino);
+			/* Its own device where known (overlayfs' layers). */
+			fe.attr.st_ino = afs_ino_of(
+				e->err == 0 && (e->stx.stx_mask & STATX_INO)
+					? makedev(e->stx.stx_dev_major,
+						  e->stx.stx_dev_minor)
+					: listing_dev(op),
+				e->ino);
 			fe.attr.st_mode = (mode_t)e->type << 12;
 		}
 		used += fuse_add_direntry_plus(op->freq, reply + used,

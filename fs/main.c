@@ -680,7 +680,8 @@ int main(int argc, char **argv)
 	popts.poll_us = afs.opt.poll_us;
 	err = aiod_pool_new(&afs.pool, &popts);
 	if (err < 0) {
-		afs_log(LOG_ERR, "cannot start aiod workers: %s", strerror(-err));
+		afs_log(LOG_ERR, "cannot start aiod workers (%s): %s",
+			aiod_worker_path(), strerror(-err));
 		goto out_report;
 	}
 	afs_stats_init();

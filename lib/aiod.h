@@ -524,6 +524,13 @@ struct aiod_pool_stats {
 int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts);
 
 /*
+ * aiod_worker_path - the program aiod_pool_new() would start as a worker
+ * now: $AIOD_WORKER if set and not empty, else the path compiled in.
+ * For messages, such as why a pool could not start.
+ */
+const char *aiod_worker_path(void);
+
+/*
  * aiod_pool_free - stop the workers and free the pool.
  *
  * Requests still queued or running complete with -ECANCELED (their

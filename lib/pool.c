@@ -1662,10 +1662,16 @@ static int await_hello(struct aiod_pool *p)
 	}
 }
 
+const char *aiod_worker_path(void)
+{
+	const char *path = getenv("AIOD_WORKER");
+
+	return path && *path ? path : AIOD_WORKER_PATH;
+}
+
 int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-	const char *path = getenv("AIOD_WORKER");
 	struct aiod_pool *p;
 	size_t size;
 	int err;
@@ -1688,7 +1694,7 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		free(p);
 		return -EINVAL;
 	}
-	p->worker_path = strdup(path && *path ? path : AIOD_WORKER_PATH);
+	p->worker_path = strdup(aiod_worker_path());
 	p->cap = p->nworkers;
 	p->slots = calloc(p->cap, sizeof(*p->slots));
 	p->idle = calloc(p->cap, sizeof(*p->idle));

@@ -60,6 +60,9 @@ bad "readahead=65537" -o readahead=65537 "$T/src" "$T/mnt"
 bad "bad cache mode" -o cache=sometimes "$T/src" "$T/mnt"
 bad "extra argument" "$T/src" "$T/mnt" "$T/mnt2"
 run=nofuse bad "no /dev/fuse" "$T/src" "$T/mnt"
+run="env AIOD_WORKER=$T/no-such-aiod" bad "no worker program" "$T/src" "$T/mnt"
+grep -q "$T/no-such-aiod" "$T/err" && ok "the message names the worker program" ||
+	fail "the message does not name the worker program: $(cat "$T/err")"
 
 # ---- detaching: live on return; one thread; workers=N ----
 if "$AIODFS" -o workers=3 "$T/src" "$T/mnt" && mounted "$T/mnt" &&

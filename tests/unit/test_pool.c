@@ -1830,7 +1830,11 @@ static void test_pool_new_reports_worker_failures(void **state)
 
 	(void)state;
 	setenv("AIOD_WORKER", "/nonexistent/aiod", 1);
+	assert_string_equal(aiod_worker_path(), "/nonexistent/aiod");
 	assert_int_equal(aiod_pool_new(&p, &opts), -ENOENT);
+	setenv("AIOD_WORKER", "", 1); /* empty: the path compiled in */
+	assert_true(aiod_worker_path()[0] == '/');
+	assert_string_not_equal(aiod_worker_path(), "/nonexistent/aiod");
 
 	assert_int_equal(write_script("#!/bin/sh\nexit 3\n"), 0);
 	setenv("AIOD_WORKER", scratch, 1);

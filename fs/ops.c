@@ -1518,13 +1518,25 @@ static bool after_closes(struct op *op, op_step *step)
 }
 
 /* The flags a backing open gets for the kernel's open flags. */
+/*
+ * The open flags a program may pass to open(2) that a reopen of the
+ * source file keeps.  The kernel's FUSE_OPEN carries its own bits too,
+ * __FMODE_EXEC (040) for the open of an execve, which open(2) would
+ * ignore but openat2() refuses with EINVAL: every exec of a program on
+ * the mount failed so.
+ */
+#define OPEN_FLAGS_KEPT                                                     \
+	(O_ACCMODE | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC |   \
+	 O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOATIME | O_PATH |       \
+	 O_TMPFILE)
+
 static int backing_flags(int flags)
 {
 	/*
 	 * The object is already resolved: the reopen through /proc must
 	 * not refuse the magic link, and creation is create's business.
 	 */
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+	flags &= OPEN_FLAGS_KEPT;
 	if (afs.opt.writeback) {
 		/*
 		 * The kernel's page cache may need to read what a

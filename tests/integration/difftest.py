@@ -1675,6 +1675,61 @@ def s_mmap(t):
     t("content", get, "f")
 
 
+def run_program(argv):
+    """Runs argv, returns (exit status, its output); an exec that fails
+    raises OSError, recorded as its errno."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv(argv[0], argv)
+        except OSError as e:
+            os._exit(200 + e.errno)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code > 200:
+        raise OSError(code - 200, os.strerror(code - 200))
+    return code
+
+
+def open_close(path, flags):
+    os.close(os.open(path, flags))
+
+
+def s_exec(t):
+    with open("/bin/true", "rb") as f:
+        true = f.read()
+    t("copy true", put, "prog", true, 0o755)
+    t("exec it", run_program, ["./prog"])
+    t("a script", put, "script", b"#!/bin/sh\nexit 7\n", 0o755)
+    t("exec the script", run_program, ["./script"])
+    t("chmod the program 644", os.chmod, "prog", 0o644)
+    t("exec it without x", run_program, ["./prog"])
+    t("chmod back 755", os.chmod, "prog", 0o755)
+    # While it runs, the program may not be opened for writing.
+    rfd, wfd = os.pipe()
+    with open("/bin/cat", "rb") as f:
+        t("copy cat", put, "cat", f.read(), 0o755)
+    pid = os.fork()
+    if pid == 0:
+        os.close(wfd)
+        try:
+            os.dup2(rfd, 0)
+            os.execv("./cat", ["./cat"])
+        finally:
+            os._exit(127)
+    os.close(rfd)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and \
+            os.waitpid(pid, os.WNOHANG) == (0, 0) and \
+            os.readlink(f"/proc/{pid}/exe").split("/")[-1] != "cat":
+        time.sleep(0.01)
+    t("open the running program to write", open_close, "cat", O_WRONLY)
+    t("open it to read", open_close, "cat", O_RDONLY)
+    os.close(wfd)
+    t("it ends", lambda: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    t("open it to write once it ended", open_close, "cat", O_WRONLY)
+
+
 def s_direct_io(t):
     size = 1 << 20
     wbuf = mmap.mmap(-1, size)
@@ -1923,6 +1978,7 @@ SCENARIOS = [
     ("tmpfile", s_tmpfile, False),
     ("parallel_io", s_parallel_io, False),
     ("mmap", s_mmap, False),
+    ("exec", s_exec, False),
     ("direct_io", s_direct_io, False),
     ("readdir", s_readdir, False),
     ("nonroot", s_nonroot, True),

@@ -122,6 +122,10 @@ struct afs_file {
 	int64_t end_off;            /* a directory: where its listing ends,
 				       as of in->writes == end_writes, or -1 */
 	uint64_t end_writes;
+	uint64_t *offs;             /* a directory: the source's offset after
+				       each position handed to the kernel
+				       (see dir_pos_off() in ops.c) */
+	uint32_t noffs, offs_cap;
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 

@@ -85,6 +85,7 @@ struct op {
 	uint64_t wseq;              /* write: its number; read: the last
 				       write it may wait for */
 	off_t wstart, wend;         /* the bytes it writes or reads */
+	uint64_t dir_pos;           /* readdir: the position it reads after */
 	int err;                    /* the error it was answered with */
 	char *name[2];              /* copies, in extra below */
 	char extra[];
@@ -1428,6 +1429,8 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		f->uses = 0;
 		f->nowait = false;
 		f->end_off = -1;
+		f->offs = NULL;
+		f->noffs = f->offs_cap = 0;
 		f->in = NULL;
 		file_set_inode(f, in);
 	}
@@ -1495,6 +1498,7 @@ void afs_file_put(struct afs_file *f)
 	}
 	file_leaves_inode(f);
 	file_close(f);
+	free(f->offs);
 	free(f);
 	nfiles--;
 }
@@ -2133,7 +2137,18 @@ static void afs_ioctl(fuse_req_t freq, fuse_ino_t ino, unsigned int cmd,
 
 	(void)ino;
 	(void)arg;
-	(void)flags; /* FUSE_IOCTL_DIR needs nothing of its own */
+	/*
+	 * A 32-bit program's FS_IOC_GETVERSION and _SETVERSION come with
+	 * FUSE_IOCTL_COMPAT and their own numbers (the size of its long is
+	 * an int's); its FS_IOC_GETFLAGS family the kernel turns into ours.
+	 * FUSE_IOCTL_DIR needs nothing of its own.
+	 */
+	if (flags & FUSE_IOCTL_COMPAT) {
+		if (cmd == FS_IOC32_GETVERSION)
+			cmd = FS_IOC_GETVERSION;
+		else if (cmd == FS_IOC32_SETVERSION)
+			cmd = FS_IOC_SETVERSION;
+	}
 	switch (cmd) {
 	case FS_IOC_GETFLAGS:
 	case FS_IOC_GETVERSION:
@@ -2588,6 +2603,48 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
 }
 
 /*
+ * Directory offsets.  The offset the kernel gets with an entry is its
+ * position in the listing (1 for the first), not the source's d_off:
+ * ext4 and others give 64-bit hashes, which a 32-bit program's readdir()
+ * refuses (EOVERFLOW) and its telldir() cuts to 32 bits, so that its
+ * seekdir() went elsewhere.  ext4 gives such a program 31-bit hashes of
+ * its own, but the worker that reads the source is a 64-bit process.
+ * The open directory keeps the source's offset after each position
+ * handed out (8 bytes an entry while it is open), so a READDIR from any
+ * of them, a seekdir() or the rest of a reply the kernel had no room
+ * for, goes straight there; the positions after it are read again.
+ */
+static bool dir_pos_off(const struct afs_file *f, off_t pos, int64_t *off)
+{
+	if (pos < 0 || (uint64_t)pos > f->noffs)
+		return false;
+	*off = pos ? (int64_t)f->offs[pos - 1] : 0;
+	return true;
+}
+
+/* The entry at position pos ends at the source's off.  False: no memory. */
+static bool dir_pos_note(struct afs_file *f, uint64_t pos, int64_t off)
+{
+	if (pos > UINT32_MAX)
+		return false;
+	if (pos > f->offs_cap) {
+		uint32_t cap = f->offs_cap ? f->offs_cap : 64;
+		uint64_t *offs;
+
+		while (cap < pos)
+			cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
+		offs = realloc(f->offs, sizeof(*offs) * cap);
+		if (!offs)
+			return false;
+		f->offs = offs;
+		f->offs_cap = cap;
+	}
+	f->offs[pos - 1] = (uint64_t)off;
+	f->noffs = (uint32_t)pos;
+	return true;
+}
+
+/*
  * The kernel lists a directory until a READDIR comes back empty.  When
  * the worker's records reached the end of the directory (req.eof) and
  * the reply took them all, the position after the last one is kept with
@@ -2607,22 +2664,28 @@ static void listing_start(struct op *op)
 	f->end_writes = f->in ? f->in->writes : 0;
 }
 
-static void listing_learn(struct op *op, bool took_all, int64_t last_off)
+static void listing_learn(struct op *op, bool took_all, uint64_t last_pos)
 {
 	struct afs_file *f = op->file[0];
 
 	if (op->req.eof && took_all && f->in && f->in->writes == f->end_writes)
-		f->end_off = last_off;
+		f->end_off = (int64_t)last_pos;
 }
 
-/* Whether READDIR(PLUS) at off is the empty one at the end: replies. */
+/*
+ * Whether READDIR(PLUS) at off is the empty one at the end, or from a
+ * position never handed out (a seekdir() to a value telldir() did not
+ * give, or past the end): replies.
+ */
 static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
 			 off_t off, int opcode)
 {
 	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
+	int64_t src;
 
-	if (f->end_off < 0 || off != f->end_off || !f->in ||
-	    f->in->writes != f->end_writes)
+	if (dir_pos_off(f, off, &src) &&
+	    (f->end_off < 0 || off != f->end_off || !f->in ||
+	     f->in->writes != f->end_writes))
 		return false;
 	fuse_reply_buf(freq, NULL, 0);
 	afs_stats_by_loop(opcode);
@@ -2642,8 +2705,7 @@ static void readdir_done(struct op *op)
 {
 	const char *p = op->req.out, *end;
 	size_t size = op->req.len, used = 0;
-	int64_t last_off = op->req.arg[0];
-	uint64_t dev = listing_dev(op);
+	uint64_t pos = op->dir_pos, dev = listing_dev(op);
 	char *reply;
 
 	if (op->req.result < 0) {
@@ -2664,15 +2726,21 @@ static void readdir_done(struct op *op)
 		};
 		size_t n = fuse_add_direntry(op->freq, reply + used,
 					     size - used, d->d_name, &st,
-					     d->d_off);
+					     (off_t)pos + 1);
 
-		if (n > size - used)
+		if (n > size - used || !dir_pos_note(op->file[0], pos + 1,
+						     d->d_off))
 			break; /* the next readdir resumes from here */
 		used += n;
 		p += d->d_reclen;
-		last_off = d->d_off;
+		pos++;
 	}
-	listing_learn(op, p >= end, last_off);
+	if (!used && p < end) {
+		reply_err(op, ENOMEM); /* (the kernel's buffer fits one) */
+		free(reply);
+		return;
+	}
+	listing_learn(op, p >= end, pos);
 	fuse_reply_buf(op->freq, reply, used);
 	free(reply);
 	op_free(op);
@@ -2681,7 +2749,9 @@ static void readdir_done(struct op *op)
 static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			off_t off, struct fuse_file_info *fi)
 {
+	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
 	struct op *op;
+	int64_t src = 0; /* (listing_ends() checked it is known) */
 
 	(void)ino;
 	if (listing_ends(freq, fi, off, AFS_OP_READDIR))
@@ -2689,7 +2759,9 @@ static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 	op = op_new(freq, AFS_OP_READDIR, NULL, NULL);
 	if (!op)
 		return;
-	aiod_prep_readdir(&op->req, -1, NULL, size, off);
+	dir_pos_off(f, off, &src);
+	op->dir_pos = (uint64_t)off;
+	aiod_prep_readdir(&op->req, -1, NULL, size, src);
 	op_file(op, 0, fi);
 	listing_start(op);
 	op_submit(op, readdir_done);
@@ -2708,7 +2780,7 @@ static void readdirplus_done(struct op *op)
 {
 	const char *p = op->req.out, *end;
 	size_t size = op->req.len / 3, used = 0, nlinked = 0;
-	int64_t last_off = op->req.arg[0];
+	uint64_t pos = op->dir_pos;
 	struct afs_inode **linked;
 	char *reply;
 
@@ -2732,7 +2804,8 @@ static void readdirplus_done(struct op *op)
 		size_t need = fuse_add_direntry_plus(op->freq, NULL, 0, e->name,
 						     NULL, 0);
 
-		if (need > size - used)
+		if (need > size - used ||
+		    !dir_pos_note(op->file[0], pos + 1, e->off))
 			break; /* the next readdirplus resumes from here */
 		if (e->err == 0) {
 			bool usable = afs.use_handles && e->fh.handle_bytes &&
@@ -2764,10 +2837,16 @@ static void readdirplus_done(struct op *op)
 			fe.attr.st_mode = (mode_t)e->type << 12;
 		}
 		used += fuse_add_direntry_plus(op->freq, reply + used,
-					       size - used, e->name, &fe, e->off);
-		last_off = e->off;
+					       size - used, e->name, &fe,
+					       (off_t)++pos);
 	}
-	listing_learn(op, p >= end, last_off);
+	if (!used && p < end) {
+		free(linked);
+		free(reply);
+		reply_err(op, ENOMEM); /* (the kernel's buffer fits one) */
+		return;
+	}
+	listing_learn(op, p >= end, pos);
 	if (fuse_reply_buf(op->freq, reply, used) != 0)
 		for (size_t i = 0; i < nlinked; i++)
 			afs_inode_forget(linked[i], 1);
@@ -2779,7 +2858,9 @@ static void readdirplus_done(struct op *op)
 static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			    off_t off, struct fuse_file_info *fi)
 {
+	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
 	struct op *op;
+	int64_t src = 0; /* (listing_ends() checked it is known) */
 
 	(void)ino;
 	if (listing_ends(freq, fi, off, AFS_OP_READDIRPLUS))
@@ -2787,11 +2868,13 @@ static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 	op = op_new(freq, AFS_OP_READDIRPLUS, NULL, NULL);
 	if (!op)
 		return;
+	dir_pos_off(f, off, &src);
+	op->dir_pos = (uint64_t)off;
 	/*
 	 * A record of ours is at most 3 times the kernel's for the same
 	 * name, so this many bytes fill the kernel's buffer.
 	 */
-	aiod_prep_readdirplus(&op->req, -1, NULL, size * 3, off);
+	aiod_prep_readdirplus(&op->req, -1, NULL, size * 3, src);
 	op_file(op, 0, fi);
 	listing_start(op);
 	op_submit(op, readdirplus_done);

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+/*
+ * compat32 - what a program sees of one file and its directory, one
+ * line per call, for compat32.sh to compare between the source and the
+ * mount.  Built at test time with cc -m32 (with and without large-file
+ * support) and as a 64-bit program: a 32-bit one's ioctls reach the
+ * daemon as the kernel's compat ioctls (FUSE_IOCTL_COMPAT) with the
+ * 32-bit command numbers, its readdir() refuses offsets past 31 bits
+ * and its telldir() returns a 32-bit long.
+ *
+ *   compat32 DIR NAME
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_ENTRIES 1024
+
+static void result(const char *what, long v)
+{
+	if (v < 0)
+		printf("%s: %s\n", what, strerror(errno));
+	else
+		printf("%s: %ld\n", what, v);
+}
+
+int main(int argc, char **argv)
+{
+	int fd, v = -1, flags = -1;
+	struct stat st;
+	char path[4096];
+	static long pos[MAX_ENTRIES];
+	static char names[MAX_ENTRIES][256];
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: compat32 DIR NAME\n");
+		return 2;
+	}
+	snprintf(path, sizeof(path), "%s/%s", argv[1], argv[2]);
+	result("stat", stat(path, &st));
+	printf("mode %o size %lld nlink %u\n", (unsigned)st.st_mode,
+	       (long long)st.st_size, (unsigned)st.st_nlink);
+	fd = open(path, O_RDONLY);
+	result("open", fd < 0 ? -1 : 0);
+	/* In a 32-bit program these are FS_IOC32_GETVERSION and _GETFLAGS. */
+	result("FS_IOC_GETVERSION", ioctl(fd, FS_IOC_GETVERSION, &v));
+	printf("generation %d\n", v);
+	result("FS_IOC_GETFLAGS", ioctl(fd, FS_IOC_GETFLAGS, &flags));
+	printf("flags %#x\n", (unsigned)flags);
+	close(fd);
+
+	/* telldir() returns a long: 32 bits for a directory's 64-bit offsets. */
+	d = opendir(argv[1]);
+	if (!d) {
+		result("opendir", -1);
+		return 1;
+	}
+	for (;;) {
+		long at = telldir(d);
+
+		errno = 0;
+		de = readdir(d);
+		if (!de || n == MAX_ENTRIES)
+			break;
+		pos[n] = at;
+		snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
+	}
+	result("readdir", errno ? -1 : (long)n);
+	/* Back to entries of the first reply, of later ones, the last. */
+	for (unsigned i = 1; i <= 4 && n > 4; i++) {
+		unsigned at = i < 4 ? n * i / 4 : n - 1;
+
+		seekdir(d, pos[at]);
+		de = readdir(d);
+		printf("seekdir to entry %u finds it: %s\n", at,
+		       de && !strcmp(de->d_name, names[at]) ? "yes" : "no");
+	}
+	closedir(d);
+	return 0;
+}

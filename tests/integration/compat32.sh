@@ -1,0 +1,60 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# compat32.sh - 32-bit programs on the mount see what they see on the
+# source: compat32.c, built here with cc -m32 (with and without
+# large-file support) and as a 64-bit program, stats a file, asks its
+# generation and flags by ioctl (a 32-bit program's FS_IOC_GETVERSION is
+# FS_IOC32_GETVERSION, which reaches the daemon as a compat ioctl), lists
+# a directory of 300 entries (several READDIRs), and seeks back to
+# entries with telldir()'s values.  Its output must be the same on the
+# source and through the mount, by default and with -o writeback.
+#
+#   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/compat32.sh
+#
+# Before the daemon handed the kernel positions as directory offsets
+# (fs/ops.c, dir_pos_off()), a 32-bit readdir() of an ext4 source
+# through the mount failed with EOVERFLOW, and seekdir() went elsewhere.
+# Needs a compiler that builds for -m32 (tests/setup-debian installs
+# gcc-multilib on amd64); where the machine has no 32-bit ABI, only the
+# 64-bit program runs.
+# Exits 0 if every check passed, 1 if not, 77 if /dev/fuse is missing.
+set -u
+. "$(dirname "$0")/../lib.sh" compat32
+
+helper=$(dirname "$0")/compat32.c
+src=$T/src mnt=$T/mnt
+mkdir -p "$src/d" "$mnt"
+(cd "$src/d" && seq -f "entry-%03g" 299 | xargs touch && echo data >f) || exit 1
+
+progs="64"
+cc -O2 -Wall -o "$T/compat64" "$helper" || exit 1
+if cc -m32 -O2 -Wall -o "$T/compat32" "$helper" 2>"$T/cc.err" &&
+	cc -m32 -D_FILE_OFFSET_BITS=64 -O2 -Wall -o "$T/compat32lfs" "$helper"; then
+	progs="64 32 32lfs"
+elif [ "$(uname -m)" = x86_64 ]; then
+	fail "cc -m32 does not build here (tests/setup-debian installs gcc-multilib): $(head -1 "$T/cc.err")"
+else
+	echo "compat32: no 32-bit compiler on $(uname -m); the 64-bit program only"
+fi
+
+for opts in "" "-o writeback"; do
+	# shellcheck disable=SC2086
+	serve "$T/daemon.log" "$src" "$mnt" $opts || exit 1
+	for p in $progs; do
+		"$T/compat$p" "$src/d" f >"$T/want" 2>&1
+		"$T/compat$p" "$mnt/d" f >"$T/got" 2>&1
+		if [ "$(grep -c "finds it: yes" "$T/want")" != 4 ] ||
+			! grep -q "^readdir: 302$" "$T/want"; then
+			fail "$p-bit program on the source itself: $(tr '\n' ' ' <"$T/want")"
+		elif cmp -s "$T/want" "$T/got"; then
+			ok "${opts:-default}: the $p-bit program sees through the mount what it sees on the source"
+		else
+			fail "${opts:-default}: the $p-bit program: source (-) and mount (+) differ:"
+			diff "$T/want" "$T/got" | sed -n 's/^[<>]/    &/p'
+		fi
+	done
+	unserve "$mnt"
+done
+echo "$failures failed"
+[ "$failures" = 0 ]

@@ -222,7 +222,8 @@ void afs_ctl_event(unsigned slot, uint32_t events);
 void afs_ctl_close(void);
 #define AFS_CTL_MAX_CONNS 16
 
-/* main.c: a line to stderr in the foreground, to syslog once detached. */
+/* main.c: a line to stderr in the foreground, to syslog once detached;
+   LOG_DEBUG only under -d. */
 void afs_log(int prio, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 bool afs_is_fuse_mount(int id);

@@ -74,7 +74,7 @@ static int ask(const char *mnt, const char *line, char **answer)
 	err = afs_ctl_path(path, sock, sizeof(sock), NULL, 0);
 	if (err) {
 		fprintf(stderr, "%s: %s: no control socket path: %s\n", prog,
-			path, err == -ENOENT ? "XDG_RUNTIME_DIR is not set"
+			path, err == -EDESTADDRREQ ? "XDG_RUNTIME_DIR is not set"
 					     : strerror(-err));
 		return 1;
 	}

@@ -51,7 +51,7 @@ int afs_ctl_path(const char *mountpoint, char *path, size_t size, char *dir,
 	else if (xdg && *xdg == '/')
 		n = snprintf(d, sizeof(d), "%s/aiodfs", xdg);
 	else
-		return -ENOENT;
+		return -EDESTADDRREQ;
 	if (n < 0 || (size_t)n + 24 >= sizeof(d))
 		return -ENAMETOOLONG;
 	escape(mountpoint, name, sizeof(name));

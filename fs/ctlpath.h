@@ -14,9 +14,9 @@
  * $XDG_RUNTIME_DIR/aiodfs for others, and NAME the mountpoint with '/'
  * written '-' and every byte but [A-Za-z0-9._] as %XX (or, if the path
  * would not fit a socket address, a hash of it).  Its lock file is the
- * same path with ".lock" for ".sock".  Returns 0, -ENOENT when
- * XDG_RUNTIME_DIR is not set for a non-root user, -ENAMETOOLONG if
- * even DIR does not fit.  dir, if not NULL, gets DIR.
+ * same path with ".lock" for ".sock".  Returns 0, -EDESTADDRREQ when
+ * XDG_RUNTIME_DIR is not set for a non-root user (no place for one),
+ * -ENAMETOOLONG if even DIR does not fit.  dir, if not NULL, gets DIR.
  */
 int afs_ctl_path(const char *mountpoint, char *path, size_t size, char *dir,
 		 size_t dir_size);

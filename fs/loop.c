@@ -639,6 +639,10 @@ static int setup(void)
 	if (ctl == -EBUSY)
 		afs_log(LOG_WARNING, "%s: a live aiodfs holds this mount's control "
 			"socket; serving without one", afs.mountpoint);
+	else if (ctl == -EDESTADDRREQ)
+		afs_log(LOG_WARNING, "%s: no control socket: XDG_RUNTIME_DIR is "
+			"not set, so aiodfsctl cannot reach this mount",
+			afs.mountpoint);
 	else if (ctl < 0 || add(ctl, AFS_EV_CTL) < 0)
 		afs_log(LOG_WARNING, "%s: no control socket: %s", afs.mountpoint,
 			strerror(ctl < 0 ? -ctl : errno));

@@ -39,6 +39,8 @@ void afs_log(int prio, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (prio == LOG_DEBUG && !afs.opt.debug)
+		return; /* said only under -d */
 	va_start(ap, fmt);
 	if (use_syslog) {
 		vsyslog(prio, fmt, ap);

@@ -64,6 +64,52 @@ run="env AIOD_WORKER=$T/no-such-aiod" bad "no worker program" "$T/src" "$T/mnt"
 grep -q "$T/no-such-aiod" "$T/err" && ok "the message names the worker program" ||
 	fail "the message does not name the worker program: $(cat "$T/err")"
 
+# ---- an ordinary user mounts: fusermount3 does it for them ----
+# In a mount namespace of our own whose /dev/fuse lets anyone open it, as
+# Debian's does (this machine's is root's only): nobody mounts a source
+# of theirs, reads, creates, runs a program, asks aiodfsctl, and
+# unmounts; the daemon then exits 0.  With XDG_RUNTIME_DIR set it says
+# nothing on stderr (no word of passthrough, which only root may have
+# and nobody asked for); without, one line: no control socket.
+mkdir -p "$T/user/src" "$T/user/mnt" "$T/user/run" && echo mine >"$T/user/src/f" &&
+	cp /bin/true "$T/user/src/true" && chown -R nobody: "$T/user" &&
+	chmod 700 "$T/user/run" && mknod -m 666 "$T/fuse" c 10 229 ||
+	fail "cannot set up the user's mount"
+ctl=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
+# user_mount XDG: the user's session, XDG_RUNTIME_DIR=XDG (empty: unset).
+user_mount() {
+	# shellcheck disable=SC2016
+	unshare -m --propagation private sh -c '
+		mount --bind "$1/fuse" /dev/fuse || exit 1
+		if [ -n "$4" ]; then export XDG_RUNTIME_DIR=$4; else unset XDG_RUNTIME_DIR; fi
+		exec setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c "
+			\"$2\" -f \"$1/user/src\" \"$1/user/mnt\" 2>\"$1/user/err\" &
+			pid=\$!
+			for i in \$(seq 100); do
+				grep -q \" $1/user/mnt fuse\" /proc/mounts && break
+				sleep 0.1
+			done
+			cat \"$1/user/mnt/f\" && echo new >\"$1/user/mnt/g\" &&
+				\"$1/user/mnt/true\" && echo ran
+			\"$3\" stats \"$1/user/mnt\" >/dev/null 2>&1 && echo ctl
+			fusermount3 -u \"$1/user/mnt\"
+			wait \$pid; echo daemon \$?"' sh "$T" "$AIODFS" "$ctl" "$1"
+}
+out=$(user_mount "$T/user/run" 2>&1 | tr '\n' ' ')
+if [ "$out" = "mine ran ctl daemon 0 " ] && [ ! -s "$T/user/err" ] &&
+	[ "$(stat -c %U "$T/user/src/g" 2>/dev/null)" = nobody ]; then
+	ok "an ordinary user mounts, reads, creates, runs a program, asks aiodfsctl, unmounts; nothing on stderr"
+else
+	fail "an ordinary user's mount: $out; stderr: $(cat "$T/user/err" 2>/dev/null)"
+fi
+out=$(user_mount "" 2>&1 | tr '\n' ' ')
+if [ "$out" = "mine ran daemon 0 " ] && [ "$(wc -l <"$T/user/err")" = 1 ] &&
+	grep -q "no control socket: XDG_RUNTIME_DIR is not set" "$T/user/err"; then
+	ok "without XDG_RUNTIME_DIR, one line: $(cat "$T/user/err")"
+else
+	fail "an ordinary user's mount without XDG_RUNTIME_DIR: $out; stderr: $(cat "$T/user/err" 2>/dev/null)"
+fi
+
 # ---- detaching: live on return; one thread; workers=N ----
 if "$AIODFS" -o workers=3 "$T/src" "$T/mnt" && mounted "$T/mnt" &&
 	[ "$(cat "$T/mnt/file")" = data ]; then

@@ -2612,7 +2612,8 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
  * The open directory keeps the source's offset after each position
  * handed out (8 bytes an entry while it is open), so a READDIR from any
  * of them, a seekdir() or the rest of a reply the kernel had no room
- * for, goes straight there; the positions after it are read again.
+ * for, goes straight there.  Positions read again take the offsets read
+ * then; those further on keep theirs, which a telldir() may still hold.
  */
 static bool dir_pos_off(const struct afs_file *f, off_t pos, int64_t *off)
 {
@@ -2640,7 +2641,8 @@ static bool dir_pos_note(struct afs_file *f, uint64_t pos, int64_t off)
 		f->offs_cap = cap;
 	}
 	f->offs[pos - 1] = (uint64_t)off;
-	f->noffs = (uint32_t)pos;
+	if (pos > f->noffs)
+		f->noffs = (uint32_t)pos;
 	return true;
 }
 

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_ENTRIES 1024
+#define MAX_ENTRIES 4096
 
 static void result(const char *what, long v)
 {
@@ -76,9 +76,14 @@ int main(int argc, char **argv)
 		snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
 	}
 	result("readdir", errno ? -1 : (long)n);
-	/* Back to entries of the first reply, of later ones, the last. */
-	for (unsigned i = 1; i <= 4 && n > 4; i++) {
-		unsigned at = i < 4 ? n * i / 4 : n - 1;
+	/*
+	 * Back to an early entry, then to later ones than the listing from
+	 * there has reached (a directory of more entries than one of
+	 * readdir()'s buffers holds), back, and to the last.
+	 */
+	for (unsigned i = 0; i < 4 && n > 4; i++) {
+		static const unsigned quarter[] = { 1, 3, 2, 4 };
+		unsigned at = quarter[i] < 4 ? n * quarter[i] / 4 : n - 1;
 
 		seekdir(d, pos[at]);
 		de = readdir(d);

@@ -6,8 +6,9 @@
 # large-file support) and as a 64-bit program, stats a file, asks its
 # generation and flags by ioctl (a 32-bit program's FS_IOC_GETVERSION is
 # FS_IOC32_GETVERSION, which reaches the daemon as a compat ioctl), lists
-# a directory of 300 entries (several READDIRs), and seeks back to
-# entries with telldir()'s values.  Its output must be the same on the
+# a directory of 3,000 entries (several READDIRs, more than one buffer
+# of readdir()'s), and seeks back and forth to entries with telldir()'s
+# values.  Its output must be the same on the
 # source and through the mount, by default and with -o writeback.
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/compat32.sh
@@ -25,7 +26,7 @@ set -u
 helper=$(dirname "$0")/compat32.c
 src=$T/src mnt=$T/mnt
 mkdir -p "$src/d" "$mnt"
-(cd "$src/d" && seq -f "entry-%03g" 299 | xargs touch && echo data >f) || exit 1
+(cd "$src/d" && seq -f "entry-%04g" 2999 | xargs touch && echo data >f) || exit 1
 
 progs="64"
 cc -O2 -Wall -o "$T/compat64" "$helper" || exit 1
@@ -45,7 +46,7 @@ for opts in "" "-o writeback"; do
 		"$T/compat$p" "$src/d" f >"$T/want" 2>&1
 		"$T/compat$p" "$mnt/d" f >"$T/got" 2>&1
 		if [ "$(grep -c "finds it: yes" "$T/want")" != 4 ] ||
-			! grep -q "^readdir: 302$" "$T/want"; then
+			! grep -q "^readdir: 3002$" "$T/want"; then
 			fail "$p-bit program on the source itself: $(tr '\n' ' ' <"$T/want")"
 		elif cmp -s "$T/want" "$T/got"; then
 			ok "${opts:-default}: the $p-bit program sees through the mount what it sees on the source"

@@ -1521,7 +1521,6 @@ static bool after_closes(struct op *op, op_step *step)
 	return true;
 }
 
-/* The flags a backing open gets for the kernel's open flags. */
 /*
  * The open flags a program may pass to open(2) that a reopen of the
  * source file keeps.  The kernel's FUSE_OPEN carries its own bits too,
@@ -1534,6 +1533,7 @@ static bool after_closes(struct op *op, op_step *step)
 	 O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOATIME | O_PATH |       \
 	 O_TMPFILE)
 
+/* The flags a backing open gets for the kernel's open flags. */
 static int backing_flags(int flags)
 {
 	/*

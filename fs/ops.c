@@ -1530,8 +1530,7 @@ static bool after_closes(struct op *op, op_step *step)
  */
 #define OPEN_FLAGS_KEPT                                                     \
 	(O_ACCMODE | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC |   \
-	 O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOATIME | O_PATH |       \
-	 O_TMPFILE)
+	 O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOATIME)
 
 /* The flags a backing open gets for the kernel's open flags. */
 static int backing_flags(int flags)
@@ -2612,8 +2611,12 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
  * The open directory keeps the source's offset after each position
  * handed out (8 bytes an entry while it is open), so a READDIR from any
  * of them, a seekdir() or the rest of a reply the kernel had no room
- * for, goes straight there.  Positions read again take the offsets read
- * then; those further on keep theirs, which a telldir() may still hold.
+ * for, goes straight there.  A position is never given another offset:
+ * a telldir() may hold it.  Read again, an entry keeps its position if
+ * that stands for the same offset; where the directory changed since,
+ * it gets a new one after all the others.  A position never handed out
+ * (a seekdir() to a made-up value, or to one of another open) reads as
+ * the end of the listing.
  */
 static bool dir_pos_off(const struct afs_file *f, off_t pos, int64_t *off)
 {
@@ -2623,11 +2626,20 @@ static bool dir_pos_off(const struct afs_file *f, off_t pos, int64_t *off)
 	return true;
 }
 
-/* The entry at position pos ends at the source's off.  False: no memory. */
-static bool dir_pos_note(struct afs_file *f, uint64_t pos, int64_t off)
+/*
+ * The position of the entry after position prev, which ends at the
+ * source's off: prev + 1 if that is new or stands for off, else a new
+ * one.  0: no memory.
+ */
+static uint64_t dir_pos_note(struct afs_file *f, uint64_t prev, int64_t off)
 {
+	uint64_t pos = prev + 1;
+
+	if (pos <= f->noffs && f->offs[pos - 1] == (uint64_t)off)
+		return pos;
+	pos = (uint64_t)f->noffs + 1;
 	if (pos > UINT32_MAX)
-		return false;
+		return 0;
 	if (pos > f->offs_cap) {
 		uint32_t cap = f->offs_cap ? f->offs_cap : 64;
 		uint64_t *offs;
@@ -2641,9 +2653,8 @@ static bool dir_pos_note(struct afs_file *f, uint64_t pos, int64_t off)
 		f->offs_cap = cap;
 	}
 	f->offs[pos - 1] = (uint64_t)off;
-	if (pos > f->noffs)
-		f->noffs = (uint32_t)pos;
-	return true;
+	f->noffs = (uint32_t)pos;
+	return pos;
 }
 
 /*
@@ -2726,16 +2737,17 @@ static void readdir_done(struct op *op)
 			.st_ino = afs_ino_of(dev, d->d_ino),
 			.st_mode = (mode_t)d->d_type << 12,
 		};
-		size_t n = fuse_add_direntry(op->freq, reply + used,
-					     size - used, d->d_name, &st,
-					     (off_t)pos + 1);
+		size_t need = fuse_add_direntry(op->freq, NULL, 0, d->d_name,
+						NULL, 0);
+		uint64_t next;
 
-		if (n > size - used || !dir_pos_note(op->file[0], pos + 1,
-						     d->d_off))
+		if (need > size - used ||
+		    !(next = dir_pos_note(op->file[0], pos, d->d_off)))
 			break; /* the next readdir resumes from here */
-		used += n;
+		used += fuse_add_direntry(op->freq, reply + used, size - used,
+					  d->d_name, &st, (off_t)next);
 		p += d->d_reclen;
-		pos++;
+		pos = next;
 	}
 	if (!used && p < end) {
 		reply_err(op, ENOMEM); /* (the kernel's buffer fits one) */
@@ -2805,9 +2817,10 @@ static void readdirplus_done(struct op *op)
 		struct afs_inode *in = NULL;
 		size_t need = fuse_add_direntry_plus(op->freq, NULL, 0, e->name,
 						     NULL, 0);
+		uint64_t next;
 
 		if (need > size - used ||
-		    !dir_pos_note(op->file[0], pos + 1, e->off))
+		    !(next = dir_pos_note(op->file[0], pos, e->off)))
 			break; /* the next readdirplus resumes from here */
 		if (e->err == 0) {
 			bool usable = afs.use_handles && e->fh.handle_bytes &&
@@ -2840,7 +2853,8 @@ static void readdirplus_done(struct op *op)
 		}
 		used += fuse_add_direntry_plus(op->freq, reply + used,
 					       size - used, e->name, &fe,
-					       (off_t)++pos);
+					       (off_t)next);
+		pos = next;
 	}
 	if (!used && p < end) {
 		free(linked);

@@ -8,7 +8,9 @@
  * 32-bit command numbers, its readdir() refuses offsets past 31 bits
  * and its telldir() returns a 32-bit long.
  *
- *   compat32 DIR NAME
+ *   compat32 DIR FILE    the lines to compare; DIR loses an entry
+ *   compat32 -w DIR      whether DIR's telldir() values pass 31 bits
+ *                        (the source's must, for the test to mean much)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -42,11 +44,21 @@ int main(int argc, char **argv)
 	unsigned n = 0;
 	DIR *d;
 
+	if (argc == 3 && !strcmp(argv[1], "-w")) {
+		long long widest = 0;
+
+		d = opendir(argv[2]);
+		while (d && (errno = 0, readdir(d)))
+			if ((long long)telldir(d) > widest)
+				widest = (long long)telldir(d);
+		printf("%s\n", widest > 0x7fffffffLL ? "wide" : "narrow");
+		return d && !errno ? 0 : 1;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: compat32 DIR NAME\n");
+		fprintf(stderr, "usage: compat32 DIR FILE | -w DIR\n");
 		return 2;
 	}
-	snprintf(path, sizeof(path), "%s/%s", argv[1], argv[2]);
+	snprintf(path, sizeof(path), "%s", argv[2]);
 	result("stat", stat(path, &st));
 	printf("mode %o size %lld nlink %u\n", (unsigned)st.st_mode,
 	       (long long)st.st_size, (unsigned)st.st_nlink);
@@ -88,6 +100,30 @@ int main(int argc, char **argv)
 		seekdir(d, pos[at]);
 		de = readdir(d);
 		printf("seekdir to entry %u finds it: %s\n", at,
+		       de && !strcmp(de->d_name, names[at]) ? "yes" : "no");
+	}
+	/*
+	 * The directory changes: an entry early in the listing goes.  Back
+	 * to just before it and reading on (the listing from there is read
+	 * again, a READDIR's worth, past where it was), then a telldir()
+	 * value from before, of an entry the reading again passed: that
+	 * entry, which did not change, is still where it was.
+	 */
+	if (n > 8) {
+		unsigned gone = n / 8, at;
+		char victim[4096];
+
+		while (gone < n && strncmp(names[gone], "entry-", 6))
+			gone++;
+		at = gone + 8 < n ? gone + 8 : n - 1; /* in what is read again */
+		snprintf(victim, sizeof(victim), "%s/%s", argv[1], names[gone]);
+		result("unlink an early entry", unlink(victim));
+		seekdir(d, pos[gone - 2]);
+		for (unsigned i = 0; i < 3; i++)
+			readdir(d);
+		seekdir(d, pos[at]);
+		de = readdir(d);
+		printf("then seekdir to entry %u finds it: %s\n", at,
 		       de && !strcmp(de->d_name, names[at]) ? "yes" : "no");
 	}
 	closedir(d);

@@ -7,9 +7,11 @@
 # generation and flags by ioctl (a 32-bit program's FS_IOC_GETVERSION is
 # FS_IOC32_GETVERSION, which reaches the daemon as a compat ioctl), lists
 # a directory of 3,000 entries (several READDIRs, more than one buffer
-# of readdir()'s), and seeks back and forth to entries with telldir()'s
-# values.  Its output must be the same on the
-# source and through the mount, by default and with -o writeback.
+# of readdir()'s), seeks back and forth to entries with telldir()'s
+# values, then removes an entry, reads part of the listing again and
+# seeks to an entry it saw before.  Its output must be the same on the
+# source (an ext4 image of the test's own) and through the mount, by
+# default and with -o writeback.
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/compat32.sh
 #
@@ -25,8 +27,22 @@ set -u
 
 helper=$(dirname "$0")/compat32.c
 src=$T/src mnt=$T/mnt
-mkdir -p "$src/d" "$mnt"
-(cd "$src/d" && seq -f "entry-%04g" 2999 | xargs touch && echo data >f) || exit 1
+mkdir -p "$src" "$mnt"
+# The source: an ext4 of its own, whatever /tmp is: its offsets are
+# 64-bit hashes (but 31-bit ones for a 32-bit caller) and it keeps
+# generations, the two things a 32-bit program trips over.
+before_cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	umount "$src" 2>/dev/null
+}
+truncate -s 128M "$T/img" && mkfs.ext4 -q -F -N 50000 "$T/img" &&
+	mount -o loop "$T/img" "$src" ||
+	{ echo "compat32: cannot mount an ext4 image here" >&2; exit 1; }
+# fresh NAME: a directory of 2,999 entries and f, alike in every call.
+fresh() {
+	mkdir "$src/$1" && (cd "$src/$1" && seq -f "entry-%04g" 2999 | xargs touch &&
+		echo data >f)
+}
 
 progs="64"
 cc -O2 -Wall -o "$T/compat64" "$helper" || exit 1
@@ -38,15 +54,23 @@ elif [ "$(uname -m)" = x86_64 ]; then
 else
 	echo "compat32: no 32-bit compiler on $(uname -m); the 64-bit program only"
 fi
+fresh probe || exit 1
+[ "$("$T/compat64" -w "$src/probe")" = wide ] &&
+	ok "the source's directory offsets pass 31 bits" ||
+	fail "the source's directory offsets fit 31 bits: the listing checks prove nothing"
 
+n=0
 for opts in "" "-o writeback"; do
 	# shellcheck disable=SC2086
 	serve "$T/daemon.log" "$src" "$mnt" $opts || exit 1
 	for p in $progs; do
-		"$T/compat$p" "$src/d" f >"$T/want" 2>&1
-		"$T/compat$p" "$mnt/d" f >"$T/got" 2>&1
-		if [ "$(grep -c "finds it: yes" "$T/want")" != 4 ] ||
-			! grep -q "^readdir: 3002$" "$T/want"; then
+		n=$((n + 1))
+		fresh "a$n" && fresh "b$n" || exit 1
+		"$T/compat$p" "$src/a$n" "$src/probe/f" >"$T/want" 2>&1
+		"$T/compat$p" "$mnt/b$n" "$mnt/probe/f" >"$T/got" 2>&1
+		if [ "$(grep -c "finds it: yes" "$T/want")" != 5 ] ||
+			! grep -q "^readdir: 3002$" "$T/want" ||
+			! grep -q "^FS_IOC_GETVERSION: 0$" "$T/want"; then
 			fail "$p-bit program on the source itself: $(tr '\n' ' ' <"$T/want")"
 		elif cmp -s "$T/want" "$T/got"; then
 			ok "${opts:-default}: the $p-bit program sees through the mount what it sees on the source"

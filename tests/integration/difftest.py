@@ -1676,19 +1676,25 @@ def s_mmap(t):
 
 
 def run_program(argv):
-    """Runs argv, returns (exit status, its output); an exec that fails
-    raises OSError, recorded as its errno."""
+    """Runs argv and returns its exit status; an exec that fails raises
+    OSError with the child's errno (told through a close-on-exec pipe)."""
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
+            os.close(rfd)
             os.execv(argv[0], argv)
         except OSError as e:
-            os._exit(200 + e.errno)
+            os.write(wfd, str(e.errno).encode())
+        finally:
+            os._exit(127)
+    os.close(wfd)
+    told = os.read(rfd, 16)
+    os.close(rfd)
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code > 200:
-        raise OSError(code - 200, os.strerror(code - 200))
-    return code
+    if told:
+        raise OSError(int(told), os.strerror(int(told)))
+    return os.waitstatus_to_exitcode(status)
 
 
 def open_close(path, flags):

@@ -2688,15 +2688,15 @@ static void listing_learn(struct op *op, bool took_all, uint64_t last_pos)
 /*
  * Whether READDIR(PLUS) at off is the empty one at the end, or from a
  * position never handed out (a seekdir() to a value telldir() did not
- * give, or past the end): replies.
+ * give, or past the end): replies.  If not, *src is where the source's
+ * listing resumes.
  */
 static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
-			 off_t off, int opcode)
+			 off_t off, int opcode, int64_t *src)
 {
 	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
-	int64_t src;
 
-	if (dir_pos_off(f, off, &src) &&
+	if (dir_pos_off(f, off, src) &&
 	    (f->end_off < 0 || off != f->end_off || !f->in ||
 	     f->in->writes != f->end_writes))
 		return false;
@@ -2763,17 +2763,15 @@ static void readdir_done(struct op *op)
 static void afs_readdir(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			off_t off, struct fuse_file_info *fi)
 {
-	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
 	struct op *op;
-	int64_t src = 0; /* (listing_ends() checked it is known) */
+	int64_t src;
 
 	(void)ino;
-	if (listing_ends(freq, fi, off, AFS_OP_READDIR))
+	if (listing_ends(freq, fi, off, AFS_OP_READDIR, &src))
 		return;
 	op = op_new(freq, AFS_OP_READDIR, NULL, NULL);
 	if (!op)
 		return;
-	dir_pos_off(f, off, &src);
 	op->dir_pos = (uint64_t)off;
 	aiod_prep_readdir(&op->req, -1, NULL, size, src);
 	op_file(op, 0, fi);
@@ -2874,17 +2872,15 @@ static void readdirplus_done(struct op *op)
 static void afs_readdirplus(fuse_req_t freq, fuse_ino_t ino, size_t size,
 			    off_t off, struct fuse_file_info *fi)
 {
-	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
 	struct op *op;
-	int64_t src = 0; /* (listing_ends() checked it is known) */
+	int64_t src;
 
 	(void)ino;
-	if (listing_ends(freq, fi, off, AFS_OP_READDIRPLUS))
+	if (listing_ends(freq, fi, off, AFS_OP_READDIRPLUS, &src))
 		return;
 	op = op_new(freq, AFS_OP_READDIRPLUS, NULL, NULL);
 	if (!op)
 		return;
-	dir_pos_off(f, off, &src);
 	op->dir_pos = (uint64_t)off;
 	/*
 	 * A record of ours is at most 3 times the kernel's for the same

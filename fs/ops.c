@@ -1402,15 +1402,13 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 
 /* ---- open files ------------------------------------------------------------ */
 
-static int backing_flags(int flags);
-
 /*
  * The open file for backing fd of inode in (NULL: not known yet), opened
- * with the kernel's open flags.
+ * with open flags bflags (backing_flags()' or their retry's).
  */
 static unsigned nfiles; /* afs_file structs alive */
 
-static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
+static struct afs_file *file_new(int fd, int bflags, struct afs_inode *in)
 {
 	struct afs_file *f = malloc(sizeof(*f));
 
@@ -1418,12 +1416,12 @@ static struct afs_file *file_new(int fd, int flags, struct afs_inode *in)
 		nfiles++;
 		f->fd = fd;
 		f->refs = 1;
-		f->append = backing_flags(flags) & O_APPEND;
+		f->append = bflags & O_APPEND;
 		f->released = false;
 		f->backing = false;
 		f->cached = false;
-		f->direct = flags & O_DIRECT;
-		f->accmode = backing_flags(flags) & O_ACCMODE;
+		f->direct = bflags & O_DIRECT;
+		f->accmode = bflags & O_ACCMODE;
 		f->local = false;
 		f->worker_close = true;
 		f->uses = 0;
@@ -1602,15 +1600,38 @@ static uint32_t open_keeps(const struct afs_inode *in)
 	return in->local > 0 ? 0 : AIOD_F_KEEP;
 }
 
+/*
+ * Under writeback an open to append reaches the source without O_APPEND
+ * (backing_flags()), which a file made append-only (chattr +a) refuses
+ * with EPERM.  Such an open is tried again as the program asked, and
+ * the kernel's page cache left out of its writes (direct_io): the
+ * kernel still places each append at its own size of the file, and the
+ * fd appends there.  Returns whether op was submitted again, to step.
+ */
+static bool open_appending(struct op *op, op_step *step)
+{
+	int bflags = (int)op->req.arg[0], kflags = op->fi.flags;
+
+	if (op->req.result != -EPERM || !afs.opt.writeback ||
+	    !(kflags & O_APPEND) || (bflags & O_APPEND))
+		return false;
+	op->req.arg[0] = (bflags & ~O_ACCMODE) | (kflags & O_ACCMODE) | O_APPEND;
+	op->fi.direct_io = 1;
+	op_submit(op, step);
+	return true;
+}
+
 static void open_done(struct op *op)
 {
 	struct afs_file *f;
 
+	if (open_appending(op, open_done))
+		return;
 	if (op->req.result < 0) {
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd, op->fi.flags, op->in[0]);
+	f = file_new(op->req.ret_fd, (int)op->req.arg[0], op->in[0]);
 	if (!f) {
 		afs_close_async(op->req.ret_fd, NULL);
 		reply_err(op, ENOMEM);
@@ -1647,11 +1668,13 @@ static void create_done(struct op *op)
 {
 	struct afs_file *f;
 
+	if (open_appending(op, create_done))
+		return;
 	if (op->req.result < 0) {
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	f = file_new(op->req.ret_fd, op->fi.flags, NULL);
+	f = file_new(op->req.ret_fd, (int)op->req.arg[0], NULL);
 	if (!f) {
 		afs_close_async(op->req.ret_fd, NULL);
 		reply_err(op, ENOMEM);
@@ -2429,7 +2452,7 @@ static void owner_opened(struct op *op)
 		afs_close_async(op->req.ret_fd, NULL);
 	} else {
 		o = malloc(sizeof(*o));
-		ofd = o ? file_new(op->req.ret_fd, op->file[0]->accmode,
+		ofd = o ? file_new(op->req.ret_fd, (int)op->req.arg[0],
 				   op->in[0]) : NULL;
 		if (!ofd) {
 			free(o);
@@ -2456,7 +2479,11 @@ static void lock_run(struct op *op)
 			reply_err(op, 0); /* it holds nothing here */
 			return;
 		}
-		aiod_prep_open(&op->req, -1, NULL, op->file[0]->accmode, 0, 0);
+		/* An append-only file opens to write only to append. */
+		aiod_prep_open(&op->req, -1, NULL,
+			       op->file[0]->accmode |
+				       (op->file[0]->append ? O_APPEND : 0),
+			       0, 0);
 		op->req.flags = AIOD_F_KEEP;
 		afs_inode_set_obj(&op->req, 0, op->in[0]);
 		op->as_daemon = true; /* the file is open already: no new check */

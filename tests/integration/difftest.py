@@ -1417,6 +1417,26 @@ def s_fileattr(t):
     t("lsattr -v d is 77", version_is, "d", 77)
     t("chattr +a f", set_flags, "f", FS_APPEND_FL)
     t.open("open f O_WRONLY (append-only)", "f", O_WRONLY)
+    t.open("open f O_RDWR (append-only)", "f", O_RDWR)
+    # Appends, with the file's pages cached by a reader meanwhile.
+    r = t.open("open f O_RDONLY", "f", O_RDONLY)
+    t("read f through it", read_all, r)
+    a = t.open("open f O_WRONLY|O_APPEND (append-only)", "f",
+               O_WRONLY | O_APPEND)
+    if a is not None:
+        t("append to f", os.write, a, b" and more")
+        t("pwrite at 0 appends", os.pwrite, a, b"!", 0)
+        t("fstat size of f", lambda fd: os.fstat(fd).st_size, a)
+    b = t.open("open f O_RDWR|O_APPEND|O_CREAT (append-only)", "f",
+               O_RDWR | O_APPEND | O_CREAT)
+    if b is not None:
+        t("append through the second", os.write, b, b"?")
+        t("pread f at 2 through it", os.pread, b, 100, 2)
+        t("ftruncate f (append-only)", os.ftruncate, b, 1)
+    t("read f again through the reader", read_all, r)
+    t.close_all()
+    t("read f", get, "f")
+    t("stat size of f", lambda p: os.stat(p).st_size, "f")
     t("chattr -a +i f", set_flags, "f", FS_IMMUTABLE_FL, FS_APPEND_FL)
     t("lsattr f", get_flags, "f")
     t.open("open f O_WRONLY (immutable)", "f", O_WRONLY)

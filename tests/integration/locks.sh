@@ -15,6 +15,7 @@
 # another process's close, leaves a lock alone, while the holder's close
 # of any fd on the file ends it, on the source too before close(2)
 # returns; four processes adding to a number under lockf lose nothing;
+# a lockf on an append-only log opened O_APPEND holds on the source;
 # F_SETLKW waits until the holder lets go, and ^C ends the wait with
 # EINTR.  Without the option, fcntl locks
 # stay inside the mount: the source does not see them.  The posix_locks
@@ -77,8 +78,8 @@ def try_flock(path):
     except BlockingIOError:
         return "EWOULDBLOCK"
 
-def try_posix(path):
-    fd = os.open(path, os.O_RDWR)
+def try_posix(path, flags=os.O_RDWR):
+    fd = os.open(path, flags)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
         return "locked"
@@ -262,6 +263,37 @@ for pid in adders:
 with open(m) as f:
     total = f.read()
 check(f"4 processes add 50 each under lockf: {total}", total == "200")
+
+# A log made append-only (chattr +a), opened to append: lockf takes
+# its owner's description on the source as the file allows, to append
+# (EPERM before, from a reopen to write).
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_APPEND_FL = 0x80086601, 0x40086602, 0x20
+def set_append(path, on):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 4))[0]
+        flags = flags | FS_APPEND_FL if on else flags & ~FS_APPEND_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags))
+    finally:
+        os.close(fd)
+log_s, log_m = os.path.join(src, "log"), os.path.join(mnt, "log")
+with open(log_s, "w") as f:
+    f.write("one\n")
+set_append(log_s, True)
+fd = os.open(log_m, os.O_WRONLY | os.O_APPEND)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)
+    os.write(fd, b"two\n")
+    got = ask(lambda: try_posix(log_s, os.O_WRONLY | os.O_APPEND))
+    fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0)
+except OSError as e:
+    got = errno.errorcode[e.errno]
+os.close(fd)
+set_append(log_s, False)
+with open(log_s) as f:
+    text = f.read()
+check(f"lockf on an append-only log opened O_APPEND: {got}, {text!r}",
+      got == "EAGAIN" and text == "one\ntwo\n")
 
 # OFD locks through the mount: the open file's, until its release.
 fd = os.open(m, os.O_RDWR)

@@ -73,14 +73,16 @@ grep -q "$T/no-such-aiod" "$T/err" && ok "the message names the worker program" 
 # and nobody asked for); without, one line: no control socket.
 mkdir -p "$T/user/src" "$T/user/mnt" "$T/user/run" && echo mine >"$T/user/src/f" &&
 	cp /bin/true "$T/user/src/true" && chown -R nobody: "$T/user" &&
-	chmod 700 "$T/user/run" && mknod -m 666 "$T/fuse" c 10 229 ||
+	chmod 700 "$T/user/run" && mkdir "$T/dev" ||
 	fail "cannot set up the user's mount"
 ctl=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
 # user_mount XDG: the user's session, XDG_RUNTIME_DIR=XDG (empty: unset).
 user_mount() {
 	# shellcheck disable=SC2016
 	unshare -m --propagation private sh -c '
-		mount --bind "$1/fuse" /dev/fuse || exit 1
+		# The node on a tmpfs of its own: $T may be on a nodev /tmp.
+		mount -t tmpfs none "$1/dev" && mknod -m 666 "$1/dev/fuse" c 10 229 &&
+			mount --bind "$1/dev/fuse" /dev/fuse || exit 1
 		if [ -n "$4" ]; then export XDG_RUNTIME_DIR=$4; else unset XDG_RUNTIME_DIR; fi
 		exec setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c "
 			\"$2\" -f \"$1/user/src\" \"$1/user/mnt\" 2>\"$1/user/err\" &

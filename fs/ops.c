@@ -2641,9 +2641,10 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
  * for, goes straight there.  A position is never given another offset:
  * a telldir() may hold it.  Read again, an entry keeps its position if
  * that stands for the same offset; where the directory changed since,
- * it gets a new one after all the others.  A position never handed out
- * (a seekdir() to a made-up value, or to one of another open) reads as
- * the end of the listing.
+ * it gets a new one after all the others, until a listing from the
+ * start (listing_ends()).  A position never handed out (a seekdir() to
+ * a made-up value, or to one of another open) reads as the end of the
+ * listing.
  */
 static bool dir_pos_off(const struct afs_file *f, off_t pos, int64_t *off)
 {
@@ -2721,8 +2722,16 @@ static void listing_learn(struct op *op, bool took_all, uint64_t last_pos)
 static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
 			 off_t off, int opcode, int64_t *src)
 {
-	const struct afs_file *f = (const struct afs_file *)(uintptr_t)fi->fh;
+	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
 
+	/*
+	 * A listing from the start (an opendir(), a rewinddir()) voids
+	 * every telldir() value given before it (POSIX), so positions
+	 * start over: the table holds one listing's, however often a
+	 * program rewinds a directory that changes meanwhile.
+	 */
+	if (off == 0)
+		f->noffs = 0;
 	if (dir_pos_off(f, off, src) &&
 	    (f->end_off < 0 || off != f->end_off || !f->in ||
 	     f->in->writes != f->end_writes))

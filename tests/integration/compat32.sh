@@ -11,7 +11,9 @@
 # values, then removes an entry, reads part of the listing again and
 # seeks to an entry it saw before.  Its output must be the same on the
 # source (an ext4 image of the test's own) and through the mount, by
-# default and with -o writeback.
+# default and with -o writeback.  And a directory listed from the start
+# 400 times while open, changing between listings, leaves the daemon's
+# memory where it was.
 #
 #   AIODFS=build/fs/aiodfs AIOD_WORKER=build/aiod/aiod tests/integration/compat32.sh
 #
@@ -35,7 +37,7 @@ before_cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 	umount "$src" 2>/dev/null
 }
-truncate -s 128M "$T/img" && mkfs.ext4 -q -F -N 50000 "$T/img" &&
+truncate -s 128M "$T/img" && mkfs.ext4 -q -F -N 60000 "$T/img" &&
 	mount -o loop "$T/img" "$src" ||
 	{ echo "compat32: cannot mount an ext4 image here" >&2; exit 1; }
 # fresh NAME: a directory of 2,999 entries and f, alike in every call.
@@ -59,6 +61,44 @@ fresh probe || exit 1
 	ok "the source's directory offsets pass 31 bits" ||
 	fail "the source's directory offsets fit 31 bits: the listing checks prove nothing"
 
+# rewinds: a program keeps a directory of 10,000 entries open and lists
+# it from the start 400 times while a name in it comes and goes; the
+# daemon's positions start over at each listing from the start, so its
+# memory stays (growing 8 bytes per entry the directory changed before,
+# it grew 30 MB here).
+rewinds() {
+	mkdir "$src/rw" && (cd "$src/rw" && seq -f "e%05g" 10000 | xargs touch) || return
+	python3 - "$mnt/rw" "$pid" "$T/rw" <<'PY' && ok "$(cat "$T/rw")" || fail "$(cat "$T/rw")"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.c_void_p
+libc.readdir.argtypes = libc.rewinddir.argtypes = libc.closedir.argtypes = [ctypes.c_void_p]
+path, pid, said = sys.argv[1:]
+def rss_kib():
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+d = libc.opendir(path.encode())
+counts = set()
+for i in range(400):
+    libc.rewinddir(d)
+    n = 0
+    while libc.readdir(d):
+        n += 1
+    counts.add(n)
+    if i == 0:
+        before = rss_kib()
+    os.rename(os.path.join(path, f"x{i}" if i else "e00001"),
+              os.path.join(path, f"x{i + 1}"))
+grew = rss_kib() - before  # with the directory still open
+libc.closedir(d)
+what = f"400 listings from the start of a changing directory: {counts} entries, the daemon grew {grew} KiB"
+with open(said, "w") as f:
+    print(what, file=f)
+sys.exit(0 if counts == {10002} and grew < 4096 else 1)
+PY
+}
+
 n=0
 for opts in "" "-o writeback"; do
 	# shellcheck disable=SC2086
@@ -79,6 +119,7 @@ for opts in "" "-o writeback"; do
 			diff "$T/want" "$T/got" | sed -n 's/^[<>]/    &/p'
 		fi
 	done
+	[ -z "$opts" ] && rewinds
 	unserve "$mnt"
 done
 echo "$failures failed"

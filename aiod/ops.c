@@ -638,7 +638,7 @@ static int64_t op_link(struct op_ctx *c)
 }
 
 /*
- * AIOD_F_LOOKUP on an UNLINK or RENAME: the object that dirfd/name
+ * AIOD_F_LOOKUP on an UNLINK, RMDIR or RENAME: the object that dirfd/name
  * names before the call, opened O_PATH and identified (stx, fh), so
  * that it outlives the name the call removes.  Returns its fd, or -1
  * if there is none or it could not be opened.
@@ -687,9 +687,13 @@ static int64_t op_unlink(struct op_ctx *c)
 
 static int64_t op_rmdir(struct op_ctx *c)
 {
+	int held;
+
 	if (!c->name[0])
 		return -EINVAL;
-	return unlinkat(c->fd[0], c->name[0], AT_REMOVEDIR) < 0 ? -errno : 0;
+	held = hold_removed(c, c->fd[0], c->name[0]);
+	return removed(c, unlinkat(c->fd[0], c->name[0], AT_REMOVEDIR) < 0 ? -errno : 0,
+		       held);
 }
 
 static int64_t op_rename(struct op_ctx *c)

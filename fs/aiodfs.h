@@ -100,6 +100,8 @@ struct afs_inode {
 	unsigned pt_files;          /* its files open in passthrough */
 	unsigned cached_files;      /* its regular files open without */
 	bool pt_refused;            /* the kernel refused it a backing file */
+	bool removed;               /* a directory removed through the mount
+				       (removal_done() in ops.c) */
 };
 
 /* A FUSE open file or directory: one canonical open file description. */

@@ -57,6 +57,7 @@ struct op {
 	bool has_cred;
 	bool as_daemon;             /* the next request alone runs as the daemon */
 	bool retried;               /* setattr: a refused step was retried */
+	bool on_pathfd;             /* ran again on a removed directory's fd */
 	bool tmpfile;               /* create: O_TMPFILE, no name */
 	bool statx;                 /* getattr: came as FUSE_STATX */
 	struct aiod_cred cred;
@@ -388,11 +389,51 @@ static void count_bytes(const struct op *op)
 		afs_stats_bytes(0, (uint64_t)op->req.result, op->pipe != NULL);
 }
 
+/*
+ * A directory removed through the mount while the kernel still knows it
+ * (some process's cwd) cannot be opened by handle any more: the source
+ * keeps it only for the loop's fd of it (in->pathfd, which the rmdir's
+ * worker held for it, removal_done(), if it had none, and which a
+ * directory keeps till the kernel forgets it: reply_attr()).  A request
+ * that found it gone by handle (ESTALE) runs once more on that fd, so
+ * that the directory is what it is on the source: empty, with no links,
+ * its attributes and xattrs still there.  Not one removed behind the
+ * mount: made again there, its ESTALE makes the kernel look the name up
+ * anew and find the new one.  The fd outlives the request: only
+ * free_inode() closes a directory's, and the op holds the inode.
+ */
+static bool rerun_on_pathfd(struct op *op)
+{
+	struct aiod_req *req = &op->req;
+	bool again = false;
+
+	if (req->result != -ESTALE || op->on_pathfd)
+		return false;
+	for (int i = 0; i < 2; i++) {
+		struct afs_inode *in = op->in[i];
+
+		if (in && in->removed && in->pathfd >= 0 &&
+		    req->fh_in[i] == &in->fh) {
+			req->fd[i] = in->pathfd;
+			req->fh_in[i] = NULL;
+			again = true;
+		}
+	}
+	if (!again)
+		return false;
+	op->on_pathfd = true;
+	op->as_daemon = op->has_cred && !req->cred; /* as the first run */
+	op_submit(op, op->next);
+	return true;
+}
+
 static void complete(struct aiod_req *req)
 {
 	struct op *op = req->data;
 
 	if (!req->replied) {
+		if (rerun_on_pathfd(op))
+			return;
 		op->next(op);
 		return;
 	}
@@ -901,8 +942,12 @@ static void reply_attr(struct op *op)
 		reply_err(op, (int)-op->req.result);
 		return;
 	}
-	/* No name left: see getattr_now() and removal_done(). */
-	if ((op->req.stx.stx_mask & STATX_NLINK) && op->req.stx.stx_nlink == 0)
+	/*
+	 * No name left: see getattr_now() and removal_done().  Not a
+	 * directory's, whose fd is all that reaches it (rerun_on_pathfd()).
+	 */
+	if ((op->req.stx.stx_mask & STATX_NLINK) && op->req.stx.stx_nlink == 0 &&
+	    op->in[0]->type != S_IFDIR)
 		afs_inode_drop_fd(op->in[0]);
 	if (op->statx) {
 		reply_statx(op);
@@ -941,7 +986,8 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
  * first attributes that say so (reply_attr()): the fd would keep a
  * removed file's blocks until the kernel forgets the inode.  Its next
  * GETATTRs go to workers as before, whose open by handle finds it while
- * something else holds it, and says ESTALE once nothing does.
+ * something else holds it, and says ESTALE once nothing does.  A
+ * removed directory keeps its fd (rerun_on_pathfd()).
  */
 static bool getattr_now(struct op *op)
 {
@@ -1338,17 +1384,25 @@ static void removal_done(struct op *op)
 		if (req->stx.stx_mask & STATX_INO)
 			in = afs_inode_find(&req->stx, handle_usable(req) ? &req->fh
 									  : NULL);
-		if (!in || !S_ISREG(in->type) || !afs_inode_keep_fd(in, req->ret_fd))
+		if (in && S_ISDIR(in->type))
+			in->removed = true;
+		if (!in || !(S_ISREG(in->type) || S_ISDIR(in->type)) ||
+		    !afs_inode_keep_fd(in, req->ret_fd))
 			afs_close_path(req->ret_fd);
 	}
 	reply_status(op);
 }
 
-/* Submit op's UNLINK or RENAME, which may remove a regular file's last name. */
-static void removal_submit(struct op *op)
+/*
+ * Submit op's UNLINK, RMDIR or RENAME.  hold: the worker holds what it
+ * removes (removal_done()): a regular file's last name under writeback,
+ * or a directory, which stays some process's cwd as the empty, dead
+ * directory it is on the source (rerun_on_pathfd()).
+ */
+static void removal_submit(struct op *op, bool hold)
 {
 	direct_reply(op, false);
-	if (!afs.opt.writeback) {
+	if (!hold) {
 		op_submit(op, reply_status);
 		return;
 	}
@@ -1366,7 +1420,7 @@ static void afs_unlink(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	aiod_prep_unlink(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
-	removal_submit(op);
+	removal_submit(op, afs.opt.writeback);
 }
 
 static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
@@ -1379,8 +1433,7 @@ static void afs_rmdir(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	aiod_prep_rmdir(&op->req, -1, op->name[0]);
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
-	direct_reply(op, false);
-	op_submit(op, reply_status);
+	removal_submit(op, true);
 }
 
 static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
@@ -1397,7 +1450,7 @@ static void afs_rename(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	op_obj(op, 1, newparent);
 	op_changes_entries(op, 0);
 	op_changes_entries(op, 1);
-	removal_submit(op);
+	removal_submit(op, afs.opt.writeback);
 }
 
 /* ---- open files ------------------------------------------------------------ */

@@ -190,7 +190,7 @@ enum {
 	 * or LINK that succeeds, also fill stx and fh with the identity of
 	 * the object opened or created, sparing a LOOKUP round trip.  If that lookup fails, fh.handle_bytes
 	 * is 0 and stx.stx_mask is 0; the operation still succeeded.
-	 * On an UNLINK, or a RENAME without RENAME_EXCHANGE or
+	 * On an UNLINK, RMDIR, or a RENAME without RENAME_EXCHANGE or
 	 * RENAME_NOREPLACE, the object is the one the call removes a name
 	 * of (the RENAME's target), opened O_PATH just before the call:
 	 * after a call that succeeds, ret_fd is that fd, which keeps the

@@ -1582,6 +1582,29 @@ def s_unlink_open(t):
     t("names", names)
 
 
+def s_removed_cwd(t):
+    """A directory removed while it is the cwd: what is left of it."""
+    t("mkdir gone", os.mkdir, "gone")
+    t("setxattr gone", os.setxattr, "gone", "user.x", b"x")
+    here = os.open(".", O_RDONLY | O_DIRECTORY)
+    try:
+        t("cd gone", os.chdir, "gone")
+        t("rmdir ../gone", os.rmdir, "../gone")
+        t.stat("stat .", ".")
+        t("list .", names)
+        t.open("open . O_DIRECTORY", ".", O_RDONLY | O_DIRECTORY)
+        t("getxattr .", os.getxattr, ".", "user.x")
+        t("chmod . 0700", os.chmod, ".", 0o700)
+        t.stat("stat . again", ".")
+        t("create f in it", put, "f", b"x")
+        t("mkdir d in it", os.mkdir, "d")
+        t("lookup .. from it", names, "..")
+    finally:
+        os.fchdir(here)
+        os.close(here)
+    t("names", names)
+
+
 def s_chmod_open(t):
     fd = t.open("create f", "f", O_RDWR | O_CREAT)
     t("write", os.write, fd, b"data")
@@ -1999,6 +2022,7 @@ SCENARIOS = [
     ("locks", s_locks, False),
     ("lock_wait", s_lock_wait, False),
     ("unlink_open", s_unlink_open, False),
+    ("removed_cwd", s_removed_cwd, False),
     ("chmod_open", s_chmod_open, False),
     ("rename_open", s_rename_open, False),
     ("tmpfile", s_tmpfile, False),

@@ -113,7 +113,8 @@ static long wait_on(struct aiod_pool *p, struct seen *s, long ms)
 /* Whether req may return the object it removes a name of (ret_fd). */
 static bool removal_held(const struct aiod_req *req)
 {
-	return (req->op == AIOD_OP_UNLINK || req->op == AIOD_OP_RENAME) &&
+	return (req->op == AIOD_OP_UNLINK || req->op == AIOD_OP_RMDIR ||
+		req->op == AIOD_OP_RENAME) &&
 	       (req->flags & AIOD_F_LOOKUP);
 }
 
@@ -1822,9 +1823,10 @@ static void assert_none_held(const struct aiod_req *req)
 }
 
 /*
- * AIOD_F_LOOKUP on UNLINK and RENAME: the object whose last name went
- * stays in existence through the fd returned (aiodfs under writeback
- * sets its times after that).
+ * AIOD_F_LOOKUP on UNLINK, RMDIR and RENAME: the object whose last name
+ * went stays in existence through the fd returned (aiodfs under
+ * writeback sets its times after that, and a directory removed while
+ * it is some process's cwd is still what it was).
  */
 static void test_ops_removal_holds(void **state)
 {
@@ -1856,6 +1858,20 @@ static void test_ops_removal_holds(void **state)
 	aiod_prep_unlink(&req, d, "dir");
 	req.flags = AIOD_F_LOOKUP;
 	assert_int_equal(run(&req), -EISDIR);
+	assert_none_held(&req);
+
+	/* rmdir: the directory, empty and dead; a full one stays, unheld. */
+	ino = lstat_at(d, "dir").st_ino;
+	aiod_prep_rmdir(&req, d, "dir");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), 0);
+	assert_false(exists(d, "dir"));
+	assert_held(&req, ino, S_IFDIR);
+	assert_int_equal(mkdirat(d, "full", 0755), 0);
+	put_str(d, "full/f", "x");
+	aiod_prep_rmdir(&req, d, "full");
+	req.flags = AIOD_F_LOOKUP;
+	assert_int_equal(run(&req), -ENOTEMPTY);
 	assert_none_held(&req);
 
 	/* A rename over a file holds the file it replaced. */

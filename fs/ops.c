@@ -393,7 +393,7 @@ static void count_bytes(const struct op *op)
  * A directory removed through the mount while the kernel still knows it
  * (some process's cwd) cannot be opened by handle any more: the source
  * keeps it only for the loop's fd of it (in->pathfd, which the rmdir's
- * worker held for it, removal_done(), if it had none, and which a
+ * worker held for it, removal_done(), if it had none, and which such a
  * directory keeps till the kernel forgets it: reply_attr()).  A request
  * that found it gone by handle (ESTALE) runs once more on that fd, so
  * that the directory is what it is on the source: empty, with no links,
@@ -944,10 +944,11 @@ static void reply_attr(struct op *op)
 	}
 	/*
 	 * No name left: see getattr_now() and removal_done().  Not a
-	 * directory's, whose fd is all that reaches it (rerun_on_pathfd()).
+	 * directory removed through the mount, whose fd is all that
+	 * reaches it (rerun_on_pathfd()).
 	 */
 	if ((op->req.stx.stx_mask & STATX_NLINK) && op->req.stx.stx_nlink == 0 &&
-	    op->in[0]->type != S_IFDIR)
+	    !op->in[0]->removed)
 		afs_inode_drop_fd(op->in[0]);
 	if (op->statx) {
 		reply_statx(op);
@@ -987,7 +988,7 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
  * removed file's blocks until the kernel forgets the inode.  Its next
  * GETATTRs go to workers as before, whose open by handle finds it while
  * something else holds it, and says ESTALE once nothing does.  A
- * removed directory keeps its fd (rerun_on_pathfd()).
+ * directory removed through the mount keeps its fd (rerun_on_pathfd()).
  */
 static bool getattr_now(struct op *op)
 {

@@ -170,6 +170,26 @@ static bool may_wait_for_peer(uint64_t flags)
 	       (flags & (O_CREAT | O_EXCL)) != (O_CREAT | O_EXCL);
 }
 
+static mode_t own_umask, cur_umask;
+
+/*
+ * What a request creates, it creates under the umask its AIOD_F_UMASK
+ * gives, in argument slot (the caller's: the filesystem applies it, or
+ * the directory's default ACL in its place), else under the worker's
+ * own, the client's when the worker started.  Switched only when it
+ * differs from the last one.
+ */
+static void creating_umask(const struct op_ctx *c, int slot)
+{
+	mode_t want = (c->m->flags & AIOD_F_UMASK) ? (mode_t)c->m->arg[slot] & 0777
+						    : own_umask;
+
+	if (want != cur_umask) {
+		umask(want);
+		cur_umask = want;
+	}
+}
+
 static int64_t op_open(struct op_ctx *c)
 {
 	struct aiod_msg *m = c->m;
@@ -196,6 +216,8 @@ static int64_t op_open(struct op_ctx *c)
 		name = proc_path(&pp, c->fd[0]);
 		how.resolve = 0;
 	}
+	if (creates)
+		creating_umask(c, 3);
 	if (waits)
 		aiod_wait_begin();
 	fd = AIOD_RETRY(c, syscall(SYS_openat2, dirfd, name, &how, sizeof(how)));
@@ -329,6 +351,8 @@ static void own_pipe_empty(void)
  */
 void aiod_ops_init(void)
 {
+	own_umask = cur_umask = umask(0);
+	umask(own_umask);
 	dev_null = fd_kept(open("/dev/null", O_WRONLY | O_CLOEXEC));
 	if (own_pipe_open())
 		own_pipe_grow((2l << 20));
@@ -579,6 +603,7 @@ static int64_t op_mkdir(struct op_ctx *c)
 
 	if (!c->name[0])
 		return -EINVAL;
+	creating_umask(c, 1);
 	res = mkdirat(c->fd[0], c->name[0], (mode_t)c->m->arg[0]) < 0 ? -errno : 0;
 
 	return created(c, res, c->fd[0], c->name[0]);
@@ -590,6 +615,7 @@ static int64_t op_mknod(struct op_ctx *c)
 
 	if (!c->name[0])
 		return -EINVAL;
+	creating_umask(c, 2);
 	res = mknodat(c->fd[0], c->name[0], (mode_t)c->m->arg[0],
 		      (dev_t)c->m->arg[1]) < 0 ? -errno : 0;
 

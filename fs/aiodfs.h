@@ -146,6 +146,7 @@ struct afs {
 	int root_fd;                /* the source, O_RDONLY|O_DIRECTORY */
 	int reply_fd;               /* the session fd workers reply to, or -1 */
 	bool entry_out_full;        /* the kernel takes today's fuse_entry_out */
+	bool dont_mask;             /* FUSE_CAP_DONT_MASK: see set_umask() */
 	struct afs_inode root;
 	int root_mount_id;
 	bool use_handles;           /* the source's handles reopen */

@@ -777,6 +777,20 @@ static void afs_lookup(fuse_req_t freq, fuse_ino_t parent, const char *name)
 	op_submit(op, afs.use_handles ? lookup_done : lookup_pinned);
 }
 
+/*
+ * With FUSE_CAP_DONT_MASK the kernel leaves the caller's umask to us:
+ * the worker creates under it (AIOD_F_UMASK), so that the source
+ * applies it, or in its place the directory's default ACL, as it does
+ * for the caller on the source itself.  (The kernel masked the mode
+ * before, and a default ACL's wider rights were lost.)  After the op's
+ * flags are set.
+ */
+static void set_umask(struct op *op)
+{
+	if (afs.dont_mask)
+		aiod_prep_umask(&op->req, fuse_req_ctx(op->freq)->umask);
+}
+
 static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
 		      mode_t mode, dev_t rdev)
 {
@@ -789,6 +803,7 @@ static void afs_mknod(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP;
+	set_umask(op);
 	op_submit(op, entry_done);
 }
 
@@ -804,6 +819,7 @@ static void afs_mkdir(fuse_req_t freq, fuse_ino_t parent, const char *name,
 	op_obj(op, 0, parent);
 	op_changes_entries(op, 0);
 	op->req.flags = AIOD_F_LOOKUP;
+	set_umask(op);
 	op_submit(op, entry_done);
 }
 
@@ -1758,6 +1774,7 @@ static void afs_create(fuse_req_t freq, fuse_ino_t parent, const char *name,
 			       (fi->flags & O_EXCL),
 		       mode & 07777, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
 	op->req.flags = AIOD_F_LOOKUP | open_keeps(op_obj(op, 0, parent));
+	set_umask(op);
 	op_changes_entries(op, 0);
 	op_submit(op, create_done);
 }
@@ -3203,8 +3220,11 @@ static void afs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_POSIX_LOCKS;
 	else
 		conn->want &= ~FUSE_CAP_POSIX_LOCKS;
+	if (conn->capable & FUSE_CAP_DONT_MASK)
+		conn->want |= FUSE_CAP_DONT_MASK;
 	if (copts)
 		fuse_apply_conn_info_opts(copts, conn);
+	afs.dont_mask = conn->want & FUSE_CAP_DONT_MASK;
 	/* Ours alone: a receive buffer or a pipe must hold a whole write. */
 	conn->max_write = afs.max_write;
 	/* The loop splices by itself (loop.c), not through libfuse. */

@@ -65,7 +65,7 @@
 #include "aiod.h"
 
 #define AIOD_PROTO_MAGIC 0x646f6961u /* "aiod" in memory order */
-#define AIOD_PROTO_VERSION 14u
+#define AIOD_PROTO_VERSION 15u /* 15: AIOD_F_UMASK */
 
 /*
  * The fds a worker is started with: its socket, the arena, and from

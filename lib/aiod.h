@@ -78,7 +78,8 @@ enum aiod_op {
 	AIOD_OP_LOOKUP = 1,      /* lstat fd/name, fill stx and fh */
 	AIOD_OP_STATX = 2,       /* statx(fd, name, arg[0] flags, arg[1] mask) */
 	AIOD_OP_OPEN = 3,        /* openat2(fd, name, arg[0] flags, arg[1] mode,
-				    arg[2] RESOLVE_* flags); result 0, ret_fd */
+				    arg[2] RESOLVE_* flags); result 0, ret_fd;
+				    arg[3] umask with AIOD_F_UMASK */
 	AIOD_OP_OPEN_BY_HANDLE = 4, /* open_by_handle_at(fd, buf, arg[0]) */
 	AIOD_OP_CLOSE = 5,       /* close fd without blocking the caller:
 				    the worker closes the last reference
@@ -108,8 +109,10 @@ enum aiod_op {
 				    directory fd, from position arg[0] (0:
 				    start, else a d_off seen before); eof
 				    says whether they reach its end */
-	AIOD_OP_MKDIR = 14,      /* mkdirat(fd, name, arg[0] mode) */
-	AIOD_OP_MKNOD = 15,      /* mknodat(fd, name, arg[0] mode, arg[1] dev) */
+	AIOD_OP_MKDIR = 14,      /* mkdirat(fd, name, arg[0] mode); arg[1]
+				    umask with AIOD_F_UMASK */
+	AIOD_OP_MKNOD = 15,      /* mknodat(fd, name, arg[0] mode, arg[1] dev);
+				    arg[2] umask with AIOD_F_UMASK */
 	AIOD_OP_SYMLINK = 16,    /* symlinkat(name2, fd, name) */
 	AIOD_OP_READLINK = 17,   /* readlinkat(fd, name, buf, len) */
 	AIOD_OP_LINK = 18,       /* linkat(fd, name, fd2, name2, arg[0]) */
@@ -223,6 +226,15 @@ enum {
 	 * Ignored on FLUSH, CLOSE and shared fds.
 	 */
 	AIOD_F_KEEP = 1u << 3,
+	/*
+	 * An OPEN that creates, a MKDIR or a MKNOD runs under the umask
+	 * aiod_prep_umask() placed among its arguments, not the worker's
+	 * own (the client's at the worker's start): the filesystem applies
+	 * it unless the directory's default ACL takes its place, as for
+	 * the process that asked (a FUSE daemon with FUSE_CAP_DONT_MASK
+	 * passes its caller's).  Ignored on other ops.
+	 */
+	AIOD_F_UMASK = 1u << 4,
 };
 
 /* Largest file handle the library carries (MAX_HANDLE_SZ). */
@@ -783,6 +795,11 @@ void aiod_prep_lock(struct aiod_req *req, int fd, int cmd,
 /* fa: what a SET command sets; NULL for a GET. */
 void aiod_prep_fileattr(struct aiod_req *req, int fd, unsigned long cmd,
 			const struct aiod_fileattr *fa);
+/*
+ * After aiod_prep_open(), _mkdir() or _mknod(): create under umask mask
+ * (AIOD_F_UMASK).  Returns 0, or -EINVAL for another op.
+ */
+int aiod_prep_umask(struct aiod_req *req, mode_t mask);
 
 #ifdef __cplusplus
 }

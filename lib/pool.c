@@ -2122,7 +2122,7 @@ int aiod_submit(struct aiod_pool *p, struct aiod_req *req)
 		return -ESHUTDOWN;
 	if (req->op >= AIOD_OP__COUNT || req->state_ != REQ_IDLE ||
 	    (req->flags & ~(uint32_t)(AIOD_F_NORETRY | AIOD_F_LOOKUP |
-				      AIOD_F_STATX | AIOD_F_KEEP)) ||
+				      AIOD_F_STATX | AIOD_F_KEEP | AIOD_F_UMASK)) ||
 	    ((req->flags & AIOD_F_STATX) && req->op == AIOD_OP_CLOSE))
 		return -EINVAL;
 	if ((req->op == AIOD_OP_CLOSE || req->op == AIOD_OP_FLUSH) &&

@@ -6,6 +6,7 @@
  * enum aiod_op documents for the op; they check nothing, so that all
  * checking happens in one place, aiod_submit().
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <string.h>
@@ -402,4 +403,30 @@ void aiod_prep_fileattr(struct aiod_req *req, int fd, unsigned long cmd,
 	req->arg[0] = (int64_t)cmd;
 	if (fa)
 		req->fa = *fa;
+}
+
+/* The slot of op's umask (AIOD_F_UMASK), after its other arguments. */
+static int umask_arg(enum aiod_op op)
+{
+	switch (op) {
+	case AIOD_OP_OPEN:
+		return 3;
+	case AIOD_OP_MKDIR:
+		return 1;
+	case AIOD_OP_MKNOD:
+		return 2;
+	default:
+		return -1;
+	}
+}
+
+int aiod_prep_umask(struct aiod_req *req, mode_t mask)
+{
+	int i = umask_arg(req->op);
+
+	if (i < 0)
+		return -EINVAL;
+	req->arg[i] = mask & 0777;
+	req->flags |= AIOD_F_UMASK;
+	return 0;
 }

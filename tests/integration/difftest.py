@@ -1396,6 +1396,47 @@ def other_ioctl(path):
         os.close(fd)
 
 
+def acl_xattr(*entries):
+    """The system.posix_acl_* value of (tag, perm, id) entries."""
+    return struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, qid) for tag, perm, qid in entries)
+
+
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 1, 2, 4, 0x10, 0x20
+NO_ID = 0xFFFFFFFF
+
+
+def under_umask(mask, fn, *args):
+    old = os.umask(mask)
+    try:
+        return fn(*args)
+    finally:
+        os.umask(old)
+
+
+def s_default_acl(t):
+    """A default ACL, not the umask, sets what is created in its directory."""
+    dacl = acl_xattr((ACL_USER_OBJ, 7, NO_ID), (ACL_USER, 7, 65534),
+                     (ACL_GROUP_OBJ, 7, NO_ID), (ACL_MASK, 7, NO_ID),
+                     (ACL_OTHER, 0, NO_ID))
+    t("mkdir dacl", os.mkdir, "dacl")
+    t("setfacl -d on dacl", os.setxattr, "dacl", "system.posix_acl_default", dacl)
+    t("mkdir plain", os.mkdir, "plain")
+    for d in ("dacl", "plain"):
+        t(f"create {d}/f 0666 under umask 022", under_umask, 0o022, put, f"{d}/f", b"x", 0o666)
+        t(f"mkdir {d}/d 0777 under umask 027", under_umask, 0o027, os.mkdir, f"{d}/d", 0o777)
+        t(f"mkfifo {d}/p 0666 under umask 077", under_umask, 0o077, os.mkfifo, f"{d}/p", 0o666)
+        fd = t(f"O_TMPFILE in {d} 0666 under umask 022", under_umask, 0o022, os.open,
+               d, O_RDWR | os.O_TMPFILE, 0o666, show=lambda _: "fd")
+        if fd is not None:
+            t(f"fstat the O_TMPFILE in {d}", os.fstat, fd)
+            os.close(fd)
+        for name in ("f", "d", "p"):
+            t.stat(f"stat {d}/{name}", f"{d}/{name}")
+            t(f"getfacl {d}/{name}", os.getxattr, f"{d}/{name}", "system.posix_acl_access")
+        t(f"getfacl -d {d}/d", os.getxattr, f"{d}/d", "system.posix_acl_default")
+
+
 def s_fileattr(t):
     t("write f", put, "f", b"flags")
     t("mkdir d", os.mkdir, "d")
@@ -2018,6 +2059,7 @@ SCENARIOS = [
     ("btime", s_btime, False),
     ("access", s_access, False),
     ("xattr", s_xattr, False),
+    ("default_acl", s_default_acl, False),
     ("fileattr", s_fileattr, False),
     ("locks", s_locks, False),
     ("lock_wait", s_lock_wait, False),

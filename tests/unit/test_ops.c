@@ -1902,6 +1902,49 @@ static void test_ops_removal_holds(void **state)
 	assert_string_equal(get_str(d, "e"), "A");
 }
 
+/*
+ * AIOD_F_UMASK: an OPEN that creates, a MKDIR and a MKNOD run under the
+ * umask given (mkdir and mknod with aiodfs's 0 too), others under the
+ * worker's own, the client's when the pool started it.
+ */
+static void test_ops_umask(void **state)
+{
+	struct aiod_req req;
+	mode_t own = umask(0);
+
+	(void)state;
+	umask(own);
+	aiod_prep_open(&req, d, "f027", O_CREAT | O_WRONLY, 0666, 0);
+	assert_int_equal(aiod_prep_umask(&req, 027), 0);
+	assert_int_equal(run(&req), 0);
+	close(req.ret_fd);
+	assert_int_equal(lstat_at(d, "f027").st_mode & 07777, 0640);
+
+	aiod_prep_mkdir(&req, d, "d000", 0777);
+	assert_int_equal(aiod_prep_umask(&req, 0), 0);
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(lstat_at(d, "d000").st_mode & 07777, 0777);
+
+	aiod_prep_mknod(&req, d, "p077", S_IFIFO | 0666, 0);
+	assert_int_equal(aiod_prep_umask(&req, 077), 0);
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(lstat_at(d, "p077").st_mode & 07777, 0600);
+
+	/* Without: the worker's own again, after the others. */
+	aiod_prep_mkdir(&req, d, "down", 0777);
+	assert_int_equal(run(&req), 0);
+	assert_int_equal(lstat_at(d, "down").st_mode & 07777, 0777 & ~own);
+	aiod_prep_open(&req, d, "fown", O_CREAT | O_WRONLY, 0666, 0);
+	assert_int_equal(run(&req), 0);
+	close(req.ret_fd);
+	assert_int_equal(lstat_at(d, "fown").st_mode & 07777, 0666 & ~own);
+
+	/* Only for the ops that create. */
+	aiod_prep_unlink(&req, d, "fown");
+	assert_int_equal(aiod_prep_umask(&req, 022), -EINVAL);
+	assert_false(req.flags & AIOD_F_UMASK);
+}
+
 /* ---- attributes ------------------------------------------------------- */
 
 static void test_ops_chmod(void **state)
@@ -2771,6 +2814,7 @@ int main(void)
 		T(test_ops_rmdir),
 		T(test_ops_rename),
 		T(test_ops_removal_holds),
+		T(test_ops_umask),
 		T(test_ops_chmod),
 		T(test_ops_statx_after),
 		T(test_ops_chown),

@@ -147,6 +147,7 @@ struct afs {
 	int reply_fd;               /* the session fd workers reply to, or -1 */
 	bool entry_out_full;        /* the kernel takes today's fuse_entry_out */
 	bool dont_mask;             /* FUSE_CAP_DONT_MASK: see set_umask() */
+	bool killpriv_v2;           /* FUSE_HANDLE_KILLPRIV_V2 (loop.c) */
 	struct afs_inode root;
 	int root_mount_id;
 	bool use_handles;           /* the source's handles reopen */

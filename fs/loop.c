@@ -512,7 +512,8 @@ static void amend_init(struct fuse_init_out *out)
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	size_t pages = (afs.max_read + page - 1) / page;
 
-	if (init_flags & FUSE_HANDLE_KILLPRIV_V2)
+	afs.killpriv_v2 = init_flags & FUSE_HANDLE_KILLPRIV_V2;
+	if (afs.killpriv_v2)
 		out->flags |= FUSE_HANDLE_KILLPRIV_V2;
 	if ((out->flags & FUSE_MAX_PAGES) && pages > out->max_pages)
 		out->max_pages = (uint16_t)(pages < UINT16_MAX ? pages : UINT16_MAX);

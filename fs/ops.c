@@ -1133,20 +1133,24 @@ static void prep_times(struct op *op, bool now)
 	setattr_obj(op);
 }
 
-/* Is every time op->attr sets "now", to within the kernel's clock? */
-static bool times_are_now(const struct op *op)
+/*
+ * Whether op is one of the times the kernel sends under writeback as
+ * "now" by value (it keeps mtime itself): a utime(NULL), atime as "now"
+ * and mtime as the kernel's value, or its own mtime of a file just
+ * written, mtime alone; either within 2 s of now.  Not explicit times
+ * of a program, both times or atime alone (a utimensat() of UTIME_NOW
+ * and an mtime near now, or of such an mtime alone, look the same).
+ */
+static bool utime_now_by_value(const struct op *op)
 {
+	const int a = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW,
+		  m = FUSE_SET_ATTR_MTIME;
+	int v = op->valid & (a | m | FUSE_SET_ATTR_MTIME_NOW);
 	struct timespec now;
-	int v = op->valid;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	if ((v & FUSE_SET_ATTR_ATIME) && !(v & FUSE_SET_ATTR_ATIME_NOW) &&
-	    llabs((long long)(op->attr.st_atim.tv_sec - now.tv_sec)) > 2)
-		return false;
-	if ((v & FUSE_SET_ATTR_MTIME) && !(v & FUSE_SET_ATTR_MTIME_NOW) &&
-	    llabs((long long)(op->attr.st_mtim.tv_sec - now.tv_sec)) > 2)
-		return false;
-	return true;
+	return afs.opt.writeback && (v == m || v == (a | m)) &&
+	       llabs((long long)(op->attr.st_mtim.tv_sec - now.tv_sec)) <= 2;
 }
 
 /*
@@ -1157,7 +1161,9 @@ static bool times_are_now(const struct op *op)
  * The caller's own write on the source would clear them all the same,
  * so a chmod that clears nothing but set-id bits of a file the caller
  * may write runs as the daemon: first the file's mode, then the caller's
- * W_OK, then the chmod.
+ * W_OK, then the chmod.  Only with such a kernel: with the flag, every
+ * chmod is the caller's own, and the source refuses it to a non-owner
+ * (a non-owner's chmod 0777 of a 06777 file had cleared its bits).
  */
 static void kill_setid_chmod(struct op *op)
 {
@@ -1188,6 +1194,18 @@ static void kill_setid_mode(struct op *op)
 }
 
 /*
+ * A SETATTR that sets nothing is a chown(2) to -1, -1 (a utimensat() of
+ * UTIME_OMIT alone never reaches the filesystem): it runs as one, so
+ * that the source drops a file's set-id bits as the kernel leaves to us
+ * (FUSE_HANDLE_KILLPRIV_V2), and refuses a non-owner of such a file.
+ */
+static bool sets_nothing(int v)
+{
+	return !(v & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+		      FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME));
+}
+
+/*
  * A step the source refused the caller with EPERM, that the kernel asked
  * for on the caller's behalf rather than the caller itself: retry it and
  * return true, or return false to pass the EPERM on.
@@ -1198,9 +1216,16 @@ static void kill_setid_mode(struct op *op)
  *     comes with either.  The size change or the open for writing
  *     already passed the source's checks, so the times are set as the
  *     daemon.
- *   - other times, all "now" by the kernel's clock: utime(NULL) under
- *     writeback arrives as values; run as UTIME_NOW, which the source
- *     allows exactly to those who may write the file.
+ *   - nothing to set (sets_nothing()): the kernel sends that before
+ *     a non-owner's write to a set-id file, whose WRITE then drops the
+ *     bits on the source itself (FUSE_WRITE_KILL_SUIDGID): no change,
+ *     and no error (nor for a non-owner's chown to -1, -1 of such a
+ *     file, which the source refuses).
+ *   - under writeback, utime(NULL) and the kernel's own mtime of a
+ *     file written, which arrive as values (utime_now_by_value()): run
+ *     as both times UTIME_NOW, which the source allows exactly to
+ *     those who may write the file.  Not other times near now (a
+ *     non-owner's explicit ones, or atime alone, had been run so).
  */
 static bool setattr_retry(struct op *op)
 {
@@ -1209,7 +1234,7 @@ static bool setattr_retry(struct op *op)
 	if (op->retried)
 		return false;
 	op->retried = true;
-	if (done == SA_MODE &&
+	if (done == SA_MODE && !afs.killpriv_v2 &&
 	    (op->valid & ~FUSE_SET_ATTR_CTIME) == FUSE_SET_ATTR_MODE &&
 	    S_ISREG(op->in[0]->type)) {
 		prep_getattr(op, NULL);
@@ -1224,7 +1249,12 @@ static bool setattr_retry(struct op *op)
 		op_submit(op, setattr_step);
 		return true;
 	}
-	if (done == SA_TIMES && times_are_now(op)) {
+	if (done == SA_OWNER && sets_nothing(op->valid)) {
+		prep_getattr(op, NULL);
+		op_submit(op, reply_attr);
+		return true;
+	}
+	if (done == SA_TIMES && utime_now_by_value(op)) {
 		prep_times(op, true);
 		op_submit(op, setattr_step);
 		return true;
@@ -1243,7 +1273,7 @@ static bool setattr_more(const struct op *op)
 	};
 
 	for (int st = op->stage; st < SA_STAT; st++)
-		if (op->valid & bits[st])
+		if ((op->valid & bits[st]) || (st == SA_OWNER && sets_nothing(op->valid)))
 			return true;
 	return false;
 }
@@ -1282,7 +1312,8 @@ static void setattr_step(struct op *op)
 			aiod_prep_chmod(req, -1, NULL, a->st_mode & 07777, 0);
 			break;
 		case SA_OWNER:
-			if (!(v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+			if (!(v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+			    !sets_nothing(v))
 				continue;
 			aiod_prep_chown(req, -1, NULL,
 					v & FUSE_SET_ATTR_UID ? a->st_uid : (uid_t)-1,

@@ -1084,6 +1084,8 @@ def s_nodes(t):
     t("mknod a directory", os.mknod, "dir", stat.S_IFDIR | 0o755)
     for path in ("sock", "chr", "blk", "reg", "reg0"):
         t.stat(f"lstat {path}", path, follow=False)
+    t("times of old (untouched)", lambda: (lambda st: (st.st_atime_ns, st.st_mtime_ns))(
+        os.stat("old")))
     t("rename p -> p2", os.rename, "p", "p2")
     t("link p2 p3", os.link, "p2", "p3")
     t.stat("lstat p3", "p3", follow=False)
@@ -1920,6 +1922,14 @@ def s_nonroot(t):
         ("write sgid2 02777", lambda: (put("sgid2", b"sgid2"), os.chmod("sgid2", 0o2777))),
         ("write mine, owned by nobody", lambda: (put("mine", b"mine", 0o644),
                                                 os.chown("mine", NOBODY, NOBODY))),
+        ("write setid 06777", lambda: (put("setid", b"setid"), os.chmod("setid", 0o6777))),
+        ("write mysetid 06775, owned by nobody",
+         lambda: (put("mysetid", b"m"), os.chown("mysetid", NOBODY, NOBODY),
+                  os.chmod("mysetid", 0o6775))),
+        ("write rootsetid 06775", lambda: (put("rootsetid", b"r"), os.chmod("rootsetid", 0o6775))),
+        ("chown -1 -1 rootsetid (drops its set-id bits)", lambda: os.chown("rootsetid", -1, -1)),
+        ("write old 0666, times 1000", lambda: (put("old", b"old"), os.chmod("old", 0o666),
+                                                os.utime("old", (1000, 1000)))),
         ("mkdir rootdir 0755", lambda: os.mkdir("rootdir", 0o755)),
         ("write rootdir/z", lambda: put("rootdir/z", b"z")),
         ("mkdir private 0700", lambda: os.mkdir("private", 0o700)),
@@ -1988,6 +1998,13 @@ def s_nonroot(t):
         ]:
             c(what, fn, *args)
         c("utime exact ns on a 0666 root file", os.utime, "world", ns=(1, 2))
+        c("utime exact ns on a 0644 root file", os.utime, "public", ns=(1, 2))
+        now = time.time_ns()
+        c("utime explicit now on a 0666 root file", os.utime, "old", ns=(now, now))
+        c("touch -a a 0666 root file (atime now, mtime omitted)", utimensat, "old",
+          UTIME_NOW, UTIME_OMIT)
+        c("chmod a 06777 root file 0777 (only its set-id bits)", os.chmod, "setid", 0o777)
+        c("chown -1 -1 my 06775 file (drops its set-id bits)", os.chown, "mysetid", -1, -1)
         c("utime exact ns on my file", os.utime, "mine", ns=(3, 4))
         fd = c.open("create in a 0777 directory", "open/created", O_RDWR | O_CREAT | O_EXCL, 0o640)
         c("write it", os.write, fd, b"by nobody")
@@ -2025,7 +2042,8 @@ def s_nonroot(t):
     t.child("as nobody", body, user=NOBODY)
     for path in ("open/created", "open/tmpnamed", "setgid/tmpnamed", "open/mydir",
                  "open/mylink", "setgid/file",
-                 "setgid/dir", "suid", "sgid", "suid2", "sgid2", "mine", "world", "public"):
+                 "setgid/dir", "suid", "sgid", "suid2", "sgid2", "mine", "world", "public",
+                 "setid", "mysetid", "rootsetid"):
         t.stat(f"lstat {path}", path, follow=False)
 
 

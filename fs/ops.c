@@ -62,6 +62,7 @@ struct op {
 	bool statx;                 /* getattr: came as FUSE_STATX */
 	struct aiod_cred cred;
 	uint32_t groups[MAX_GROUPS];
+	uint32_t *more_groups;      /* a caller's groups past MAX_GROUPS */
 	struct stat attr;           /* setattr: the wanted attributes */
 	int valid;                  /* setattr: FUSE_SET_ATTR_* */
 	struct fuse_file_info fi;   /* create, open */
@@ -212,6 +213,7 @@ static void op_free(struct op *op)
 		afs_loop_put_pipe(op->pipe);
 	if (op->path_fd >= 0)
 		close(op->path_fd); /* see lookup_now() */
+	free(op->more_groups);
 	free(op);
 }
 
@@ -233,13 +235,21 @@ static void set_cred(struct op *op)
 
 	if (afs.uid != 0 || (ctx->uid == 0 && ctx->gid == 0))
 		return;
+	op->cred.groups = op->groups;
 	n = fuse_req_getgroups(op->freq, MAX_GROUPS, (gid_t *)op->groups);
-	if (n < 0 || n > MAX_GROUPS)
-		n = 0; /* the process is gone, or absurdly many groups */
+	if (n > MAX_GROUPS && n <= AIOD_MAX_GROUPS &&
+	    (op->more_groups = malloc(sizeof(uint32_t) * (size_t)n))) {
+		/* More than the op holds (up to NGROUPS_MAX): all of them. */
+		int m = fuse_req_getgroups(op->freq, n, (gid_t *)op->more_groups);
+
+		op->cred.groups = op->more_groups;
+		n = m < n ? m : n; /* gone meanwhile (-1), or fewer now */
+	}
+	if (n < 0 || n > (op->more_groups ? AIOD_MAX_GROUPS : MAX_GROUPS))
+		n = 0; /* the process is gone, or no memory: no groups */
 	op->cred.uid = ctx->uid;
 	op->cred.gid = ctx->gid;
 	op->cred.ngroups = (uint32_t)n;
-	op->cred.groups = op->groups;
 	op->has_cred = true;
 }
 

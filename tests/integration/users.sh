@@ -10,7 +10,8 @@
 # allow_other, and without and with default_permissions checks, for each
 # user through the mount, that: a root 0600 file cannot be read; a file
 # in a root 0755 directory cannot be deleted; a 0640 root:aiodtg file is
-# readable through the supplementary group only; an ACL on the source
+# readable through the supplementary group only, also as the last of 300
+# groups; an ACL on the source
 # that grants aiodt2 read access to a 0600 file is honoured, and one
 # that denies aiodt1 a 0644 file is too; a file created in a 1777
 # directory belongs to its creator in the source, with the caller's
@@ -56,14 +57,14 @@ def check(what, cond):
     print(("ok   " if cond else "FAIL ") + what)
     failed += not cond
 
-def as_user(name, fn):
-    """fn() run by user name with its groups; its result or errno name."""
+def as_user(name, fn, groups=None):
+    """fn() run by user name with its groups (or these); its result or errno name."""
     pw = pwd.getpwnam(name)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        os.setgroups(os.getgrouplist(name, pw.pw_gid))
+        os.setgroups(groups or os.getgrouplist(name, pw.pw_gid))
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
         os.umask(0o027)
@@ -100,6 +101,10 @@ for user in ("aiodt1", "aiodt2"):
 check("aiodt1 reads a 0640 file of its supplementary group",
       as_user("aiodt1", lambda: read("group")) == "group")
 check("aiodt2, not in the group, cannot", as_user("aiodt2", lambda: read("group")) == "EACCES")
+# More groups than the daemon's requests hold at once (256): all count.
+many = list(range(50001, 50300)) + [grp.getgrnam("aiodtg").gr_gid]
+got = as_user("aiodt2", lambda: read("group"), groups=many)
+check(f"aiodt2 with 300 supplementary groups, the last aiodtg, reads it ({got})", got == "group")
 check("an ACL grants aiodt2 a root 0600 file", as_user("aiodt2", lambda: read("granted")) == "granted")
 check("... not aiodt1", as_user("aiodt1", lambda: read("granted")) == "EACCES")
 check("an ACL denies aiodt1 a 0644 file", as_user("aiodt1", lambda: read("denied")) == "EACCES")

@@ -1712,21 +1712,25 @@ static uint32_t open_keeps(const struct afs_inode *in)
 }
 
 /*
- * Under writeback an open to append reaches the source without O_APPEND
- * (backing_flags()), which a file made append-only (chattr +a) refuses
- * with EPERM.  Such an open is tried again as the program asked, and
- * the kernel's page cache left out of its writes (direct_io): the
- * kernel still places each append at its own size of the file, and the
- * fd appends there.  Returns whether op was submitted again, to step.
+ * Under writeback an open for writing reaches the source read-write and
+ * without O_APPEND (backing_flags()).  A file the caller may write but
+ * not read refuses that (EACCES), and one made append-only (chattr +a)
+ * any write without O_APPEND (EPERM).  Such an open is tried again as
+ * the program asked, and the kernel's page cache left out of its writes
+ * (direct_io): nothing of the file need be read to write it, and the
+ * kernel still places each append at its own size of the file, where
+ * the fd appends.  Returns whether op was submitted again, to step.
  */
-static bool open_appending(struct op *op, op_step *step)
+static bool open_as_asked(struct op *op, op_step *step)
 {
-	int bflags = (int)op->req.arg[0], kflags = op->fi.flags;
+	const int asked_bits = O_ACCMODE | O_APPEND;
+	int bflags = (int)op->req.arg[0];
+	int asked = (bflags & ~asked_bits) | (op->fi.flags & asked_bits);
 
-	if (op->req.result != -EPERM || !afs.opt.writeback ||
-	    !(kflags & O_APPEND) || (bflags & O_APPEND))
+	if ((op->req.result != -EPERM && op->req.result != -EACCES) ||
+	    !afs.opt.writeback || asked == bflags)
 		return false;
-	op->req.arg[0] = (bflags & ~O_ACCMODE) | (kflags & O_ACCMODE) | O_APPEND;
+	op->req.arg[0] = asked;
 	op->fi.direct_io = 1;
 	op_submit(op, step);
 	return true;
@@ -1736,7 +1740,7 @@ static void open_done(struct op *op)
 {
 	struct afs_file *f;
 
-	if (open_appending(op, open_done))
+	if (open_as_asked(op, open_done))
 		return;
 	if (op->req.result < 0) {
 		reply_err(op, (int)-op->req.result);
@@ -1779,7 +1783,7 @@ static void create_done(struct op *op)
 {
 	struct afs_file *f;
 
-	if (open_appending(op, create_done))
+	if (open_as_asked(op, create_done))
 		return;
 	if (op->req.result < 0) {
 		reply_err(op, (int)-op->req.result);

@@ -1084,6 +1084,7 @@ def s_nodes(t):
     t("mknod a directory", os.mknod, "dir", stat.S_IFDIR | 0o755)
     for path in ("sock", "chr", "blk", "reg", "reg0"):
         t.stat(f"lstat {path}", path, follow=False)
+    t("read wonly", get, "wonly")
     t("times of old (untouched)", lambda: (lambda st: (st.st_atime_ns, st.st_mtime_ns))(
         os.stat("old")))
     t("rename p -> p2", os.rename, "p", "p2")
@@ -1923,6 +1924,7 @@ def s_nonroot(t):
         ("write mine, owned by nobody", lambda: (put("mine", b"mine", 0o644),
                                                 os.chown("mine", NOBODY, NOBODY))),
         ("write setid 06777", lambda: (put("setid", b"setid"), os.chmod("setid", 0o6777))),
+        ("write wonly 0602", lambda: (put("wonly", b"wonly"), os.chmod("wonly", 0o602))),
         ("write mysetid 06775, owned by nobody",
          lambda: (put("mysetid", b"m"), os.chown("mysetid", NOBODY, NOBODY),
                   os.chmod("mysetid", 0o6775))),
@@ -2005,6 +2007,12 @@ def s_nonroot(t):
           UTIME_NOW, UTIME_OMIT)
         c("chmod a 06777 root file 0777 (only its set-id bits)", os.chmod, "setid", 0o777)
         c("chown -1 -1 my 06775 file (drops its set-id bits)", os.chown, "mysetid", -1, -1)
+        fd = c.open("open a 0602 root file O_WRONLY", "wonly", O_WRONLY)
+        c("pwrite into it", os.pwrite, fd, b"W", 1)
+        c.open("open it O_RDWR", "wonly", O_RDWR)
+        fd = c.open("open it O_WRONLY|O_APPEND", "wonly", O_WRONLY | O_APPEND)
+        c("append to it", os.write, fd, b"+A")
+        c("fstat it", os.fstat, fd)
         c("utime exact ns on my file", os.utime, "mine", ns=(3, 4))
         fd = c.open("create in a 0777 directory", "open/created", O_RDWR | O_CREAT | O_EXCL, 0o640)
         c("write it", os.write, fd, b"by nobody")

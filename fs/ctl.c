@@ -171,13 +171,13 @@ static void answer(struct conn *c, const char *line)
 	if (strcmp(line, "stats") == 0 || strcmp(line, "stats json") == 0) {
 		afs_stats_render(b, line[5] != 0);
 	} else if (sscanf(line, "workers %u%c", &n, &extra) == 1) {
-		int err = n >= 1 && n <= 1024 ? afs_resize_pool(n) : -EINVAL;
+		bool fits = n >= 1 && n <= AIOD_MAX_WORKERS;
+		int err = fits ? afs_resize_pool(n) : -EINVAL;
 		char msg[96];
 
 		if (err)
 			snprintf(msg, sizeof(msg), "error: workers %u: %s\n", n,
-				 n >= 1 && n <= 1024 ? strerror(-err)
-						     : "between 1 and 1024");
+				 fits ? strerror(-err) : "between 1 and 1024");
 		else
 			snprintf(msg, sizeof(msg), "ok %u\n", n);
 		b->data = strdup(msg);

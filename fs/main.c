@@ -79,12 +79,73 @@ struct cli {
 
 #define CLI_OPT(t, f, v) { t, offsetof(struct cli, f), v }
 
-/* Mount options aiodfs notes and passes on to libfuse. */
-enum { KEY_ALLOW_OTHER, KEY_DEFAULT_PERMISSIONS };
+/*
+ * Mount options aiodfs notes and passes on to libfuse, and its numeric
+ * options (num_opts).
+ */
+enum { KEY_ALLOW_OTHER, KEY_DEFAULT_PERMISSIONS, KEY_NUMBER };
+
+/*
+ * Numeric options are read whole: "4x", "-1" or a number past its type
+ * is a one-line error (sscanf's "%u" had taken them as 4, the default
+ * and the number modulo 2^32).  UINT_MAX stands for "not given".
+ */
+static const struct num_opt {
+	const char *name;
+	size_t off;
+	bool real;              /* a double, else an unsigned */
+} num_opts[] = {
+	{ "workers", offsetof(struct cli, workers), false },
+	{ "poll", offsetof(struct cli, poll), false },
+	{ "max_read", offsetof(struct cli, max_read), false },
+	{ "max_write", offsetof(struct cli, max_write), false },
+	{ "readahead", offsetof(struct cli, readahead), false },
+	{ "read_now", offsetof(struct cli, read_now), false },
+	{ "attr_timeout", offsetof(struct cli, attr_timeout), true },
+	{ "entry_timeout", offsetof(struct cli, entry_timeout), true },
+	{ "negative_timeout", offsetof(struct cli, negative_timeout), true },
+	{ "slow", offsetof(struct cli, slow), true },
+};
+
+/* NAME=VALUE of num_opts into cli; -1 after saying why not. */
+static int parse_number(struct cli *cli, const char *arg)
+{
+	const char *v = strchr(arg, '=') + 1;
+	char *end;
+
+	for (size_t i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++) {
+		const struct num_opt *n = &num_opts[i];
+		void *field = (char *)cli + n->off;
+
+		if (strlen(n->name) != (size_t)(v - 1 - arg) ||
+		    strncmp(arg, n->name, strlen(n->name)) != 0)
+			continue;
+		errno = 0;
+		if (n->real) {
+			double d = strtod(v, &end);
+
+			if (end != v && !*end && !errno && d >= 0) {
+				*(double *)field = d;
+				return 0;
+			}
+		} else {
+			unsigned long long u = strtoull(v, &end, 10);
+
+			if (*v >= '0' && *v <= '9' && !*end && !errno && u < UINT_MAX) {
+				*(unsigned *)field = (unsigned)u;
+				return 0;
+			}
+		}
+		afs_log(LOG_ERR, "%s: expected %s", arg,
+			n->real ? "a number of seconds, 0 or more" : "a whole number");
+		return -1;
+	}
+	return 1; /* not ours */
+}
 
 static const struct fuse_opt cli_spec[] = {
-	CLI_OPT("workers=%u", workers, 0),
-	CLI_OPT("poll=%u", poll, 0),
+	FUSE_OPT_KEY("workers=", KEY_NUMBER),
+	FUSE_OPT_KEY("poll=", KEY_NUMBER),
 	CLI_OPT("cache=%s", cache, 0),
 	CLI_OPT("writeback", writeback, 1),
 	CLI_OPT("no_writeback", writeback, 0),
@@ -94,14 +155,14 @@ static const struct fuse_opt cli_spec[] = {
 	CLI_OPT("posix_locks", posix_locks, 1),
 	CLI_OPT("passthrough", passthrough, 1),
 	CLI_OPT("nopassthrough", passthrough, 0),
-	CLI_OPT("attr_timeout=%lf", attr_timeout, 0),
-	CLI_OPT("entry_timeout=%lf", entry_timeout, 0),
-	CLI_OPT("negative_timeout=%lf", negative_timeout, 0),
-	CLI_OPT("slow=%lf", slow, 0),
-	CLI_OPT("max_read=%u", max_read, 0),
-	CLI_OPT("max_write=%u", max_write, 0),
-	CLI_OPT("readahead=%u", readahead, 0),
-	CLI_OPT("read_now=%u", read_now, 0),
+	FUSE_OPT_KEY("attr_timeout=", KEY_NUMBER),
+	FUSE_OPT_KEY("entry_timeout=", KEY_NUMBER),
+	FUSE_OPT_KEY("negative_timeout=", KEY_NUMBER),
+	FUSE_OPT_KEY("slow=", KEY_NUMBER),
+	FUSE_OPT_KEY("max_read=", KEY_NUMBER),
+	FUSE_OPT_KEY("max_write=", KEY_NUMBER),
+	FUSE_OPT_KEY("readahead=", KEY_NUMBER),
+	FUSE_OPT_KEY("read_now=", KEY_NUMBER),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_END
@@ -118,6 +179,8 @@ static int cli_proc(void *data, const char *arg, int key,
 		cli->source = strdup(arg);
 		return 0;
 	}
+	if (key == KEY_NUMBER)
+		return parse_number(cli, arg) < 0 ? -1 : 0;
 	if (key == KEY_ALLOW_OTHER)
 		cli->allow_other = true;
 	if (key == KEY_DEFAULT_PERMISSIONS)
@@ -403,6 +466,26 @@ static int probe_root(void)
 /* ---- detaching ------------------------------------------------------------ */
 
 /*
+ * A daemon that detaches keeps none of the caller's files but stdio
+ * (one on another mount would keep that mount busy while ours lives, a
+ * pipe its reader waiting): all closed before we open any of our own,
+ * but a MOUNTPOINT given as /dev/fd/N, a FUSE fd passed in (libfuse).
+ */
+static void close_inherited(const char *mountpoint)
+{
+	unsigned keep;
+	char end;
+
+	if (sscanf(mountpoint, "/dev/fd/%u%c", &keep, &end) == 1 && keep >= 3) {
+		if (keep > 3)
+			close_range(3, keep - 1, 0);
+		close_range(keep + 1, ~0u, 0);
+	} else {
+		close_range(3, ~0u, 0);
+	}
+}
+
+/*
  * Fork; the parent waits until the child writes its status to the pipe
  * and exits with it.  Returns the write end in the child, or -1.
  */
@@ -572,6 +655,11 @@ int main(int argc, char **argv)
 		afs_log(LOG_ERR, "workers=0: at least one worker is needed");
 		goto out;
 	}
+	if (cli.workers != (unsigned)-1 && cli.workers > AIOD_MAX_WORKERS) {
+		afs_log(LOG_ERR, "workers=%u: at most %u", cli.workers,
+			AIOD_MAX_WORKERS);
+		goto out;
+	}
 	if (cli.workers != (unsigned)-1)
 		afs.opt.workers = cli.workers;
 	if (cli.poll > AFS_POLL_MAX_US) {
@@ -638,6 +726,8 @@ int main(int argc, char **argv)
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 
+	if (!copts.foreground)
+		close_inherited(copts.mountpoint);
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)
 		goto out;
 	afs.opt.source = src;
@@ -680,6 +770,8 @@ int main(int argc, char **argv)
 	popts.shared_fds = &afs.root_fd;
 	popts.nshared = 1;
 	popts.poll_us = afs.opt.poll_us;
+	/* Detached, nothing of ours holds the caller's stdio: see report(). */
+	popts.quiet = !copts.foreground;
 	err = aiod_pool_new(&afs.pool, &popts);
 	if (err < 0) {
 		afs_log(LOG_ERR, "cannot start aiod workers (%s): %s",

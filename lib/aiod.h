@@ -450,8 +450,12 @@ struct aiod_pool;
 /* Most fds a pool shares with every worker (aiod_pool_opts.shared_fds). */
 #define AIOD_MAX_SHARED_FDS 8
 
+/* The most workers a pool may have. */
+#define AIOD_MAX_WORKERS 1024u
+
 struct aiod_pool_opts {
-	unsigned workers;       /* 0: a default for this machine */
+	unsigned workers;       /* 0: a default for this machine; at most
+				   AIOD_MAX_WORKERS */
 	size_t arena_size;      /* 0: 64 MiB; rounded up to a power of two */
 	/*
 	 * Fds every worker holds for the pool's whole life, such as the
@@ -484,6 +488,13 @@ struct aiod_pool_opts {
 	 * the stream pauses.
 	 */
 	unsigned poll_us;
+	/*
+	 * Workers get /dev/null for stdin, stdout and stderr instead of
+	 * the caller's own: a program that detaches from its terminal or
+	 * pipe (a daemon) must not leave it held open by its workers, or
+	 * whoever waits for its output waits as long as they live.
+	 */
+	bool quiet;
 };
 
 /*
@@ -615,7 +626,7 @@ void *aiod_buf_alloc(struct aiod_pool *pool, size_t size);
 void aiod_buf_free(struct aiod_pool *pool, void *buf);
 
 /*
- * aiod_pool_resize - keep n workers (1 to 1024) from now on.
+ * aiod_pool_resize - keep n workers (1 to AIOD_MAX_WORKERS) from now on.
  *
  * More: the new ones start at once (one that fails to start is retried
  * at the next event).  Fewer: idle workers beyond n exit now, busy ones

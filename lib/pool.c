@@ -129,6 +129,7 @@ struct aiod_pool {
 	unsigned nretiring;
 	struct worker *dying;   /* lost, not yet reaped */
 	bool no_pidfd;          /* pidfd_open() said ENOSYS */
+	bool quiet;             /* aiod_pool_opts.quiet */
 	unsigned spawn_failures;
 	int early_exit;         /* exit code of a worker gone before hello */
 	bool setup, closing;
@@ -1370,6 +1371,11 @@ static int spawn_one(struct aiod_pool *p, struct worker **wp)
 	sigdelset(&all, SIGKILL);
 	sigdelset(&all, SIGSTOP);
 	posix_spawn_file_actions_init(&fa);
+	if (p->quiet) {
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+		posix_spawn_file_actions_adddup2(&fa, 0, 1);
+		posix_spawn_file_actions_adddup2(&fa, 0, 2);
+	}
 	posix_spawn_file_actions_adddup2(&fa, sv[1], AIOD_WORKER_SOCK_FD);
 	posix_spawn_file_actions_adddup2(&fa, p->arena.fd, AIOD_WORKER_ARENA_FD);
 	for (unsigned k = 0; k < p->nshared; k++)
@@ -1685,7 +1691,7 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 	p->epfd = p->wakefd = -1;
 	p->self = getpid();
 	p->nworkers = opts && opts->workers ? opts->workers : default_workers();
-	if (p->nworkers > 1024) {
+	if (p->nworkers > AIOD_MAX_WORKERS) {
 		free(p);
 		return -EINVAL;
 	}
@@ -1721,6 +1727,7 @@ int aiod_pool_new(struct aiod_pool **poolp, const struct aiod_pool_opts *opts)
 		}
 	}
 	hdr_of(p)->poll_us = opts ? opts->poll_us : 0;
+	p->quiet = opts && opts->quiet;
 
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1837,7 +1844,7 @@ int aiod_pool_resize(struct aiod_pool *p, unsigned n)
 	struct worker **keep;
 	unsigned nkeep = 0;
 
-	if (n == 0 || n > 1024)
+	if (n == 0 || n > AIOD_MAX_WORKERS)
 		return -EINVAL;
 	if (p->closing)
 		return -ESHUTDOWN;

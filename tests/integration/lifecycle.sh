@@ -55,6 +55,11 @@ bad "mountpoint does not exist" "$T/src" "$T/nonexistent"
 bad "mountpoint inside source" "$T/src" "$T/src"
 bad "unknown option" -o no_such_option "$T/src" "$T/mnt"
 bad "workers=0" -o workers=0 "$T/src" "$T/mnt"
+bad "workers=1025" -o workers=1025 "$T/src" "$T/mnt"
+bad "workers=-1" -o workers=-1 "$T/src" "$T/mnt"
+bad "workers=4x" -o workers=4x "$T/src" "$T/mnt"
+bad "workers=4294967297" -o workers=4294967297 "$T/src" "$T/mnt"
+bad "attr_timeout=1x" -o attr_timeout=1x "$T/src" "$T/mnt"
 bad "poll=10001" -o poll=10001 "$T/src" "$T/mnt"
 bad "readahead=65537" -o readahead=65537 "$T/src" "$T/mnt"
 bad "bad cache mode" -o cache=sometimes "$T/src" "$T/mnt"
@@ -113,6 +118,29 @@ else
 fi
 
 # ---- detaching: live on return; one thread; workers=N ----
+# Nothing of the daemon's holds the caller's stdout or stderr, nor
+# another file of the caller's, once it has detached: $(aiodfs ...)
+# returns with the mount live, not at its unmount.
+exec 7<"$T/src/file"
+( out=$("$AIODFS" "$T/src" "$T/mnt" 2>&1); echo "$? $out" >"$T/subst" ) &
+if wait_for -t 10 test -s "$T/subst" && [ "$(cat "$T/subst")" = "0 " ] && mounted "$T/mnt"; then
+	ok "\$(aiodfs ...) returns with the mount live"
+else
+	fail "\$(aiodfs ...) did not return within 10 s with the mount live: $(cat "$T/subst")"
+fi
+exec 7<&-
+pid=$(daemon_pid "$T/mnt")
+held=$(for p in $pid $(aiod_workers "$pid"); do
+	ls -l "/proc/$p/fd" | grep -c "$T/src/file"
+	for fd in 0 1 2; do
+		[ "$(readlink "/proc/$p/fd/$fd")" = /dev/null ] || echo "$p:$fd"
+	done
+done 2>/dev/null | grep -v -x 0)
+[ -n "$pid" ] && [ -z "$held" ] &&
+	ok "the daemon and its workers hold no file of the caller's; their stdio is /dev/null" ||
+	fail "the daemon ($pid) or its workers hold the caller's files: $held"
+fusermount3 -u "$T/mnt"
+wait_for -t 10 gone "$pid"
 if "$AIODFS" -o workers=3 "$T/src" "$T/mnt" && mounted "$T/mnt" &&
 	[ "$(cat "$T/mnt/file")" = data ]; then
 	ok "returns with the mount live"

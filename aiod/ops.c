@@ -688,6 +688,8 @@ static int hold_removed(struct op_ctx *c, int dirfd, const char *name)
 /* The call that may have removed what fd holds returned res. */
 static int64_t removed(struct op_ctx *c, int64_t res, int fd)
 {
+	struct statx sx;
+
 	if (fd < 0)
 		return res;
 	if (res < 0) {
@@ -696,6 +698,13 @@ static int64_t removed(struct op_ctx *c, int64_t res, int fd)
 		c->m->fh.handle_bytes = 0;
 		return res;
 	}
+	/*
+	 * A directory's links after the call: 0 unless the name was made
+	 * another's between the open and the call (behind the client).
+	 */
+	if (S_ISDIR(c->m->stx.stx_mode) &&
+	    statx(fd, "", AT_EMPTY_PATH, STATX_NLINK, &sx) == 0)
+		c->m->stx.stx_nlink = sx.stx_nlink;
 	c->ret_fd = fd;
 	return res;
 }

@@ -128,6 +128,9 @@ struct afs_file {
 				       each position handed to the kernel
 				       (see dir_pos_off() in ops.c) */
 	uint32_t noffs, offs_cap;
+	uint32_t listed;            /* entries handed since a listing from
+				       the start began */
+	uint32_t listed_whole;      /* ... in the last such to reach the end */
 	struct afs_inode *in;       /* held; NULL till a create knows it */
 };
 

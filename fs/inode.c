@@ -374,11 +374,21 @@ void afs_inode_forget(struct afs_inode *in, uint64_t n)
 		free_inode(in);
 }
 
-/* Make in the object of req's slot i: by handle, or by its pinned fd. */
+/*
+ * Make in the object of req's slot i: by handle, or by its pinned fd.
+ * A directory removed through the mount while the kernel still knows
+ * it (some process's cwd) no longer opens by handle: the source keeps
+ * it only for the fd its rmdir held (ops.c, removal_done()), which it
+ * keeps till the kernel forgets it, and by which it is then named, so
+ * that it is what it is on the source: empty, with no links, its
+ * attributes and xattrs still there.
+ */
 void afs_inode_set_obj(struct aiod_req *req, int i, struct afs_inode *in)
 {
-	if (in->fd >= 0) {
-		req->fd[i] = in->fd;
+	int fd = in->fd >= 0 ? in->fd : in->removed ? in->pathfd : -1;
+
+	if (fd >= 0) {
+		req->fd[i] = fd;
 		req->fh_in[i] = NULL;
 	} else {
 		req->fd[i] = in->mount_fd;

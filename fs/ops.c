@@ -57,12 +57,12 @@ struct op {
 	bool has_cred;
 	bool as_daemon;             /* the next request alone runs as the daemon */
 	bool retried;               /* setattr: a refused step was retried */
-	bool on_pathfd;             /* ran again on a removed directory's fd */
 	bool tmpfile;               /* create: O_TMPFILE, no name */
 	bool statx;                 /* getattr: came as FUSE_STATX */
 	struct aiod_cred cred;
 	uint32_t groups[MAX_GROUPS];
 	uint32_t *more_groups;      /* a caller's groups past MAX_GROUPS */
+	int cred_err;               /* set_cred() could not take them all */
 	struct stat attr;           /* setattr: the wanted attributes */
 	int valid;                  /* setattr: FUSE_SET_ATTR_* */
 	struct fuse_file_info fi;   /* create, open */
@@ -237,16 +237,20 @@ static void set_cred(struct op *op)
 		return;
 	op->cred.groups = op->groups;
 	n = fuse_req_getgroups(op->freq, MAX_GROUPS, (gid_t *)op->groups);
-	if (n > MAX_GROUPS && n <= AIOD_MAX_GROUPS &&
-	    (op->more_groups = malloc(sizeof(uint32_t) * (size_t)n))) {
+	if (n > MAX_GROUPS) {
 		/* More than the op holds (up to NGROUPS_MAX): all of them. */
-		int m = fuse_req_getgroups(op->freq, n, (gid_t *)op->more_groups);
+		int m = -1;
 
+		op->more_groups = malloc(sizeof(uint32_t) * (size_t)n);
+		if (op->more_groups)
+			m = fuse_req_getgroups(op->freq, n, (gid_t *)op->more_groups);
+		else
+			op->cred_err = ENOMEM; /* not as "other" for want of them */
 		op->cred.groups = op->more_groups;
 		n = m < n ? m : n; /* gone meanwhile (-1), or fewer now */
 	}
-	if (n < 0 || n > (op->more_groups ? AIOD_MAX_GROUPS : MAX_GROUPS))
-		n = 0; /* the process is gone, or no memory: no groups */
+	if (n < 0)
+		n = 0; /* the process is gone, or not in our pid namespace */
 	op->cred.uid = ctx->uid;
 	op->cred.gid = ctx->gid;
 	op->cred.ngroups = (uint32_t)n;
@@ -347,6 +351,10 @@ static bool op_submit(struct op *op, op_step *next)
 {
 	int err;
 
+	if (op->cred_err) {
+		reply_err(op, op->cred_err);
+		return false;
+	}
 	op->next = next;
 	op->req.cb = complete;
 	op->req.data = op;
@@ -399,51 +407,11 @@ static void count_bytes(const struct op *op)
 		afs_stats_bytes(0, (uint64_t)op->req.result, op->pipe != NULL);
 }
 
-/*
- * A directory removed through the mount while the kernel still knows it
- * (some process's cwd) cannot be opened by handle any more: the source
- * keeps it only for the loop's fd of it (in->pathfd, which the rmdir's
- * worker held for it, removal_done(), if it had none, and which such a
- * directory keeps till the kernel forgets it: reply_attr()).  A request
- * that found it gone by handle (ESTALE) runs once more on that fd, so
- * that the directory is what it is on the source: empty, with no links,
- * its attributes and xattrs still there.  Not one removed behind the
- * mount: made again there, its ESTALE makes the kernel look the name up
- * anew and find the new one.  The fd outlives the request: only
- * free_inode() closes a directory's, and the op holds the inode.
- */
-static bool rerun_on_pathfd(struct op *op)
-{
-	struct aiod_req *req = &op->req;
-	bool again = false;
-
-	if (req->result != -ESTALE || op->on_pathfd)
-		return false;
-	for (int i = 0; i < 2; i++) {
-		struct afs_inode *in = op->in[i];
-
-		if (in && in->removed && in->pathfd >= 0 &&
-		    req->fh_in[i] == &in->fh) {
-			req->fd[i] = in->pathfd;
-			req->fh_in[i] = NULL;
-			again = true;
-		}
-	}
-	if (!again)
-		return false;
-	op->on_pathfd = true;
-	op->as_daemon = op->has_cred && !req->cred; /* as the first run */
-	op_submit(op, op->next);
-	return true;
-}
-
 static void complete(struct aiod_req *req)
 {
 	struct op *op = req->data;
 
 	if (!req->replied) {
-		if (rerun_on_pathfd(op))
-			return;
 		op->next(op);
 		return;
 	}
@@ -971,7 +939,7 @@ static void reply_attr(struct op *op)
 	/*
 	 * No name left: see getattr_now() and removal_done().  Not a
 	 * directory removed through the mount, whose fd is all that
-	 * reaches it (rerun_on_pathfd()).
+	 * reaches it (afs_inode_set_obj()).
 	 */
 	if ((op->req.stx.stx_mask & STATX_NLINK) && op->req.stx.stx_nlink == 0 &&
 	    !op->in[0]->removed)
@@ -1014,7 +982,7 @@ static void prep_getattr(struct op *op, struct fuse_file_info *fi)
  * removed file's blocks until the kernel forgets the inode.  Its next
  * GETATTRs go to workers as before, whose open by handle finds it while
  * something else holds it, and says ESTALE once nothing does.  A
- * directory removed through the mount keeps its fd (rerun_on_pathfd()).
+ * directory removed through the mount keeps its fd (afs_inode_set_obj()).
  */
 static bool getattr_now(struct op *op)
 {
@@ -1204,15 +1172,24 @@ static void kill_setid_mode(struct op *op)
 }
 
 /*
- * A SETATTR that sets nothing is a chown(2) to -1, -1 (a utimensat() of
- * UTIME_OMIT alone never reaches the filesystem): it runs as one, so
- * that the source drops a file's set-id bits as the kernel leaves to us
- * (FUSE_HANDLE_KILLPRIV_V2), and refuses a non-owner of such a file.
+ * A SETATTR that sets nothing: a chown(2) to -1, -1 (a utimensat() of
+ * UTIME_OMIT alone never reaches the filesystem), which should drop a
+ * file's set-id bits (FUSE_HANDLE_KILLPRIV_V2 leaves that to us), or
+ * what the kernel sends before a write by someone without CAP_FSETID
+ * to a set-id file, or by anyone to a file with capabilities, whose
+ * WRITE drops them on the source itself.  Run as that chown, by the
+ * caller's ids, where the daemon takes another user's (op->has_cred):
+ * the source drops the bits for an owner, and refuses anyone else
+ * (setattr_retry()).  As root's own, or a user mount's, it would drop
+ * a file's set-id bits where root's write only drops its capabilities,
+ * or refuse the user's write: nothing is set then.
  */
-static bool sets_nothing(int v)
+static bool chown_nothing(const struct op *op)
 {
-	return !(v & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
-		      FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME));
+	return op->has_cred &&
+	       !(op->valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+			      FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
+			      FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME));
 }
 
 /*
@@ -1226,7 +1203,7 @@ static bool sets_nothing(int v)
  *     comes with either.  The size change or the open for writing
  *     already passed the source's checks, so the times are set as the
  *     daemon.
- *   - nothing to set (sets_nothing()): the kernel sends that before
+ *   - nothing to set (chown_nothing()): the kernel sends that before
  *     a non-owner's write to a set-id file, whose WRITE then drops the
  *     bits on the source itself (FUSE_WRITE_KILL_SUIDGID): no change,
  *     and no error (nor for a non-owner's chown to -1, -1 of such a
@@ -1259,7 +1236,7 @@ static bool setattr_retry(struct op *op)
 		op_submit(op, setattr_step);
 		return true;
 	}
-	if (done == SA_OWNER && sets_nothing(op->valid)) {
+	if (done == SA_OWNER && chown_nothing(op)) {
 		prep_getattr(op, NULL);
 		op_submit(op, reply_attr);
 		return true;
@@ -1283,7 +1260,7 @@ static bool setattr_more(const struct op *op)
 	};
 
 	for (int st = op->stage; st < SA_STAT; st++)
-		if ((op->valid & bits[st]) || (st == SA_OWNER && sets_nothing(op->valid)))
+		if ((op->valid & bits[st]) || (st == SA_OWNER && chown_nothing(op)))
 			return true;
 	return false;
 }
@@ -1323,7 +1300,7 @@ static void setattr_step(struct op *op)
 			break;
 		case SA_OWNER:
 			if (!(v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
-			    !sets_nothing(v))
+			    !chown_nothing(op))
 				continue;
 			aiod_prep_chown(req, -1, NULL,
 					v & FUSE_SET_ATTR_UID ? a->st_uid : (uid_t)-1,
@@ -1442,7 +1419,7 @@ static void removal_done(struct op *op)
 		if (req->stx.stx_mask & STATX_INO)
 			in = afs_inode_find(&req->stx, handle_usable(req) ? &req->fh
 									  : NULL);
-		if (in && S_ISDIR(in->type))
+		if (in && S_ISDIR(in->type) && req->stx.stx_nlink == 0)
 			in->removed = true;
 		if (!in || !(S_ISREG(in->type) || S_ISDIR(in->type)) ||
 		    !afs_inode_keep_fd(in, req->ret_fd))
@@ -1455,7 +1432,7 @@ static void removal_done(struct op *op)
  * Submit op's UNLINK, RMDIR or RENAME.  hold: the worker holds what it
  * removes (removal_done()): a regular file's last name under writeback,
  * or a directory, which stays some process's cwd as the empty, dead
- * directory it is on the source (rerun_on_pathfd()).
+ * directory it is on the source (afs_inode_set_obj()).
  */
 static void removal_submit(struct op *op, bool hold)
 {
@@ -1540,6 +1517,7 @@ static struct afs_file *file_new(int fd, int bflags, struct afs_inode *in)
 		f->end_off = -1;
 		f->offs = NULL;
 		f->noffs = f->offs_cap = 0;
+		f->listed = f->listed_whole = 0;
 		f->in = NULL;
 		file_set_inode(f, in);
 	}
@@ -1728,8 +1706,8 @@ static bool open_as_asked(struct op *op, op_step *step)
 	int asked = (bflags & ~asked_bits) | (op->fi.flags & asked_bits);
 
 	if ((op->req.result != -EPERM && op->req.result != -EACCES) ||
-	    !afs.opt.writeback || asked == bflags)
-		return false;
+	    !afs.opt.writeback || asked == bflags || (bflags & O_EXCL))
+		return false; /* (an O_EXCL create is of a new file: no such) */
 	op->req.arg[0] = asked;
 	op->fi.direct_io = 1;
 	op_submit(op, step);
@@ -2758,7 +2736,7 @@ static void afs_opendir(fuse_req_t freq, fuse_ino_t ino,
  * a telldir() may hold it.  Read again, an entry keeps its position if
  * that stands for the same offset; where the directory changed since,
  * it gets a new one after all the others, until a listing from the
- * start (listing_ends()).  A position never handed out (a seekdir() to
+ * start finds too many (listing_ends()).  A position never handed out (a seekdir() to
  * a made-up value, or to one of another open) reads as the end of the
  * listing.
  */
@@ -2779,6 +2757,7 @@ static uint64_t dir_pos_note(struct afs_file *f, uint64_t prev, int64_t off)
 {
 	uint64_t pos = prev + 1;
 
+	f->listed++;
 	if (pos <= f->noffs && f->offs[pos - 1] == (uint64_t)off)
 		return pos;
 	pos = (uint64_t)f->noffs + 1;
@@ -2825,8 +2804,11 @@ static void listing_learn(struct op *op, bool took_all, uint64_t last_pos)
 {
 	struct afs_file *f = op->file[0];
 
-	if (op->req.eof && took_all && f->in && f->in->writes == f->end_writes)
-		f->end_off = (int64_t)last_pos;
+	if (op->req.eof && took_all) {
+		f->listed_whole = f->listed;
+		if (f->in && f->in->writes == f->end_writes)
+			f->end_off = (int64_t)last_pos;
+	}
 }
 
 /*
@@ -2841,13 +2823,19 @@ static bool listing_ends(fuse_req_t freq, struct fuse_file_info *fi,
 	struct afs_file *f = (struct afs_file *)(uintptr_t)fi->fh;
 
 	/*
-	 * A listing from the start (an opendir(), a rewinddir()) voids
-	 * every telldir() value given before it (POSIX), so positions
-	 * start over: the table holds one listing's, however often a
-	 * program rewinds a directory that changes meanwhile.
+	 * A rewinddir() voids every telldir() value given before it
+	 * (POSIX), so positions may start over at a listing from the
+	 * start: once the table holds more than twice the entries of a
+	 * whole listing (and 1,024 more), as a program makes it that
+	 * rewinds a directory that changes meanwhile.  Not at every
+	 * listing from the start: a seekdir() to the start comes as one
+	 * too, and leaves other telldir() values good.
 	 */
-	if (off == 0)
-		f->noffs = 0;
+	if (off == 0) {
+		if (f->noffs > 2 * (uint64_t)f->listed_whole + 1024)
+			f->noffs = 0;
+		f->listed = 0;
+	}
 	if (dir_pos_off(f, off, src) &&
 	    (f->end_off < 0 || off != f->end_off || !f->in ||
 	     f->in->writes != f->end_writes))

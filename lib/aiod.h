@@ -198,8 +198,9 @@ enum {
 	 * of (the RENAME's target), opened O_PATH just before the call:
 	 * after a call that succeeds, ret_fd is that fd, which keeps the
 	 * object in existence even if it has no name left, and stx and fh
-	 * identify it; ret_fd is -1 and stx.stx_mask 0 if there was none
-	 * or it could not be opened.
+	 * identify it (a directory's stx_nlink is its count after the
+	 * call); ret_fd is -1 and stx.stx_mask 0 if there was none or it
+	 * could not be opened.
 	 */
 	AIOD_F_LOOKUP = 1u << 1,
 	/*

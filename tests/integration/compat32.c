@@ -103,6 +103,19 @@ int main(int argc, char **argv)
 		       de && !strcmp(de->d_name, names[at]) ? "yes" : "no");
 	}
 	/*
+	 * To the start (read from there as after a rewinddir()), one
+	 * entry, then far on: a seekdir() to the start leaves the other
+	 * telldir() values good.
+	 */
+	if (n > 4) {
+		seekdir(d, pos[0]);
+		readdir(d);
+		seekdir(d, pos[n - 2]);
+		de = readdir(d);
+		printf("seekdir to the start, then to entry %u finds it: %s\n",
+		       n - 2, de && !strcmp(de->d_name, names[n - 2]) ? "yes" : "no");
+	}
+	/*
 	 * The directory changes: an entry early in the listing goes.  Back
 	 * to just before it and reading on (the listing from there is read
 	 * again, a READDIR's worth, past where it was), then a telldir()

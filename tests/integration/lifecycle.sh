@@ -72,14 +72,17 @@ grep -q "$T/no-such-aiod" "$T/err" && ok "the message names the worker program" 
 # ---- an ordinary user mounts: fusermount3 does it for them ----
 # In a mount namespace of our own whose /dev/fuse lets anyone open it, as
 # Debian's does (this machine's is root's only): nobody mounts a source
-# of theirs, reads, creates, runs a program, asks aiodfsctl, and
-# unmounts; the daemon then exits 0.  With XDG_RUNTIME_DIR set it says
+# of theirs, reads, creates, runs a program, appends to a root 04666
+# file in it (which drops the set-id bit, as on the source), asks
+# aiodfsctl, and unmounts; the daemon then exits 0.  With XDG_RUNTIME_DIR set it says
 # nothing on stderr (no word of passthrough, which only root may have
 # and nobody asked for); without, one line: no control socket.
 mkdir -p "$T/user/src" "$T/user/mnt" "$T/user/run" && echo mine >"$T/user/src/f" &&
 	cp /bin/true "$T/user/src/true" && chown -R nobody: "$T/user" &&
 	chmod 700 "$T/user/run" && mkdir "$T/dev" ||
 	fail "cannot set up the user's mount"
+# setid_file: a root 04666 file in the user's source.
+setid_file() { echo root >"$T/user/src/setid" && chmod 4666 "$T/user/src/setid"; }
 ctl=${AIODFSCTL:-$(dirname "$AIODFS")/aiodfsctl}
 # user_mount XDG: the user's session, XDG_RUNTIME_DIR=XDG (empty: unset).
 user_mount() {
@@ -98,19 +101,23 @@ user_mount() {
 			done
 			cat \"$1/user/mnt/f\" && echo new >\"$1/user/mnt/g\" &&
 				\"$1/user/mnt/true\" && echo ran
+			echo more >>\"$1/user/mnt/setid\" && echo appended
 			\"$3\" stats \"$1/user/mnt\" >/dev/null 2>&1 && echo ctl
 			fusermount3 -u \"$1/user/mnt\"
 			wait \$pid; echo daemon \$?"' sh "$T" "$AIODFS" "$ctl" "$1"
 }
+setid_file
 out=$(user_mount "$T/user/run" 2>&1 | tr '\n' ' ')
-if [ "$out" = "mine ran ctl daemon 0 " ] && [ ! -s "$T/user/err" ] &&
-	[ "$(stat -c %U "$T/user/src/g" 2>/dev/null)" = nobody ]; then
-	ok "an ordinary user mounts, reads, creates, runs a program, asks aiodfsctl, unmounts; nothing on stderr"
+if [ "$out" = "mine ran appended ctl daemon 0 " ] && [ ! -s "$T/user/err" ] &&
+	[ "$(stat -c %U "$T/user/src/g" 2>/dev/null)" = nobody ] &&
+	[ "$(stat -c %a "$T/user/src/setid")" = 666 ]; then
+	ok "an ordinary user mounts, reads, creates, runs a program, appends to a root 04666 file (the bit dropped), asks aiodfsctl, unmounts; nothing on stderr"
 else
-	fail "an ordinary user's mount: $out; stderr: $(cat "$T/user/err" 2>/dev/null)"
+	fail "an ordinary user's mount: $out; setid $(stat -c %a "$T/user/src/setid"); stderr: $(cat "$T/user/err" 2>/dev/null)"
 fi
+setid_file
 out=$(user_mount "" 2>&1 | tr '\n' ' ')
-if [ "$out" = "mine ran daemon 0 " ] && [ "$(wc -l <"$T/user/err")" = 1 ] &&
+if [ "$out" = "mine ran appended daemon 0 " ] && [ "$(wc -l <"$T/user/err")" = 1 ] &&
 	grep -q "no control socket: XDG_RUNTIME_DIR is not set" "$T/user/err"; then
 	ok "without XDG_RUNTIME_DIR, one line: $(cat "$T/user/err")"
 else

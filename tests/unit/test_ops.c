@@ -1866,6 +1866,7 @@ static void test_ops_removal_holds(void **state)
 	req.flags = AIOD_F_LOOKUP;
 	assert_int_equal(run(&req), 0);
 	assert_false(exists(d, "dir"));
+	assert_int_equal(req.stx.stx_nlink, 0); /* its count after the call */
 	assert_held(&req, ino, S_IFDIR);
 	assert_int_equal(mkdirat(d, "full", 0755), 0);
 	put_str(d, "full/f", "x");

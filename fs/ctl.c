@@ -5,10 +5,10 @@
  * One unix stream socket per mount (ctlpath.h says where), mode 0600 in
  * a directory of mode 0700: only the daemon's user may connect (and
  * root).  Beside it, a lock file the daemon holds with flock for its
- * whole life.  A daemon that gets the lock owns the path and may unlink
- * a socket left there by one that died (SIGKILL leaves it behind); one
- * that does not get it serves no control socket and never touches the
- * live daemon's.
+ * whole life, and removes as it ends.  A daemon that gets the lock owns
+ * the path and may unlink a socket left there by one that died (SIGKILL
+ * leaves both behind); one that does not get it serves no control
+ * socket and never touches the live daemon's.
  *
  * A client sends one line and reads the answer until EOF:
  *   stats          the counters, in flight requests and pool, as a table
@@ -48,27 +48,38 @@ static int listen_fd = -1, lock_fd = -1;
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static struct conn conns[AFS_CTL_MAX_CONNS];
 
+static char lock_path[sizeof(sock_path) + 8];
+
 /*
  * Take the lock file beside path: 0 (ours now), -EBUSY (a live daemon
- * holds it) or -errno.
+ * holds it) or -errno.  Its holder unlinks it when it ends
+ * (afs_ctl_close()), so that a directory of them does not grow by one
+ * per mount point ever used: a lock taken on a file no longer at the
+ * path is taken again on a new one.
  */
 static int take_lock(void)
 {
-	char lock_path[sizeof(sock_path) + 8];
 	size_t n = strlen(sock_path) - strlen(".sock");
+	struct stat held, named;
 
 	snprintf(lock_path, sizeof(lock_path), "%.*s.lock", (int)n, sock_path);
-	lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lock_fd < 0)
-		return -errno;
-	if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		int err = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	for (;;) {
+		lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			       0600);
+		if (lock_fd < 0)
+			return -errno;
+		if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+			int err = errno == EWOULDBLOCK ? -EBUSY : -errno;
 
-		close(lock_fd);
-		lock_fd = -1;
-		return err;
+			close(lock_fd);
+			lock_fd = -1;
+			return err;
+		}
+		if (fstat(lock_fd, &held) == 0 && stat(lock_path, &named) == 0 &&
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+			return 0;
+		close(lock_fd); /* unlinked by the daemon that just ended */
 	}
-	return 0;
 }
 
 int afs_ctl_open(void)
@@ -250,7 +261,8 @@ void afs_ctl_close(void)
 		listen_fd = -1;
 	}
 	if (lock_fd >= 0) {
-		close(lock_fd); /* the lock file stays: unlinking it would race */
+		unlink(lock_path); /* while it is ours: see take_lock() */
+		close(lock_fd);
 		lock_fd = -1;
 	}
 }

@@ -237,6 +237,8 @@ check "a new mount serves the control socket there" \
 	test "$(json 'd["pid"]')" = "$pid"
 stop
 check "unmounted: its socket is gone" test ! -e "$sock"
+check "and its lock file (one per mount point ever used piled up before)" \
+	test ! -e "${sock%.sock}.lock"
 
 # ---- 6. a live daemon's socket is never taken over ----
 python3 -c "
@@ -260,9 +262,10 @@ print(s.recv(100).decode().strip())" "$sock")
 check "the live one still answers on its socket ($r)" test "$r" = "the live one"
 stop
 check "and its socket is still there after the new daemon ends" test -S "$sock"
+check "and its lock file" test -e "${sock%.sock}.lock"
 kill "$live"
 wait "$live" 2>/dev/null
-rm -f "$sock"
+rm -f "$sock" "${sock%.sock}.lock"
 
 # ---- 7. with posix_locks, every close flushes: it ends the owner's locks ----
 start -o posix_locks || exit 1

@@ -14,6 +14,7 @@
  *   stats          the counters, in flight requests and pool, as a table
  *   stats json     the same as one JSON object
  *   workers N      resize the pool to N workers (1 to 1024): "ok N"
+ *   release        give the path up if our mount is gone (ask_release())
  * and anything else gets "error: ..." (one line).
  *
  * Connections are non-blocking, at most AFS_CTL_MAX_CONNS at once; an
@@ -45,6 +46,7 @@ struct conn {
 };
 
 static int listen_fd = -1, lock_fd = -1;
+static char our_dev[32];        /* our mount's MAJOR:MINOR, if known */
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static struct conn conns[AFS_CTL_MAX_CONNS];
 
@@ -82,6 +84,29 @@ static int take_lock(void)
 	}
 }
 
+/*
+ * A live daemon holds the lock: ask it to give the path up, which it
+ * does if its mount is no longer mounted (a lazy umount, and ours now
+ * at the same mount point).  Returns whether it did.
+ */
+static bool ask_release(void)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 2 };
+	char reply[64] = "";
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n = -1;
+
+	memcpy(addr.sun_path, sock_path, strlen(sock_path) + 1);
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 &&
+	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+	    send(fd, "release\n", 8, MSG_NOSIGNAL) == 8)
+		n = recv(fd, reply, sizeof(reply) - 1, 0);
+	if (fd >= 0)
+		close(fd);
+	return n > 0 && !strncmp(reply, "ok", 2);
+}
+
 int afs_ctl_open(void)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -96,7 +121,10 @@ int afs_ctl_open(void)
 		return err;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
+	afs_mount_dev(afs.mountpoint, our_dev, sizeof(our_dev));
 	err = take_lock();
+	if (err == -EBUSY && ask_release())
+		err = take_lock();
 	if (err)
 		return err;
 	/* Ours: whatever is at the path was left by a daemon now dead. */
@@ -191,6 +219,24 @@ static void answer(struct conn *c, const char *line)
 				 fits ? strerror(-err) : "between 1 and 1024");
 		else
 			snprintf(msg, sizeof(msg), "ok %u\n", n);
+		b->data = strdup(msg);
+		b->len = b->size = b->data ? strlen(msg) : 0;
+	} else if (strcmp(line, "release") == 0) {
+		/*
+		 * Another daemon at our mount point's path: ours was
+		 * unmounted lazily (its files still open), and the path,
+		 * and the socket there, are the mount's there now.
+		 */
+		bool gone = our_dev[0] && !afs_mount_dev(NULL, our_dev, 0);
+		const char *msg = gone ? "ok released\n" : "error: still mounted\n";
+
+		if (gone) {
+			close(listen_fd); /* the socket file is the new one's */
+			close(lock_fd);
+			listen_fd = lock_fd = -1;
+			afs_log(LOG_NOTICE, "%s: unmounted; the control socket "
+				"goes to the mount there now", afs.mountpoint);
+		}
 		b->data = strdup(msg);
 		b->len = b->size = b->data ? strlen(msg) : 0;
 	} else {

@@ -466,10 +466,11 @@ static int probe_root(void)
 /* ---- detaching ------------------------------------------------------------ */
 
 /*
- * A daemon that detaches keeps none of the caller's files but stdio
- * (one on another mount would keep that mount busy while ours lives, a
- * pipe its reader waiting): all closed before we open any of our own,
- * but a MOUNTPOINT given as /dev/fd/N, a FUSE fd passed in (libfuse).
+ * The daemon keeps none of the caller's files but stdio (one on another
+ * mount, even a lazily unmounted one at our mount point, would keep that
+ * busy while ours lives; a pipe, its reader waiting): all closed before
+ * we open any of our own, but a MOUNTPOINT given as /dev/fd/N, a FUSE fd
+ * passed in (libfuse).
  */
 static void close_inherited(const char *mountpoint)
 {
@@ -574,28 +575,49 @@ static bool mountinfo_path_is(const char *field, const char *path)
  * stat() of the mountpoint would wait on this very thread), writable by
  * root only; the kernel sets it when it answers INIT, so this comes after.
  */
-static void set_readahead(const char *mnt, unsigned kb)
+/*
+ * The MAJOR:MINOR (at most n - 1 bytes) of the FUSE mount on top at mnt,
+ * or of any mount if mnt is NULL and dev is the one asked for: whether
+ * /proc/self/mountinfo has it.
+ */
+bool afs_mount_dev(const char *mnt, char *dev, size_t n)
 {
-	char found[32] = "", path[96], num[16], *line = NULL;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, found[32] = "";
 	size_t cap = 0;
-	int fd, n;
+	int k;
 
 	/* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ... - fuse.aiodfs ... */
 	while (f && getline(&line, &cap, f) > 0) {
 		char *field[5], *save = NULL, *t = strtok_r(line, " ", &save);
 
-		for (n = 0; n < 5 && t; n++, t = strtok_r(NULL, " ", &save))
-			field[n] = t;
-		if (n == 5 && t && strstr(save ? save : "", "- fuse") &&
-		    strlen(field[2]) < sizeof(found) &&
+		for (k = 0; k < 5 && t; k++, t = strtok_r(NULL, " ", &save))
+			field[k] = t;
+		if (k < 5 || !t)
+			continue;
+		if (!mnt && !strcmp(field[2], dev)) {
+			strcpy(found, dev);
+			break;
+		}
+		if (mnt && strstr(save ? save : "", "- fuse") &&
+		    strlen(field[2]) < sizeof(found) && strlen(field[2]) < n &&
 		    mountinfo_path_is(field[4], mnt))
 			strcpy(found, field[2]); /* the last one is on top */
 	}
 	free(line);
 	if (f)
 		fclose(f);
-	if (!found[0]) {
+	if (mnt && found[0])
+		strcpy(dev, found);
+	return found[0] != 0;
+}
+
+static void set_readahead(const char *mnt, unsigned kb)
+{
+	char found[32], path[96], num[16];
+	int fd, n;
+
+	if (!afs_mount_dev(mnt, found, sizeof(found))) {
 		afs_log(LOG_WARNING, "%s: not in /proc/self/mountinfo; readahead "
 			"left as it is", mnt);
 		return;
@@ -726,8 +748,7 @@ int main(int argc, char **argv)
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 
-	if (!copts.foreground)
-		close_inherited(copts.mountpoint);
+	close_inherited(copts.mountpoint);
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)
 		goto out;
 	afs.opt.source = src;

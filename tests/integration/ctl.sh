@@ -69,6 +69,8 @@ before_cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; }
 # Mount in the foreground, in the background of this script: $pid.
 start() { serve "$log" "$src" "$mnt" "$@"; }
 stop() { unserve "$mnt"; }
+# gone PID: exited (a zombie of ours counts).
+gone() { ! [ -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 json() { "$CTL" stats --json "$mnt" | python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 workers_of() { aiod_workers "$1" | wc -w; }
 
@@ -248,8 +250,9 @@ lock = open(sock[:-len('.sock')] + '.lock', 'w')
 fcntl.flock(lock, fcntl.LOCK_EX)
 s = socket.socket(socket.AF_UNIX); s.bind(sock); s.listen(1)
 print('listening', flush=True)
-c, _ = s.accept(); c.sendall(b'the live one\n'); c.close()
-time.sleep(30)" "$sock" >"$T/live" &
+while True:
+    c, _ = s.accept(); c.sendall(b'the live one\n'); c.close()
+" "$sock" >"$T/live" &
 live=$!
 wait_for -t 5 grep -q listening "$T/live"
 start || exit 1
@@ -266,6 +269,29 @@ check "and its lock file" test -e "${sock%.sock}.lock"
 kill "$live"
 wait "$live" 2>/dev/null
 rm -f "$sock" "${sock%.sock}.lock"
+
+# ---- 6b. a mount unmounted lazily hands its socket to the next one ----
+# A file still open keeps the old daemon alive after umount -l; the
+# daemon mounted at the same path then gets the socket (aiodfsctl had
+# reached the old one, which kept it, and the new one served without).
+echo held >"$src/held"
+start || exit 1
+old=$pid
+exec 8<"$mnt/held"
+umount -l "$mnt"
+warned=$(grep -c "a live aiodfs holds" "$log")
+start || exit 1
+check "after a lazy unmount, the daemon mounted there serves the control socket" \
+	test "$(json 'd["pid"]')" = "$pid"
+check "... without a word of a live one's" \
+	test "$(grep -c "a live aiodfs holds" "$log")" = "$warned"
+exec 8<&-
+wait_for -t 10 gone "$old"
+check "the old daemon ends with its last file" gone "$old"
+gone "$old" || kill "$old"
+wait "$old"
+check "and the socket is still the new one's" test "$(json 'd["pid"]')" = "$pid"
+stop
 
 # ---- 7. with posix_locks, every close flushes: it ends the owner's locks ----
 start -o posix_locks || exit 1

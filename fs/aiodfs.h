@@ -234,7 +234,7 @@ void afs_ctl_close(void);
 void afs_log(int prio, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 bool afs_is_fuse_mount(int id);
-bool afs_mount_dev(const char *mnt, char *dev, size_t n);
+int afs_mount_dev(const char *mnt, char *dev, size_t n);
 
 /* inode.c */
 struct afs_inode *afs_inode_get(fuse_ino_t nodeid);

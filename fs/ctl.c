@@ -92,13 +92,19 @@ static int take_lock(void)
 static bool ask_release(void)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 2 };
+	struct timeval tv = { .tv_sec = 1 };
 	char reply[64] = "";
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	ssize_t n = -1;
 
+	/*
+	 * At most a second each to connect (a unix connect waits the send
+	 * timeout while the holder's queue is full) and for the answer: a
+	 * hung holder must not keep our loop from serving.
+	 */
 	memcpy(addr.sun_path, sock_path, strlen(sock_path) + 1);
 	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0 &&
 	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
 	    send(fd, "release\n", 8, MSG_NOSIGNAL) == 8)
 		n = recv(fd, reply, sizeof(reply) - 1, 0);
@@ -121,7 +127,8 @@ int afs_ctl_open(void)
 		return err;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	afs_mount_dev(afs.mountpoint, our_dev, sizeof(our_dev));
+	if (afs_mount_dev(afs.mountpoint, our_dev, sizeof(our_dev)) <= 0)
+		our_dev[0] = 0; /* never released, then */
 	err = take_lock();
 	if (err == -EBUSY && ask_release())
 		err = take_lock();
@@ -227,7 +234,8 @@ static void answer(struct conn *c, const char *line)
 		 * unmounted lazily (its files still open), and the path,
 		 * and the socket there, are the mount's there now.
 		 */
-		bool gone = our_dev[0] && !afs_mount_dev(NULL, our_dev, 0);
+		/* Gone only if mountinfo, read through, lacks it. */
+		bool gone = our_dev[0] && afs_mount_dev(NULL, our_dev, 0) == 0;
 		const char *msg = gone ? "ok released\n" : "error: still mounted\n";
 
 		if (gone) {

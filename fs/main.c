@@ -122,7 +122,10 @@ static int parse_number(struct cli *cli, const char *arg)
 			continue;
 		errno = 0;
 		if (n->real) {
-			double d = strtod(v, &end);
+			/* Decimal only: not hex, inf or nan, nor a sign. */
+			double d = strspn(v, "0123456789.eE-") == strlen(v) &&
+					   ((*v >= '0' && *v <= '9') || *v == '.')
+				   ? strtod(v, &end) : (end = (char *)v, -1);
 
 			if (end != v && !*end && !errno && d >= 0) {
 				*(double *)field = d;
@@ -137,7 +140,8 @@ static int parse_number(struct cli *cli, const char *arg)
 			}
 		}
 		afs_log(LOG_ERR, "%s: expected %s", arg,
-			n->real ? "a number of seconds, 0 or more" : "a whole number");
+			n->real ? "seconds, a decimal number of 0 or more"
+				: "a whole number");
 		return -1;
 	}
 	return 1; /* not ours */
@@ -469,21 +473,26 @@ static int probe_root(void)
  * The daemon keeps none of the caller's files but stdio (one on another
  * mount, even a lazily unmounted one at our mount point, would keep that
  * busy while ours lives; a pipe, its reader waiting): all closed before
- * we open any of our own, but a MOUNTPOINT given as /dev/fd/N, a FUSE fd
- * passed in (libfuse).
+ * we open any of our own.
  */
-static void close_inherited(const char *mountpoint)
+static void close_inherited(void)
 {
-	unsigned keep;
-	char end;
+	close_range(3, ~0u, 0);
+}
 
-	if (sscanf(mountpoint, "/dev/fd/%u%c", &keep, &end) == 1 && keep >= 3) {
-		if (keep > 3)
-			close_range(3, keep - 1, 0);
-		close_range(keep + 1, ~0u, 0);
-	} else {
-		close_range(3, ~0u, 0);
-	}
+/*
+ * Whether MOUNTPOINT is /dev/fd/N, a FUSE fd opened by a privileged
+ * parent (mount.fuse3 -o drop_privileges): not supported, since the
+ * daemon needs the mount point's path (whether it lies inside SOURCE,
+ * its control socket, its readahead).
+ */
+static bool fd_mountpoint(const char *mountpoint)
+{
+	unsigned fd;
+	int len = -1;
+
+	return sscanf(mountpoint, "/dev/fd/%u%n", &fd, &len) == 1 &&
+	       len == (int)strlen(mountpoint);
 }
 
 /*
@@ -578,14 +587,15 @@ static bool mountinfo_path_is(const char *field, const char *path)
 /*
  * The MAJOR:MINOR (at most n - 1 bytes) of the FUSE mount on top at mnt,
  * or of any mount if mnt is NULL and dev is the one asked for: whether
- * /proc/self/mountinfo has it.
+ * /proc/self/mountinfo has it, 1 or 0, or -errno if it could not be
+ * read through.
  */
-bool afs_mount_dev(const char *mnt, char *dev, size_t n)
+int afs_mount_dev(const char *mnt, char *dev, size_t n)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char *line = NULL, found[32] = "";
 	size_t cap = 0;
-	int k;
+	int k, err = f ? 0 : -errno;
 
 	/* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ... - fuse.aiodfs ... */
 	while (f && getline(&line, &cap, f) > 0) {
@@ -604,12 +614,14 @@ bool afs_mount_dev(const char *mnt, char *dev, size_t n)
 		    mountinfo_path_is(field[4], mnt))
 			strcpy(found, field[2]); /* the last one is on top */
 	}
+	if (f && ferror(f))
+		err = -EIO;
 	free(line);
 	if (f)
 		fclose(f);
 	if (mnt && found[0])
 		strcpy(dev, found);
-	return found[0] != 0;
+	return found[0] ? 1 : err;
 }
 
 static void set_readahead(const char *mnt, unsigned kb)
@@ -617,7 +629,7 @@ static void set_readahead(const char *mnt, unsigned kb)
 	char found[32], path[96], num[16];
 	int fd, n;
 
-	if (!afs_mount_dev(mnt, found, sizeof(found))) {
+	if (afs_mount_dev(mnt, found, sizeof(found)) <= 0) {
 		afs_log(LOG_WARNING, "%s: not in /proc/self/mountinfo; readahead "
 			"left as it is", mnt);
 		return;
@@ -748,7 +760,13 @@ int main(int argc, char **argv)
 	afs.opt.default_permissions = cli.default_permissions;
 	afs.opt.debug = copts.debug;
 
-	close_inherited(copts.mountpoint);
+	if (fd_mountpoint(copts.mountpoint)) {
+		afs_log(LOG_ERR, "%s: a FUSE fd passed in as MOUNTPOINT is not "
+			"supported (mount.fuse3 -o drop_privileges)",
+			copts.mountpoint);
+		goto out;
+	}
+	close_inherited();
 	if (check_paths(cli.source, copts.mountpoint, &src, &mnt) < 0)
 		goto out;
 	afs.opt.source = src;

@@ -291,6 +291,12 @@ check "the old daemon ends with its last file" gone "$old"
 gone "$old" || kill "$old"
 wait "$old"
 check "and the socket is still the new one's" test "$(json 'd["pid"]')" = "$pid"
+r=$(python3 -c "
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'release\n')
+print(s.recv(100).decode().strip())" "$sock")
+check "a mounted daemon keeps its socket when asked to release it ($r)" \
+	test "$r" = "error: still mounted" -a "$(json 'd["pid"]')" = "$pid"
 stop
 
 # ---- 7. with posix_locks, every close flushes: it ends the owner's locks ----

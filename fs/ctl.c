@@ -87,9 +87,10 @@ static int take_lock(void)
 /*
  * A live daemon holds the lock: ask it to give the path up, which it
  * does if its mount is no longer mounted (a lazy umount, and ours now
- * at the same mount point).  Returns whether it did.
+ * at the same mount point).  Returns 1 if it did, 0 if it refused, -1
+ * if nothing answers (it is ending: its socket goes before its lock).
  */
-static bool ask_release(void)
+static int ask_release(void)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 1 };
@@ -110,7 +111,7 @@ static bool ask_release(void)
 		n = recv(fd, reply, sizeof(reply) - 1, 0);
 	if (fd >= 0)
 		close(fd);
-	return n > 0 && !strncmp(reply, "ok", 2);
+	return n > 0 ? !strncmp(reply, "ok", 2) : -1;
 }
 
 int afs_ctl_open(void)
@@ -130,8 +131,15 @@ int afs_ctl_open(void)
 	if (afs_mount_dev(afs.mountpoint, our_dev, sizeof(our_dev)) <= 0)
 		our_dev[0] = 0; /* never released, then */
 	err = take_lock();
-	if (err == -EBUSY && ask_release())
+	for (int tries = 0; err == -EBUSY && tries < 20; tries++) {
+		int asked = ask_release();
+
+		if (asked == 0)
+			break;
+		if (asked < 0)
+			usleep(50000); /* the holder is ending: its lock goes next */
 		err = take_lock();
+	}
 	if (err)
 		return err;
 	/* Ours: whatever is at the path was left by a daemon now dead. */

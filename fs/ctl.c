@@ -238,11 +238,11 @@ static void answer(struct conn *c, const char *line)
 		b->len = b->size = b->data ? strlen(msg) : 0;
 	} else if (strcmp(line, "release") == 0) {
 		/*
-		 * Another daemon at our mount point's path: ours was
-		 * unmounted lazily (its files still open), and the path,
-		 * and the socket there, are the mount's there now.
+		 * Another daemon at our mount point's path: if ours was
+		 * unmounted lazily (its files still open; gone only if
+		 * mountinfo, read through, lacks it), the path, and the
+		 * socket there, are the mount's there now.
 		 */
-		/* Gone only if mountinfo, read through, lacks it. */
 		bool gone = our_dev[0] && afs_mount_dev(NULL, our_dev, 0) == 0;
 		const char *msg = gone ? "ok released\n" : "error: still mounted\n";
 

@@ -271,6 +271,7 @@ static char *fsname_opt(const char *source)
 /* One line of /proc/self/mountinfo: what aiodfs needs of it. */
 struct mount_line {
 	int id;
+	char dev[32];               /* MAJOR:MINOR */
 	char point[PATH_MAX + 1];   /* with mountinfo's octal escapes undone */
 	char fstype[64];
 };
@@ -300,8 +301,8 @@ static bool next_mount(FILE *f, struct mount_line *m)
 	while (fgets(line, sizeof(line), f)) {
 		/* id parent major:minor root point options... - fstype ... */
 		sep = strstr(line, " - ");
-		if (!sep || sscanf(line, "%d %*s %*s %*s %4096s", &m->id,
-				   m->point) != 2 ||
+		if (!sep || sscanf(line, "%d %*s %31s %*s %4096s", &m->id,
+				   m->dev, m->point) != 3 ||
 		    sscanf(sep + 3, "%63s", m->fstype) != 1)
 			continue;
 		unescape(m->point);
@@ -554,25 +555,34 @@ static void report(int fd, char status)
 }
 
 /*
- * MOUNTPOINT as /proc/self/mountinfo writes it: space, tab, newline and
- * backslash as \ooo.  Returns whether field equals path.
+ * The MAJOR:MINOR (at most n - 1 bytes) of the FUSE mount on top at mnt,
+ * or of any mount if mnt is NULL and dev is the one asked for: whether
+ * /proc/self/mountinfo has it, 1 or 0, or -errno if it could not be
+ * read through.
  */
-static bool mountinfo_path_is(const char *field, const char *path)
+int afs_mount_dev(const char *mnt, char *dev, size_t n)
 {
-	while (*field && *path) {
-		char c = *field++;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	struct mount_line m;
+	char found[sizeof(m.dev)] = "";
+	int err = f ? 0 : -errno;
 
-		if (c == '\\' && field[0] >= '0' && field[0] <= '3' &&
-		    field[1] >= '0' && field[1] <= '7' && field[2] >= '0' &&
-		    field[2] <= '7') {
-			c = (char)((field[0] - '0') * 64 + (field[1] - '0') * 8 +
-				   (field[2] - '0'));
-			field += 3;
+	while (f && next_mount(f, &m)) {
+		if (!mnt && !strcmp(m.dev, dev)) {
+			strcpy(found, dev);
+			break;
 		}
-		if (c != *path++)
-			return false;
+		if (mnt && !strncmp(m.fstype, "fuse", 4) && strlen(m.dev) < n &&
+		    !strcmp(m.point, mnt))
+			strcpy(found, m.dev); /* the last one is on top */
 	}
-	return !*field && !*path;
+	if (f && ferror(f))
+		err = -EIO;
+	if (f)
+		fclose(f);
+	if (mnt && found[0])
+		strcpy(dev, found);
+	return found[0] ? 1 : err;
 }
 
 /*
@@ -584,46 +594,6 @@ static bool mountinfo_path_is(const char *field, const char *path)
  * stat() of the mountpoint would wait on this very thread), writable by
  * root only; the kernel sets it when it answers INIT, so this comes after.
  */
-/*
- * The MAJOR:MINOR (at most n - 1 bytes) of the FUSE mount on top at mnt,
- * or of any mount if mnt is NULL and dev is the one asked for: whether
- * /proc/self/mountinfo has it, 1 or 0, or -errno if it could not be
- * read through.
- */
-int afs_mount_dev(const char *mnt, char *dev, size_t n)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL, found[32] = "";
-	size_t cap = 0;
-	int k, err = f ? 0 : -errno;
-
-	/* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ... - fuse.aiodfs ... */
-	while (f && getline(&line, &cap, f) > 0) {
-		char *field[5], *save = NULL, *t = strtok_r(line, " ", &save);
-
-		for (k = 0; k < 5 && t; k++, t = strtok_r(NULL, " ", &save))
-			field[k] = t;
-		if (k < 5 || !t)
-			continue;
-		if (!mnt && !strcmp(field[2], dev)) {
-			strcpy(found, dev);
-			break;
-		}
-		if (mnt && strstr(save ? save : "", "- fuse") &&
-		    strlen(field[2]) < sizeof(found) && strlen(field[2]) < n &&
-		    mountinfo_path_is(field[4], mnt))
-			strcpy(found, field[2]); /* the last one is on top */
-	}
-	if (f && ferror(f))
-		err = -EIO;
-	free(line);
-	if (f)
-		fclose(f);
-	if (mnt && found[0])
-		strcpy(dev, found);
-	return found[0] ? 1 : err;
-}
-
 static void set_readahead(const char *mnt, unsigned kb)
 {
 	char found[32], path[96], num[16];
